@@ -1,0 +1,271 @@
+//! The message model: what travels over a socket, whatever the serializer.
+//!
+//! Phoenix has three shapes, and so do we: a [`Message`] (what clients send, and
+//! what the server pushes to one channel, `phx_close` and `phx_error` included), a
+//! [`Reply`] to a client's `ref`, and a [`Broadcast`] fanned out to every subscriber
+//! of a topic. The serializer decides how each looks on the wire.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+/// The topic of socket-level messages such as `heartbeat`.
+pub const HEARTBEAT_TOPIC: &str = "phoenix";
+
+/// The reserved event names.
+pub mod events {
+    /// A client asks to join a topic.
+    pub const JOIN: &str = "phx_join";
+    /// A client leaves a topic.
+    pub const LEAVE: &str = "phx_leave";
+    /// The server answers a client's ref.
+    pub const REPLY: &str = "phx_reply";
+    /// The server tells the client its channel crashed.
+    pub const ERROR: &str = "phx_error";
+    /// The server tells the client its channel closed normally.
+    pub const CLOSE: &str = "phx_close";
+    /// The client's keep-alive, on topic `phoenix`.
+    pub const HEARTBEAT: &str = "heartbeat";
+    /// Full presence list pushed to a joiner.
+    pub const PRESENCE_STATE: &str = "presence_state";
+    /// Presence joins and leaves broadcast to a topic.
+    pub const PRESENCE_DIFF: &str = "presence_diff";
+    /// Broadcast to a socket id: close every socket with that id.
+    pub const DISCONNECT: &str = "disconnect";
+}
+
+/// A message body: JSON kept as the peer wrote it, or raw bytes (V2 binary frames).
+#[derive(Clone, Debug)]
+pub enum Payload {
+    /// Any JSON value, kept as text so it can be forwarded without re-parsing.
+    Json(Box<RawValue>),
+    /// Opaque bytes, carried by V2 binary frames.
+    Binary(Bytes),
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        match (self, other) {
+            (Payload::Json(a), Payload::Json(b)) => a.get() == b.get(),
+            (Payload::Binary(a), Payload::Binary(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Payload {
+    /// The empty object `{}`, the payload of heartbeats, leaves and closes.
+    pub fn empty_object() -> Payload {
+        Payload::Json(raw("{}".to_owned()))
+    }
+
+    /// Serializes any value into a JSON payload.
+    ///
+    /// ```
+    /// let p = phx_protocol::Payload::json(&serde_json::json!({"body": "hi"})).unwrap();
+    /// assert_eq!(p.as_json(), Some(r#"{"body":"hi"}"#));
+    /// ```
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Payload, serde_json::Error> {
+        Ok(Payload::Json(serde_json::value::to_raw_value(value)?))
+    }
+
+    /// Wraps JSON text after checking that it is valid JSON.
+    pub fn from_json_str(text: &str) -> Result<Payload, serde_json::Error> {
+        Ok(Payload::Json(RawValue::from_string(text.to_owned())?))
+    }
+
+    /// The JSON text, `None` for binary payloads.
+    pub fn as_json(&self) -> Option<&str> {
+        match self {
+            Payload::Json(raw) => Some(raw.get()),
+            Payload::Binary(_) => None,
+        }
+    }
+
+    /// The bytes of a binary payload.
+    pub fn as_binary(&self) -> Option<&Bytes> {
+        match self {
+            Payload::Binary(b) => Some(b),
+            Payload::Json(_) => None,
+        }
+    }
+
+    /// Parses a JSON payload into a typed value (binary payloads are an error).
+    pub fn parse<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        match self {
+            Payload::Json(raw) => serde_json::from_str(raw.get()),
+            Payload::Binary(_) => Err(serde::de::Error::custom("payload is binary, not JSON")),
+        }
+    }
+
+    /// Whether the payload is a JSON object (V2 pushes and broadcasts require one, or binary).
+    pub fn is_object(&self) -> bool {
+        match self {
+            Payload::Json(raw) => raw.get().trim_start().starts_with('{'),
+            Payload::Binary(_) => false,
+        }
+    }
+}
+
+impl From<serde_json::Value> for Payload {
+    fn from(v: serde_json::Value) -> Payload {
+        // Serializing a `Value` cannot fail: its map keys are strings.
+        Payload::Json(raw(v.to_string()))
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(b: Bytes) -> Payload {
+        Payload::Binary(b)
+    }
+}
+
+/// Builds a RawValue from text that is known to be valid JSON.
+pub(crate) fn raw(valid_json: String) -> Box<RawValue> {
+    RawValue::from_string(valid_json).unwrap_or_else(|_| {
+        // Only reached if a caller in this crate broke its own invariant.
+        RawValue::from_string("null".to_owned()).expect("null is valid JSON")
+    })
+}
+
+/// A message as clients send it, and as the server pushes it to one channel.
+///
+/// `join_ref` ties a message to one join of a topic (the ref of that `phx_join`);
+/// `msg_ref` is the message's own `ref`, which a reply echoes. Either may be null.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// The ref of the `phx_join` this message belongs to.
+    pub join_ref: Option<String>,
+    /// The message's own ref (`ref` on the wire).
+    pub msg_ref: Option<String>,
+    /// The topic, e.g. `room:lobby`.
+    pub topic: String,
+    /// The event, e.g. `phx_join` or `new_msg`.
+    pub event: String,
+    /// The body.
+    pub payload: Payload,
+}
+
+impl Message {
+    /// Builds a message.
+    pub fn new(
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        topic: impl Into<String>,
+        event: impl Into<String>,
+        payload: Payload,
+    ) -> Message {
+        Message {
+            join_ref,
+            msg_ref,
+            topic: topic.into(),
+            event: event.into(),
+            payload,
+        }
+    }
+
+    /// Whether this is the client's keep-alive (`heartbeat` on topic `phoenix`).
+    pub fn is_heartbeat(&self) -> bool {
+        self.topic == HEARTBEAT_TOPIC && self.event == events::HEARTBEAT
+    }
+
+    /// The `phx_close` Phoenix sends when a channel stops normally: ref = join_ref.
+    pub fn close(join_ref: Option<String>, topic: impl Into<String>) -> Message {
+        Message::new(
+            join_ref.clone(),
+            join_ref,
+            topic,
+            events::CLOSE,
+            Payload::empty_object(),
+        )
+    }
+
+    /// The `phx_error` Phoenix sends when a channel crashes: ref = join_ref.
+    pub fn error(join_ref: Option<String>, topic: impl Into<String>, payload: Payload) -> Message {
+        Message::new(join_ref.clone(), join_ref, topic, events::ERROR, payload)
+    }
+}
+
+/// A reply to a client message: `phx_reply` with `{"status", "response"}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// The join_ref of the channel that replies (null for socket-level replies).
+    pub join_ref: Option<String>,
+    /// The ref of the message being answered.
+    pub msg_ref: Option<String>,
+    /// The topic.
+    pub topic: String,
+    /// `ok`, `error`, or any status a channel chooses.
+    pub status: String,
+    /// The response body.
+    pub response: Payload,
+}
+
+impl Reply {
+    /// Builds a reply with any status.
+    pub fn new(
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        topic: impl Into<String>,
+        status: impl Into<String>,
+        response: Payload,
+    ) -> Reply {
+        Reply {
+            join_ref,
+            msg_ref,
+            topic: topic.into(),
+            status: status.into(),
+            response,
+        }
+    }
+
+    /// An `ok` reply.
+    pub fn ok(
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        topic: impl Into<String>,
+        response: Payload,
+    ) -> Reply {
+        Reply::new(join_ref, msg_ref, topic, "ok", response)
+    }
+
+    /// An `error` reply.
+    pub fn error(
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        topic: impl Into<String>,
+        response: Payload,
+    ) -> Reply {
+        Reply::new(join_ref, msg_ref, topic, "error", response)
+    }
+}
+
+/// A message for every subscriber of a topic; on the wire both refs are null.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Broadcast {
+    /// The topic.
+    pub topic: String,
+    /// The event.
+    pub event: String,
+    /// The body.
+    pub payload: Payload,
+}
+
+impl Broadcast {
+    /// Builds a broadcast.
+    pub fn new(topic: impl Into<String>, event: impl Into<String>, payload: Payload) -> Broadcast {
+        Broadcast {
+            topic: topic.into(),
+            event: event.into(),
+            payload,
+        }
+    }
+}
+
+/// What a client decodes from a server frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Received {
+    /// A reply to one of the client's refs.
+    Reply(Reply),
+    /// A push or broadcast (a broadcast has both refs null).
+    Message(Message),
+}

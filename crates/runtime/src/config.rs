@@ -1,0 +1,64 @@
+//! Endpoint configuration: limits, timeouts and policies, with Phoenix's defaults
+//! where Phoenix has one and a documented choice where it has none.
+
+use std::time::Duration;
+
+use crate::origin::CheckOrigin;
+
+/// How an endpoint's sockets behave. Build with [`Config::default`] and change fields.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut config = phx_runtime::Config::default();
+/// config.idle_timeout = Duration::from_secs(30);
+/// config.check_origin = phx_runtime::CheckOrigin::list(["//example.com"]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Which browser origins may connect (default: Phoenix's `true` with host `localhost`).
+    pub check_origin: CheckOrigin,
+    /// Accept the Phoenix 1.8 auth token carried in `Sec-WebSocket-Protocol`
+    /// (`base64url.bearer.phx.<token>`), answering with subprotocol `phoenix`. Default on.
+    pub auth_token: bool,
+    /// Subprotocols the WebSocket accepts (Phoenix's `:subprotocols`); `None` skips the check.
+    pub subprotocols: Option<Vec<String>>,
+    /// Close a socket that sends nothing for this long (Phoenix: 60 s).
+    pub idle_timeout: Duration,
+    /// Largest frame or message accepted from a client; a larger one closes the
+    /// connection with 1009. Default 1 MiB (Phoenix: unlimited).
+    pub max_frame_size: usize,
+    /// Channels one socket may join at once (Phoenix: 100).
+    pub max_channels: usize,
+    /// Frames that may wait for a socket's writer; a client that lets it fill is
+    /// disconnected as a slow client (close 1013). Default 1024.
+    pub outbound_queue: usize,
+    /// Messages that may wait in a channel's mailbox. Default 1024.
+    pub channel_mailbox: usize,
+    /// Serve the long-poll transport at `<mount>/longpoll` (default on).
+    pub longpoll: bool,
+    /// How long a long-poll GET waits for messages (Phoenix: 10 s).
+    pub longpoll_window: Duration,
+    /// Secret that signs long-poll session tokens (random per start by default).
+    pub secret: Vec<u8>,
+    /// How long draining on shutdown may take before sockets are dropped.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            check_origin: CheckOrigin::default(),
+            auth_token: true,
+            subprotocols: None,
+            idle_timeout: Duration::from_secs(60),
+            max_frame_size: 1 << 20,
+            max_channels: 100,
+            outbound_queue: 1024,
+            channel_mailbox: 1024,
+            longpoll: true,
+            longpoll_window: Duration::from_secs(10),
+            secret: rand::random::<[u8; 32]>().to_vec(),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The endpoint: one socket handler, its channel routes, its PubSub, presence,
+//! configuration and metrics, and the warp routes that serve its transports at
+//! `<mount>/websocket` and `<mount>/longpoll`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::Filter;
+
+use crate::channel::{self, Channel, ChannelSender, ChannelStart};
+use crate::config::Config;
+use crate::handler::{AcceptAll, DynHandler, SocketHandler};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::presence::Presence;
+use crate::pubsub::{Adapter, PubSub};
+
+type Spawner = Box<dyn Fn(ChannelStart) -> (ChannelSender, AbortHandle) + Send + Sync>;
+
+/// A topic pattern and the channel that serves it.
+pub(crate) struct Route {
+    pattern: String,
+    prefix: bool,
+    pub(crate) spawn: Spawner,
+}
+
+impl Route {
+    /// Phoenix's matching: `room:*` matches every topic starting with `room:`
+    /// (the splat must be last); anything else matches exactly.
+    fn matches(&self, topic: &str) -> bool {
+        if self.prefix {
+            topic.starts_with(&self.pattern)
+        } else {
+            topic == self.pattern
+        }
+    }
+}
+
+/// What every socket, channel and transport of an endpoint shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    routes: Vec<Route>,
+    pub(crate) handler: Box<dyn DynHandler>,
+    pub(crate) pubsub: PubSub,
+    pub(crate) presence: Presence,
+    pub(crate) metrics: Arc<Metrics>,
+    next_id: AtomicU64,
+    /// Flips to true when the endpoint drains: every socket closes with 1012.
+    pub(crate) drain: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(crate) fn route(&self, topic: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(topic))
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Builds an [`Endpoint`].
+pub struct EndpointBuilder {
+    config: Config,
+    routes: Vec<Route>,
+    handler: Box<dyn DynHandler>,
+    adapter: Option<Arc<dyn Adapter>>,
+}
+
+impl EndpointBuilder {
+    /// Sets the configuration (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the socket handler (default: [`AcceptAll`]).
+    pub fn handler<H: SocketHandler>(mut self, handler: H) -> Self {
+        self.handler = Box::new(handler);
+        self
+    }
+
+    /// Routes topics matching `pattern` (`room:*` or an exact topic) to channels
+    /// made by `factory`, one per join. The first matching route wins.
+    pub fn channel<C, F>(mut self, pattern: &str, factory: F) -> Self
+    where
+        C: Channel,
+        F: Fn() -> C + Send + Sync + 'static,
+    {
+        let (pattern, prefix) = match pattern.strip_suffix('*') {
+            Some(p) => (p.to_owned(), true),
+            None => (pattern.to_owned(), false),
+        };
+        self.routes.push(Route {
+            pattern,
+            prefix,
+            spawn: Box::new(move |start| channel::spawn(factory(), start)),
+        });
+        self
+    }
+
+    /// Publishes broadcasts to other nodes through `adapter`.
+    pub fn adapter(mut self, adapter: Arc<dyn Adapter>) -> Self {
+        self.adapter = Some(adapter);
+        self
+    }
+
+    /// Builds the endpoint.
+    pub fn build(self) -> Endpoint {
+        let metrics = Arc::new(Metrics::default());
+        let pubsub = PubSub::build(self.adapter, metrics.clone());
+        Endpoint {
+            shared: Arc::new(Shared {
+                presence: Presence::new(pubsub.clone()),
+                config: self.config,
+                routes: self.routes,
+                handler: self.handler,
+                pubsub,
+                metrics,
+                next_id: AtomicU64::new(1),
+                drain: watch::Sender::new(false),
+            }),
+        }
+    }
+}
+
+/// A socket endpoint: serve it with [`Endpoint::routes`] and [`crate::serve`].
+///
+/// ```no_run
+/// use phx_runtime::{Endpoint, serve};
+/// # async fn run() -> std::io::Result<()> {
+/// let endpoint = Endpoint::builder().build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+/// serve(listener, endpoint.routes("/socket"), phx_runtime::shutdown_signal()).await?;
+/// endpoint.drain().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Endpoint {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Endpoint {
+    /// Starts building an endpoint.
+    pub fn builder() -> EndpointBuilder {
+        EndpointBuilder {
+            config: Config::default(),
+            routes: Vec::new(),
+            handler: Box::new(AcceptAll),
+            adapter: None,
+        }
+    }
+
+    /// The endpoint's PubSub: broadcast to topics from application code.
+    pub fn pubsub(&self) -> &PubSub {
+        &self.shared.pubsub
+    }
+
+    /// The endpoint's presence, for reading lists and statistics from outside channels.
+    pub fn presence(&self) -> &Presence {
+        &self.shared.presence
+    }
+
+    /// The endpoint's configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// A snapshot of the endpoint's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// The warp routes serving this endpoint's transports under `mount` (e.g. `/socket`):
+    /// `<mount>/websocket`, and `<mount>/longpoll` unless long-poll is turned off.
+    pub fn routes(&self, mount: &str) -> BoxedFilter<(Response,)> {
+        let mount = mount.trim_end_matches('/').to_owned();
+        let ws = crate::websocket::route(self.shared.clone(), format!("{mount}/websocket"));
+        if self.shared.config.longpoll {
+            let lp = crate::longpoll::route(self.shared.clone(), format!("{mount}/longpoll"));
+            ws.or(lp).unify().boxed()
+        } else {
+            ws
+        }
+    }
+
+    /// Closes every socket with code 1012 (Service Restart) so that clients
+    /// reconnect elsewhere, and waits until they are gone or the drain timeout passes.
+    pub async fn drain(&self) {
+        self.shared.drain.send_replace(true);
+        let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;
+        while self.shared.metrics.snapshot().sockets_open > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

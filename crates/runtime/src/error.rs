@@ -1,0 +1,39 @@
+//! The one error type of the runtime crate.
+
+use phx_protocol::ProtocolError;
+
+/// What went wrong in the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A frame could not be decoded or encoded.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// A payload could not be serialized to or parsed from JSON.
+    #[error("payload is not the expected JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A socket's outbound queue is full: the client is not reading.
+    #[error("the socket's outbound queue is full (slow client)")]
+    SlowClient,
+    /// The socket or channel this handle points to has ended.
+    #[error("the socket or channel has closed")]
+    Closed,
+    /// A presence operation failed.
+    #[error("presence: {0}")]
+    Presence(String),
+    /// A channel handler failed; the channel crashes and its client gets `phx_error`.
+    #[error("channel failed: {0}")]
+    Channel(String),
+    /// Binding or serving the listening socket failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl RuntimeError {
+    /// A channel failure with a message, for `?` in channel handlers.
+    pub fn channel(msg: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::Channel(msg.to_string())
+    }
+}

@@ -1,0 +1,64 @@
+//! A Phoenix Channels runtime on tokio: stock phoenix.js clients connect to it
+//! unchanged.
+//!
+//! An [`Endpoint`] holds a [`SocketHandler`] (who may connect), channel routes
+//! (`room:*` → a type implementing [`Channel`]), a [`PubSub`], presence and
+//! metrics. [`Endpoint::routes`] gives the warp routes of its transports
+//! (`<mount>/websocket`, `<mount>/longpoll`) and [`serve`] runs them.
+//!
+//! Each connection is one task that owns the transport; each joined channel is
+//! one actor with a bounded mailbox. Broadcasts are encoded once per serializer
+//! and the same bytes go to every subscriber.
+//!
+//! ```no_run
+//! use phx_runtime::{Channel, ChannelContext, Endpoint, HandleIn, Payload, RuntimeError};
+//!
+//! struct Room;
+//! impl Channel for Room {
+//!     async fn join(&mut self, _topic: &str, _payload: Payload, _ctx: &mut ChannelContext)
+//!         -> Result<Payload, Payload> {
+//!         Ok(Payload::empty_object())
+//!     }
+//!     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext)
+//!         -> Result<HandleIn, RuntimeError> {
+//!         ctx.broadcast(event, payload)?;
+//!         Ok(HandleIn::NoReply)
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let endpoint = Endpoint::builder().channel("room:*", || Room).build();
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+//!     phx_runtime::serve(listener, endpoint.routes("/socket"), phx_runtime::shutdown_signal()).await?;
+//!     endpoint.drain().await;
+//!     Ok(())
+//! }
+//! ```
+
+mod channel;
+mod config;
+mod endpoint;
+mod error;
+mod handler;
+mod longpoll;
+mod metrics;
+mod origin;
+pub mod presence;
+pub mod pubsub;
+mod server;
+mod socket;
+mod websocket;
+
+pub use channel::{Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, Info, ReplyRef};
+pub use config::Config;
+pub use endpoint::{Endpoint, EndpointBuilder};
+pub use error::RuntimeError;
+pub use handler::{AcceptAll, Assigns, ConnectInfo, ConnectRequest, Connection, Params, Refusal, SocketHandler, TransportKind};
+pub use metrics::{Metrics, MetricsSnapshot};
+pub use origin::{CheckOrigin, Origin, OriginFn};
+pub use phx_protocol::{Payload, Serializer};
+pub use pubsub::{PubSub, Subscription};
+pub use server::{serve, shutdown_signal};
+pub use socket::CloseReason;
+pub use websocket::PeerAddr;

@@ -1,0 +1,87 @@
+//! Counters for what the runtime does and what went wrong, cheap enough to bump on
+//! every frame (relaxed atomics), readable at any time as a [`MetricsSnapshot`] and
+//! rendered in the Prometheus text format by [`MetricsSnapshot::to_prometheus`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! metrics {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Live counters and gauges of one endpoint.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $($(#[doc = $doc])* pub(crate) $name: AtomicU64,)*
+        }
+
+        /// A copy of every counter at one moment.
+        #[derive(Debug, Default, Clone, PartialEq, Eq)]
+        pub struct MetricsSnapshot {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl Metrics {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> MetricsSnapshot {
+                MetricsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl MetricsSnapshot {
+            /// Renders the snapshot in the Prometheus text exposition format.
+            pub fn to_prometheus(&self) -> String {
+                let mut out = String::new();
+                $(
+                    out.push_str(concat!("# HELP phx_", stringify!($name), " ", $($doc,)* "\n"));
+                    out.push_str(concat!("phx_", stringify!($name), " "));
+                    out.push_str(&self.$name.to_string());
+                    out.push('\n');
+                )*
+                out
+            }
+        }
+    };
+}
+
+metrics! {
+    /// Sockets connected now (gauge).
+    sockets_open,
+    /// Sockets accepted since start.
+    sockets_accepted,
+    /// Connections refused: bad vsn, origin, subprotocol or the handler's refusal.
+    sockets_refused,
+    /// Channels joined now (gauge).
+    channels_open,
+    /// Joins accepted since start.
+    joins_ok,
+    /// Joins answered with an error since start.
+    joins_refused,
+    /// Channels that crashed (panic or error) and sent phx_error.
+    channel_crashes,
+    /// Frames received from clients.
+    frames_in,
+    /// Frames written to clients.
+    frames_out,
+    /// Broadcasts published.
+    broadcasts,
+    /// Malformed frames: the connection was closed.
+    malformed_frames,
+    /// Frames over the size limit: the connection was closed.
+    oversize_frames,
+    /// Clients disconnected because their outbound queue was full.
+    slow_clients,
+    /// Sockets closed for sending nothing within the idle timeout.
+    idle_timeouts,
+    /// Messages for a topic the socket has not joined.
+    unmatched_topics,
+    /// Long-poll sessions open now (gauge).
+    longpoll_sessions,
+}
+
+impl Metrics {
+    pub(crate) fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dec(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
