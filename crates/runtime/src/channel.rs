@@ -150,7 +150,11 @@ pub trait Channel: Send + 'static {
     }
 
     /// The channel is ending. Pushes made here follow the `phx_close` on the wire.
-    fn terminate(&mut self, reason: &ExitReason, ctx: &mut ChannelContext) -> impl Future<Output = ()> + Send {
+    fn terminate(
+        &mut self,
+        reason: &ExitReason,
+        ctx: &mut ChannelContext,
+    ) -> impl Future<Output = ()> + Send {
         let _ = (reason, ctx);
         async {}
     }
@@ -162,8 +166,8 @@ pub(crate) enum ChannelMsg {
     In(Box<Message>),
     /// A broadcast of an intercepted event.
     Intercept(Arc<Broadcast>),
-    /// An application message.
-    Info(Info),
+    /// An application message (boxed again to keep this enum two words wide).
+    Info(Box<Info>),
 }
 
 /// A sender into a channel's mailbox.
@@ -194,7 +198,11 @@ impl ChannelHandle {
     /// Sends a message to the channel's [`Channel::handle_info`]. Fails when the
     /// channel has ended or its mailbox is full.
     pub fn send<T: Any + Send>(&self, info: T) -> Result<(), RuntimeError> {
-        match self.tx.0.try_send(ChannelMsg::Info(Box::new(info))) {
+        match self
+            .tx
+            .0
+            .try_send(ChannelMsg::Info(Box::new(Box::new(info))))
+        {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(RuntimeError::SlowClient),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(RuntimeError::Closed),
@@ -293,7 +301,13 @@ impl ChannelContext {
 
     /// Pushes an event to this channel's client (ref null, join_ref of this join).
     pub fn push(&mut self, event: &str, payload: impl Into<Payload>) -> Result<(), RuntimeError> {
-        let msg = Message::new(self.join_ref.clone(), None, self.topic.clone(), event, payload.into());
+        let msg = Message::new(
+            self.join_ref.clone(),
+            None,
+            self.topic.clone(),
+            event,
+            payload.into(),
+        );
         let frame = self.serializer.encode_message(&msg)?;
         match &mut self.pending {
             Some(pending) => {
@@ -312,9 +326,15 @@ impl ChannelContext {
     }
 
     /// Broadcasts to every subscriber of this channel's topic except this channel's client.
-    pub fn broadcast_from(&self, event: &str, payload: impl Into<Payload>) -> Result<(), RuntimeError> {
+    pub fn broadcast_from(
+        &self,
+        event: &str,
+        payload: impl Into<Payload>,
+    ) -> Result<(), RuntimeError> {
         let b = Broadcast::new(self.topic.clone(), event, payload.into());
-        self.shared.pubsub.publish(Arc::new(b), self.registration.sub_id);
+        self.shared
+            .pubsub
+            .publish(Arc::new(b), self.registration.sub_id);
         Ok(())
     }
 
@@ -342,7 +362,13 @@ impl ChannelContext {
     }
 
     fn send_reply(&self, msg_ref: Option<String>, status: String, response: Payload) {
-        let reply = Reply::new(self.join_ref.clone(), msg_ref, self.topic.clone(), status, response);
+        let reply = Reply::new(
+            self.join_ref.clone(),
+            msg_ref,
+            self.topic.clone(),
+            status,
+            response,
+        );
         match self.serializer.encode_reply(&reply) {
             Ok(frame) => {
                 let _ = self.socket.send_frame(frame);
@@ -434,10 +460,15 @@ async fn guarded<T>(fut: impl Future<Output = Result<T, RuntimeError>>) -> Resul
     }
 }
 
-async fn run<C: Channel>(mut channel: C, start: ChannelStart, self_tx: ChannelSender, mut rx: mpsc::Receiver<ChannelMsg>) {
+async fn run<C: Channel>(
+    mut channel: C,
+    start: ChannelStart,
+    self_tx: ChannelSender,
+    mut rx: mpsc::Receiver<ChannelMsg>,
+) {
     let metrics = start.shared.metrics.clone();
     Metrics::inc(&metrics.channels_open);
-    let mut closed = start.socket.closed();
+    let socket = start.socket.clone();
     let mut ctx = ChannelContext {
         registration: Registration {
             shared: start.shared.clone(),
@@ -460,7 +491,11 @@ async fn run<C: Channel>(mut channel: C, start: ChannelStart, self_tx: ChannelSe
     };
 
     let topic = ctx.topic.clone();
-    let joined = AssertUnwindSafe(channel.join(&topic, start.payload, &mut ctx)).catch_unwind().await;
+    // The callbacks' futures are boxed: an idle channel then only holds what it
+    // needs to wait for its next message, not the largest callback's state.
+    let joined =
+        Box::pin(AssertUnwindSafe(channel.join(&topic, start.payload, &mut ctx)).catch_unwind())
+            .await;
     let pending = ctx.pending.take().unwrap_or_default();
     match joined {
         Ok(Ok(response)) => {
@@ -476,13 +511,20 @@ async fn run<C: Channel>(mut channel: C, start: ChannelStart, self_tx: ChannelSe
         Err(panic) => {
             Metrics::inc(&metrics.joins_refused);
             tracing::error!(topic = %ctx.topic, panic = %panic_text(&*panic), "channel join crashed");
-            ctx.send_reply(start.msg_ref, "error".to_owned(), Payload::from(json!({"reason": "join crashed"})));
+            ctx.send_reply(
+                start.msg_ref,
+                "error".to_owned(),
+                Payload::from(json!({"reason": "join crashed"})),
+            );
             ctx.exit(ExitKind::JoinFailed);
             return;
         }
     }
     if let Some(old_join_ref) = start.close_old {
-        if let Ok(frame) = ctx.serializer.encode_message(&Message::close(old_join_ref, ctx.topic.clone())) {
+        if let Ok(frame) = ctx
+            .serializer
+            .encode_message(&Message::close(old_join_ref, ctx.topic.clone()))
+        {
             let _ = ctx.socket.send_frame(frame);
         }
     }
@@ -504,19 +546,25 @@ async fn run<C: Channel>(mut channel: C, start: ChannelStart, self_tx: ChannelSe
     let reason = loop {
         let msg = tokio::select! {
             biased;
-            _ = closed.wait_for(|c| *c) => break ExitReason::SocketClosed,
+            () = socket.closed() => break ExitReason::SocketClosed,
             msg = rx.recv() => match msg {
                 Some(msg) => msg,
                 None => break ExitReason::SocketClosed,
             },
         };
-        match handle(&mut channel, &mut ctx, msg).await {
+        match Box::pin(handle(&mut channel, &mut ctx, msg)).await {
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => break ExitReason::Stopped,
             Err(ExitReason::Left) => break ExitReason::Left,
             Err(reason) => break reason,
         }
     };
+    Box::pin(finish(channel, ctx, reason)).await;
+}
+
+/// Ends a channel: unsubscribes, leaves presence, runs terminate, tells the socket.
+async fn finish<C: Channel>(mut channel: C, mut ctx: ChannelContext, reason: ExitReason) {
+    let metrics = ctx.shared.metrics.clone();
     ctx.msg_ref = None;
     match &reason {
         ExitReason::Crashed(why) => {
@@ -524,28 +572,45 @@ async fn run<C: Channel>(mut channel: C, start: ChannelStart, self_tx: ChannelSe
             tracing::error!(topic = %ctx.topic, reason = %why, "channel crashed");
             // Phoenix runs terminate, then the socket sees the crash and sends phx_error.
             ctx.unregister();
-            let _ = guarded(async { Ok(channel.terminate(&reason, &mut ctx).await) }).await;
+            terminate(&mut channel, &reason, &mut ctx).await;
             ctx.exit(ExitKind::Crash);
         }
         ExitReason::SocketClosed => {
             ctx.unregister();
-            let _ = guarded(async { Ok(channel.terminate(&reason, &mut ctx).await) }).await;
+            terminate(&mut channel, &reason, &mut ctx).await;
         }
         ExitReason::Left | ExitReason::Stopped => {
             // phx_close goes out before terminate runs; terminate's pushes follow it.
             ctx.unregister();
             ctx.exit(ExitKind::Close);
-            let _ = guarded(async { Ok(channel.terminate(&reason, &mut ctx).await) }).await;
+            terminate(&mut channel, &reason, &mut ctx).await;
         }
     }
 }
 
+/// Runs `terminate`, logging a panic instead of propagating it.
+async fn terminate<C: Channel>(channel: &mut C, reason: &ExitReason, ctx: &mut ChannelContext) {
+    if let Err(panic) = AssertUnwindSafe(channel.terminate(reason, ctx))
+        .catch_unwind()
+        .await
+    {
+        tracing::error!(topic = %ctx.topic, panic = %panic_text(&*panic), "channel terminate panicked");
+    }
+}
+
 /// Handles one mailbox message. `Err` carries the reason the channel must end.
-async fn handle<C: Channel>(channel: &mut C, ctx: &mut ChannelContext, msg: ChannelMsg) -> Result<Flow, ExitReason> {
+async fn handle<C: Channel>(
+    channel: &mut C,
+    ctx: &mut ChannelContext,
+    msg: ChannelMsg,
+) -> Result<Flow, ExitReason> {
     match msg {
         ChannelMsg::In(msg) => {
             let Message {
-                msg_ref, event, payload, ..
+                msg_ref,
+                event,
+                payload,
+                ..
             } = *msg;
             if event == events::LEAVE {
                 ctx.send_reply(msg_ref, "ok".to_owned(), Payload::empty_object());
@@ -572,6 +637,8 @@ async fn handle<C: Channel>(channel: &mut C, ctx: &mut ChannelContext, msg: Chan
         ChannelMsg::Intercept(b) => guarded(channel.handle_out(&b.event, b.payload.clone(), ctx))
             .await
             .map_err(ExitReason::Crashed),
-        ChannelMsg::Info(info) => guarded(channel.handle_info(info, ctx)).await.map_err(ExitReason::Crashed),
+        ChannelMsg::Info(info) => guarded(channel.handle_info(*info, ctx))
+            .await
+            .map_err(ExitReason::Crashed),
     }
 }

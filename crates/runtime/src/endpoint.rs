@@ -193,7 +193,9 @@ impl Endpoint {
     pub async fn drain(&self) {
         self.shared.drain.send_replace(true);
         let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;
-        while self.shared.metrics.snapshot().sockets_open > 0 && tokio::time::Instant::now() < deadline {
+        while self.shared.metrics.snapshot().sockets_open > 0
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

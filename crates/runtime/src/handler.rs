@@ -104,7 +104,9 @@ impl Assigns {
 
     /// The value of type `T`, if set.
     pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.values.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref())
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref())
     }
 }
 
@@ -179,7 +181,10 @@ impl Refusal {
 /// ```
 pub trait SocketHandler: Send + Sync + 'static {
     /// Accepts or refuses a connection.
-    fn connect(&self, req: &ConnectRequest) -> impl Future<Output = Result<Connection, Refusal>> + Send;
+    fn connect(
+        &self,
+        req: &ConnectRequest,
+    ) -> impl Future<Output = Result<Connection, Refusal>> + Send;
 }
 
 /// Accepts everyone, with no assigns and no id.
@@ -194,11 +199,15 @@ impl SocketHandler for AcceptAll {
 
 /// The object-safe form of [`SocketHandler`] the endpoint stores.
 pub(crate) trait DynHandler: Send + Sync + 'static {
-    fn connect<'a>(&'a self, req: &'a ConnectRequest) -> BoxFuture<'a, Result<Connection, Refusal>>;
+    fn connect<'a>(&'a self, req: &'a ConnectRequest)
+        -> BoxFuture<'a, Result<Connection, Refusal>>;
 }
 
 impl<H: SocketHandler> DynHandler for H {
-    fn connect<'a>(&'a self, req: &'a ConnectRequest) -> BoxFuture<'a, Result<Connection, Refusal>> {
+    fn connect<'a>(
+        &'a self,
+        req: &'a ConnectRequest,
+    ) -> BoxFuture<'a, Result<Connection, Refusal>> {
         Box::pin(SocketHandler::connect(self, req))
     }
 }
@@ -237,7 +246,9 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn hex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]

@@ -50,11 +50,16 @@ mod server;
 mod socket;
 mod websocket;
 
-pub use channel::{Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, Info, ReplyRef};
+pub use channel::{
+    Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, Info, ReplyRef,
+};
 pub use config::Config;
 pub use endpoint::{Endpoint, EndpointBuilder};
 pub use error::RuntimeError;
-pub use handler::{AcceptAll, Assigns, ConnectInfo, ConnectRequest, Connection, Params, Refusal, SocketHandler, TransportKind};
+pub use handler::{
+    AcceptAll, Assigns, ConnectInfo, ConnectRequest, Connection, Params, Refusal, SocketHandler,
+    TransportKind,
+};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use origin::{CheckOrigin, Origin, OriginFn};
 pub use phx_protocol::{Payload, Serializer};

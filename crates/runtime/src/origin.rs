@@ -39,7 +39,12 @@ impl Origin {
     pub fn parse(text: &str) -> Origin {
         let text = text.trim();
         let (scheme, rest) = match text.find("://") {
-            Some(i) if i > 0 && text[..i].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) => {
+            Some(i)
+                if i > 0
+                    && text[..i]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+            {
                 (Some(text[..i].to_ascii_lowercase()), &text[i + 3..])
             }
             _ => match text.strip_prefix("//") {
@@ -51,7 +56,10 @@ impl Origin {
         let authority = authority.rsplit('@').next().unwrap_or("");
         let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
             match stripped.split_once(']') {
-                Some((h, p)) => (h.to_owned(), p.strip_prefix(':').and_then(|p| p.parse().ok())),
+                Some((h, p)) => (
+                    h.to_owned(),
+                    p.strip_prefix(':').and_then(|p| p.parse().ok()),
+                ),
                 None => (stripped.to_owned(), None),
             }
         } else {
@@ -63,7 +71,11 @@ impl Origin {
         let port = port.or_else(|| scheme.as_deref().and_then(default_port));
         Origin {
             scheme,
-            host: if host.is_empty() { None } else { Some(host.to_ascii_lowercase()) },
+            host: if host.is_empty() {
+                None
+            } else {
+                Some(host.to_ascii_lowercase())
+            },
             port,
         }
     }
@@ -110,7 +122,12 @@ impl fmt::Debug for CheckOrigin {
 impl CheckOrigin {
     /// A list policy from entries such as `"//example.com"` or `"https://*.ex.com"`.
     pub fn list<I: IntoIterator<Item = S>, S: AsRef<str>>(entries: I) -> CheckOrigin {
-        CheckOrigin::List(entries.into_iter().map(|e| Origin::parse(e.as_ref())).collect())
+        CheckOrigin::List(
+            entries
+                .into_iter()
+                .map(|e| Origin::parse(e.as_ref()))
+                .collect(),
+        )
     }
 
     /// Whether a request with this `Origin` header (if any) may connect. `request`
@@ -143,7 +160,9 @@ impl CheckOrigin {
             CheckOrigin::Disabled | CheckOrigin::Custom(_) => true,
             CheckOrigin::Host(allowed) => host.eq_ignore_ascii_case(allowed),
             CheckOrigin::Conn => {
-                origin.scheme == request.scheme && origin.host == request.host && origin.port == request.port
+                origin.scheme == request.scheme
+                    && origin.host == request.host
+                    && origin.port == request.port
             }
             CheckOrigin::List(list) => list.iter().any(|allowed| {
                 part_matches(&origin.scheme, &allowed.scheme)
@@ -163,7 +182,10 @@ fn host_matches(host: &str, allowed: Option<&str>) -> bool {
         None => true,
         Some(allowed) => match allowed.strip_prefix("*.") {
             Some(base) => {
-                host == base || (host.len() > base.len() + 1 && host.ends_with(base) && host[..host.len() - base.len()].ends_with('.'))
+                host == base
+                    || (host.len() > base.len() + 1
+                        && host.ends_with(base)
+                        && host[..host.len() - base.len()].ends_with('.'))
             }
             None => host == allowed,
         },
@@ -180,7 +202,11 @@ mod tests {
 
     #[test]
     fn no_origin_header_passes_every_policy() {
-        for p in [CheckOrigin::Host("x.com".into()), CheckOrigin::list(["//a.com"]), CheckOrigin::Conn] {
+        for p in [
+            CheckOrigin::Host("x.com".into()),
+            CheckOrigin::list(["//a.com"]),
+            CheckOrigin::Conn,
+        ] {
             assert!(p.allows(None, &req()));
         }
     }
@@ -207,7 +233,10 @@ mod tests {
         assert!(p.allows(Some("https://a.b.ex.com"), &req()));
         assert!(p.allows(Some("https://ex.com"), &req()));
         assert!(!p.allows(Some("https://org1.prefix-ex.com"), &req()));
-        assert!(!p.allows(Some("http://org1.ex.com"), &req()), "scheme must match");
+        assert!(
+            !p.allows(Some("http://org1.ex.com"), &req()),
+            "scheme must match"
+        );
         let p = CheckOrigin::list(["http://*.foo.example.com"]);
         assert!(p.allows(Some("http://org2.foo.example.com"), &req()));
         assert!(p.allows(Some("http://foo.example.com"), &req()));
@@ -221,7 +250,10 @@ mod tests {
         let p = CheckOrigin::list(["//ex.com"]);
         assert!(!p.allows(Some("https://org1.ex.com"), &req()));
         assert!(p.allows(Some("https://ex.com"), &req()));
-        assert!(p.allows(Some("http://ex.com:9000"), &req()), "//host matches any scheme and port");
+        assert!(
+            p.allows(Some("http://ex.com:9000"), &req()),
+            "//host matches any scheme and port"
+        );
     }
 
     #[test]
@@ -237,7 +269,10 @@ mod tests {
 
     #[test]
     fn hostless_origins_are_refused_unless_a_function_decides() {
-        for p in [CheckOrigin::list(["//example.com"]), CheckOrigin::Host("localhost".into())] {
+        for p in [
+            CheckOrigin::list(["//example.com"]),
+            CheckOrigin::Host("localhost".into()),
+        ] {
             for o in ["file://", "null", ""] {
                 assert!(!p.allows(Some(o), &req()), "{o:?} must be refused");
             }
@@ -251,7 +286,12 @@ mod tests {
     fn conn_policy_requires_same_scheme_host_port() {
         let p = CheckOrigin::Conn;
         assert!(p.allows(Some("http://localhost:4000"), &req()));
-        for o in ["https://localhost:4000", "ws://localhost:4000", "http://other:4000", "http://localhost:4001"] {
+        for o in [
+            "https://localhost:4000",
+            "ws://localhost:4000",
+            "http://other:4000",
+            "http://localhost:4001",
+        ] {
             assert!(!p.allows(Some(o), &req()), "{o} must be refused");
         }
     }

@@ -30,15 +30,29 @@ impl State {
         self.counter += 1;
         format!("{:016}", self.counter)
     }
-    fn track(&mut self, topic: &str, key: &str, conn: u64, meta: Value) -> Result<PresenceDiff, RuntimeError> {
+    fn track(
+        &mut self,
+        topic: &str,
+        key: &str,
+        conn: u64,
+        meta: Value,
+    ) -> Result<PresenceDiff, RuntimeError> {
         let r = self.new_ref();
-        let metas = self.topics.entry(topic.into()).or_default().entry(key.into()).or_default();
+        let metas = self
+            .topics
+            .entry(topic.into())
+            .or_default()
+            .entry(key.into())
+            .or_default();
         if metas.iter().any(|(c, _)| *c == conn) {
             return Err(RuntimeError::Presence("already tracked".into()));
         }
         let m = Meta::new(r, meta);
         metas.push((conn, m.clone()));
-        self.by_conn.entry(conn).or_default().push((topic.into(), key.into()));
+        self.by_conn
+            .entry(conn)
+            .or_default()
+            .push((topic.into(), key.into()));
         let mut d = PresenceDiff::default();
         d.add_join(key, m);
         Ok(d)
@@ -64,7 +78,13 @@ impl State {
         }
         d
     }
-    fn update(&mut self, topic: &str, key: &str, conn: u64, meta: Value) -> Result<PresenceDiff, RuntimeError> {
+    fn update(
+        &mut self,
+        topic: &str,
+        key: &str,
+        conn: u64,
+        meta: Value,
+    ) -> Result<PresenceDiff, RuntimeError> {
         let r = self.new_ref();
         let m = self
             .topics
@@ -83,14 +103,26 @@ impl State {
     }
     fn untrack_all(&mut self, conn: u64) -> Vec<(String, PresenceDiff)> {
         let list = self.by_conn.remove(&conn).unwrap_or_default();
-        list.into_iter().map(|(t, k)| { let d = self.untrack(&t, &k, conn); (t, d) }).collect()
+        list.into_iter()
+            .map(|(t, k)| {
+                let d = self.untrack(&t, &k, conn);
+                (t, d)
+            })
+            .collect()
     }
     fn list(&self, topic: &str) -> PresenceState {
         self.topics
             .get(topic)
             .map(|keys| {
                 keys.iter()
-                    .map(|(k, ms)| (k.clone(), PresenceEntry { metas: ms.iter().map(|(_, m)| m.clone()).collect() }))
+                    .map(|(k, ms)| {
+                        (
+                            k.clone(),
+                            PresenceEntry {
+                                metas: ms.iter().map(|(_, m)| m.clone()).collect(),
+                            },
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -126,21 +158,34 @@ impl Presence {
             return;
         }
         match Payload::json(diff) {
-            Ok(payload) => self
-                .pubsub
-                .publish(Arc::new(Broadcast::new(topic, events::PRESENCE_DIFF, payload)), None),
+            Ok(payload) => self.pubsub.publish(
+                Arc::new(Broadcast::new(topic, events::PRESENCE_DIFF, payload)),
+                None,
+            ),
             Err(err) => tracing::warn!(%err, "presence diff cannot be encoded"),
         }
     }
 
-    pub(crate) fn track(&self, topic: &str, key: &str, conn: u64, meta: Value) -> Result<(), RuntimeError> {
+    pub(crate) fn track(
+        &self,
+        topic: &str,
+        key: &str,
+        conn: u64,
+        meta: Value,
+    ) -> Result<(), RuntimeError> {
         let mut state = self.lock();
         let diff = state.track(topic, key, conn, meta)?;
         self.broadcast(topic, &diff);
         Ok(())
     }
 
-    pub(crate) fn update(&self, topic: &str, key: &str, conn: u64, meta: Value) -> Result<(), RuntimeError> {
+    pub(crate) fn update(
+        &self,
+        topic: &str,
+        key: &str,
+        conn: u64,
+        meta: Value,
+    ) -> Result<(), RuntimeError> {
         let mut state = self.lock();
         let diff = state.update(topic, key, conn, meta)?;
         self.broadcast(topic, &diff);
@@ -216,6 +261,8 @@ impl crate::ChannelContext {
 
     /// The topic's presences, ready to push as `presence_state`.
     pub fn presence_list(&self) -> Result<Payload, RuntimeError> {
-        Ok(Payload::json(&self.presence.shared.presence.list(self.topic()))?)
+        Ok(Payload::json(
+            &self.presence.shared.presence.list(self.topic()),
+        )?)
     }
 }

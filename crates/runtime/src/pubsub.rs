@@ -204,11 +204,14 @@ impl PubSub {
 
     /// The fast lane: encode once per serializer, share the frame with every socket.
     fn dispatch(&self, b: &Arc<Broadcast>, from: Option<SubId>) {
-        let shard = self.shard(&b.topic).read().unwrap_or_else(|e| e.into_inner());
+        let shard = self
+            .shard(&b.topic)
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let Some(subs) = shard.get(&b.topic) else {
             return;
         };
-        let mut encoded: [Option<Option<Frame>>; 2] = [None, None];
+        let mut encoded: [Option<Option<Arc<Frame>>>; 2] = [None, None];
         for (id, sub) in subs {
             if Some(*id) == from {
                 continue;
@@ -226,14 +229,14 @@ impl PubSub {
                     }
                     let slot = &mut encoded[usize::from(*serializer == Serializer::V2Json)];
                     let frame = slot.get_or_insert_with(|| match serializer.encode_broadcast(b) {
-                        Ok(frame) => Some(frame),
+                        Ok(frame) => Some(Arc::new(frame)),
                         Err(err) => {
                             tracing::warn!(topic = %b.topic, event = %b.event, %err, "broadcast cannot be encoded for {:?} sockets", serializer);
                             None
                         }
                     });
                     if let Some(frame) = frame {
-                        let _ = socket.send_frame(frame.clone());
+                        let _ = socket.send_shared(frame.clone());
                     }
                 }
                 Subscriber::SocketId { socket } => {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use phx_protocol::{events, Frame, Message, Payload, Reply, Serializer};
 use serde_json::json;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::AbortHandle;
 
 use crate::channel::{ChannelMsg, ChannelSender, ChannelStart};
@@ -28,9 +28,12 @@ use crate::metrics::Metrics;
 use crate::pubsub::{SubId, Subscriber};
 
 /// What reaches a socket's mailbox.
+///
+/// Kept to two words: tokio's mailbox reserves 32 slots up front, and that block is
+/// a large part of what an idle connection costs.
 pub(crate) enum SocketMsg {
-    /// A frame to write, already encoded.
-    Frame(Frame),
+    /// A frame to write, already encoded (shared by every subscriber of a broadcast).
+    Frame(Arc<Frame>),
     /// A channel ended.
     Exit(Box<ChannelExit>),
 }
@@ -93,8 +96,10 @@ pub(crate) struct SocketShared {
     close: std::sync::Mutex<Option<CloseReason>>,
     slow: AtomicBool,
     wake: Notify,
-    /// Flips to true when the socket ends: every channel of it terminates.
-    closed: watch::Sender<bool>,
+    /// True once the socket has ended; `closed_notify` wakes its channels, which
+    /// then terminate. (A flag and one `Notify`: a `watch` channel costs ~400 bytes.)
+    closed: AtomicBool,
+    closed_notify: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -122,6 +127,10 @@ impl SocketHandle {
     }
 
     pub(crate) fn send_frame(&self, frame: Frame) -> Result<(), crate::RuntimeError> {
+        self.send(SocketMsg::Frame(Arc::new(frame)))
+    }
+
+    pub(crate) fn send_shared(&self, frame: Arc<Frame>) -> Result<(), crate::RuntimeError> {
         self.send(SocketMsg::Frame(frame))
     }
 
@@ -139,9 +148,17 @@ impl SocketHandle {
         self.close(CloseReason::Disconnected);
     }
 
-    /// A receiver that turns true when the socket ends.
-    pub(crate) fn closed(&self) -> watch::Receiver<bool> {
-        self.shared.closed.subscribe()
+    /// Resolves once the socket has ended.
+    pub(crate) async fn closed(&self) {
+        loop {
+            let notified = self.shared.closed_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -180,7 +197,8 @@ impl SocketCore {
                 close: std::sync::Mutex::new(None),
                 slow: AtomicBool::new(false),
                 wake: Notify::new(),
-                closed: watch::Sender::new(false),
+                closed: AtomicBool::new(false),
+                closed_notify: Notify::new(),
                 metrics: shared.metrics.clone(),
             }),
         };
@@ -216,16 +234,17 @@ impl SocketCore {
     pub(crate) async fn close_requested(&self) -> CloseReason {
         loop {
             let notified = self.handle.shared.wake.notified();
-            if let Some(reason) = *self.handle.shared.close.lock().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(reason) = *self
+                .handle
+                .shared
+                .close
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+            {
                 return reason;
             }
             notified.await;
         }
-    }
-
-    /// Asks this socket to close (used by the transport on drain).
-    pub(crate) fn request_close(&self, reason: CloseReason) {
-        self.handle.close(reason);
     }
 
     fn encode_reply(&self, reply: &Reply) -> Option<Frame> {
@@ -242,7 +261,12 @@ impl SocketCore {
     /// (socket-level replies), if any.
     pub(crate) fn handle_in(&mut self, msg: Message) -> Option<Frame> {
         if msg.is_heartbeat() {
-            return self.encode_reply(&Reply::ok(None, msg.msg_ref, msg.topic, Payload::empty_object()));
+            return self.encode_reply(&Reply::ok(
+                None,
+                msg.msg_ref,
+                msg.topic,
+                Payload::empty_object(),
+            ));
         }
         if msg.event == events::JOIN {
             return self.join(msg);
@@ -250,11 +274,21 @@ impl SocketCore {
         let Some(entry) = self.channels.get(&msg.topic) else {
             if msg.event == events::LEAVE {
                 // Leaving a topic that is not joined: ok, echoing both refs.
-                return self.encode_reply(&Reply::ok(msg.join_ref, msg.msg_ref, msg.topic, Payload::empty_object()));
+                return self.encode_reply(&Reply::ok(
+                    msg.join_ref,
+                    msg.msg_ref,
+                    msg.topic,
+                    Payload::empty_object(),
+                ));
             }
             Metrics::inc(&self.shared.metrics.unmatched_topics);
             tracing::debug!(topic = %msg.topic, event = %msg.event, "message for a topic this socket has not joined");
-            return self.encode_reply(&Reply::error(None, msg.msg_ref, msg.topic, unmatched_topic()));
+            return self.encode_reply(&Reply::error(
+                None,
+                msg.msg_ref,
+                msg.topic,
+                unmatched_topic(),
+            ));
         };
         // A non-null join_ref that is not the channel's is stale: the client raced a
         // server-side close. Phoenix 1.8 drops such messages silently.
@@ -273,7 +307,12 @@ impl SocketCore {
             Metrics::inc(&self.shared.metrics.unmatched_topics);
             Metrics::inc(&self.shared.metrics.joins_refused);
             tracing::warn!(topic = %msg.topic, "ignoring unmatched topic");
-            return self.encode_reply(&Reply::error(None, msg.msg_ref, msg.topic, unmatched_topic()));
+            return self.encode_reply(&Reply::error(
+                None,
+                msg.msg_ref,
+                msg.topic,
+                unmatched_topic(),
+            ));
         };
         // A second join of a joined topic replaces the first: the old channel is
         // killed without running terminate, and its phx_close follows the new reply.
@@ -342,7 +381,7 @@ impl SocketCore {
     /// Applies one mailbox message, returning the frame to write, if any.
     pub(crate) fn handle_mailbox(&mut self, msg: SocketMsg) -> Option<Frame> {
         match msg {
-            SocketMsg::Frame(frame) => Some(frame),
+            SocketMsg::Frame(frame) => Some(Arc::unwrap_or_clone(frame)),
             SocketMsg::Exit(exit) => self.handle_exit(*exit),
         }
     }
@@ -351,7 +390,8 @@ impl SocketCore {
 impl Drop for SocketCore {
     fn drop(&mut self) {
         // Every channel terminates (and leaves presence) as soon as its socket ends.
-        self.handle.shared.closed.send_replace(true);
+        self.handle.shared.closed.store(true, Ordering::Release);
+        self.handle.shared.closed_notify.notify_waiters();
         if let (Some(id), Some(sub)) = (self.id.as_deref(), self.id_sub) {
             self.shared.pubsub.unsubscribe(id, sub);
         }

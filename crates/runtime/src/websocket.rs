@@ -3,7 +3,7 @@
 //! The upgrade is taken by hand (a warp filter that reads hyper's `OnUpgrade`)
 //! instead of warp's `ws()` filter, because warp leaves tungstenite at its
 //! defaults, which reserve a 128 KiB read buffer per connection. Here the read
-//! buffer is 1 KiB and grows only while a large frame is being read, so an idle
+//! buffer is 512 bytes and grows only while a large frame is being read, so an idle
 //! connection costs a few KiB (see the README's memory figures).
 //!
 //! Checks, in Phoenix's order (`phoenix/lib/phoenix/transports/websocket.ex`):
@@ -52,7 +52,9 @@ const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
 const WRITE_BATCH: usize = 64;
 
 /// A filter matching exactly one path.
-pub(crate) fn exact_path(path: String) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+pub(crate) fn exact_path(
+    path: String,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     warp::path::full()
         .and_then(move |p: warp::path::FullPath| {
             let ok = p.as_str() == path;
@@ -68,7 +70,8 @@ pub(crate) fn exact_path(path: String) -> impl Filter<Extract = (), Error = warp
 }
 
 /// The raw query string, empty when there is none.
-pub(crate) fn raw_query() -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
+pub(crate) fn raw_query(
+) -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
     warp::query::raw().or(warp::any().map(String::new)).unify()
 }
 
@@ -80,18 +83,20 @@ pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,
         .and(raw_query())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ext::optional::<PeerAddr>())
-        .then(move |method, headers, query, on_upgrade, peer: Option<PeerAddr>| {
-            let request = Upgrade {
-                shared: shared.clone(),
-                method,
-                headers,
-                path: full_path.clone(),
-                query,
-                on_upgrade,
-                peer: peer.map(|p| p.0),
-            };
-            request.handle()
-        })
+        .then(
+            move |method, headers, query, on_upgrade, peer: Option<PeerAddr>| {
+                let request = Upgrade {
+                    shared: shared.clone(),
+                    method,
+                    headers,
+                    path: full_path.clone(),
+                    query,
+                    on_upgrade,
+                    peer: peer.map(|p| p.0),
+                };
+                request.handle()
+            },
+        )
         .boxed()
 }
 
@@ -106,12 +111,19 @@ pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 }
 
 /// Collects the connect info Phoenix gives `connect/3`.
-pub(crate) fn connect_info(headers: &HeaderMap, path: &str, query: &str, peer: Option<SocketAddr>) -> ConnectInfo {
+pub(crate) fn connect_info(
+    headers: &HeaderMap,
+    path: &str,
+    query: &str,
+    peer: Option<SocketAddr>,
+) -> ConnectInfo {
     let pairs = |pred: &dyn Fn(&str) -> bool| {
         headers
             .iter()
             .filter(|(name, _)| pred(name.as_str()))
-            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
             .collect::<Vec<_>>()
     };
     ConnectInfo {
@@ -136,7 +148,10 @@ pub(crate) fn request_origin(headers: &HeaderMap) -> Origin {
 /// Decides whether the request's origin may connect; logs and counts a refusal.
 pub(crate) fn origin_allowed(shared: &Shared, headers: &HeaderMap) -> bool {
     let origin = header(headers, "origin");
-    let ok = shared.config.check_origin.allows(origin, &request_origin(headers));
+    let ok = shared
+        .config
+        .check_origin
+        .allows(origin, &request_origin(headers));
     if !ok {
         Metrics::inc(&shared.metrics.sockets_refused);
         tracing::warn!(origin = origin.unwrap_or(""), "could not check origin for Phoenix.Socket transport: origin not allowed by check_origin");
@@ -174,19 +189,32 @@ impl Upgrade {
         }
         let h = &self.headers;
         let has_token = |name: &str, token: &str| {
-            header(h, name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            header(h, name)
+                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         };
         if !has_token("connection", "upgrade") {
-            return status(StatusCode::BAD_REQUEST, "'connection' header must contain 'upgrade'");
+            return status(
+                StatusCode::BAD_REQUEST,
+                "'connection' header must contain 'upgrade'",
+            );
         }
         if !has_token("upgrade", "websocket") {
-            return status(StatusCode::BAD_REQUEST, "'upgrade' header must contain 'websocket'");
+            return status(
+                StatusCode::BAD_REQUEST,
+                "'upgrade' header must contain 'websocket'",
+            );
         }
         if header(h, "sec-websocket-version") != Some("13") {
-            return status(StatusCode::BAD_REQUEST, "'sec-websocket-version' header must be '13'");
+            return status(
+                StatusCode::BAD_REQUEST,
+                "'sec-websocket-version' header must be '13'",
+            );
         }
         let Some(key) = header(h, "sec-websocket-key") else {
-            return status(StatusCode::BAD_REQUEST, "'sec-websocket-key' header is missing");
+            return status(
+                StatusCode::BAD_REQUEST,
+                "'sec-websocket-key' header is missing",
+            );
         };
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
 
@@ -197,20 +225,32 @@ impl Upgrade {
         // The 1.8 auth token travels as one extra subprotocol; it is taken out of the
         // list, and "phoenix" becomes an accepted subprotocol so the handshake echoes it.
         let mut requested: Vec<String> = header(h, "sec-websocket-protocol")
-            .map(|v| v.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let mut allowed = shared.config.subprotocols.clone();
         let mut auth_token = None;
         if shared.config.auth_token {
-            let tokens: Vec<&String> = requested.iter().filter(|p| p.starts_with(AUTH_TOKEN_PREFIX)).collect();
+            let tokens: Vec<&String> = requested
+                .iter()
+                .filter(|p| p.starts_with(AUTH_TOKEN_PREFIX))
+                .collect();
             if let [token] = tokens.as_slice() {
                 let encoded = token[AUTH_TOKEN_PREFIX.len()..].trim_end_matches('=');
                 match base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded) {
                     Ok(bytes) => auth_token = Some(String::from_utf8_lossy(&bytes).into_owned()),
-                    Err(err) => tracing::warn!(%err, "auth token in Sec-WebSocket-Protocol is not base64"),
+                    Err(err) => {
+                        tracing::warn!(%err, "auth token in Sec-WebSocket-Protocol is not base64")
+                    }
                 }
                 requested.retain(|p| !p.starts_with(AUTH_TOKEN_PREFIX));
-                allowed.get_or_insert_with(Vec::new).push("phoenix".to_owned());
+                allowed
+                    .get_or_insert_with(Vec::new)
+                    .push("phoenix".to_owned());
             }
         }
         let subprotocol = match (&allowed, requested.is_empty()) {
@@ -218,7 +258,11 @@ impl Upgrade {
                 Some(p) => Some(p.clone()),
                 None => {
                     Metrics::inc(&shared.metrics.sockets_refused);
-                    tracing::warn!(?requested, ?allowed, "could not check WebSocket subprotocols");
+                    tracing::warn!(
+                        ?requested,
+                        ?allowed,
+                        "could not check WebSocket subprotocols"
+                    );
                     return status(StatusCode::FORBIDDEN, "");
                 }
             },
@@ -240,13 +284,19 @@ impl Upgrade {
             Ok(conn) => conn,
             Err(refusal) => {
                 Metrics::inc(&shared.metrics.sockets_refused);
-                tracing::info!(status = refusal.status, "socket handler refused the connection");
+                tracing::info!(
+                    status = refusal.status,
+                    "socket handler refused the connection"
+                );
                 let code = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
                 return status(code, "");
             }
         };
         let Some(on_upgrade) = self.on_upgrade else {
-            return status(StatusCode::BAD_REQUEST, "this connection cannot be upgraded");
+            return status(
+                StatusCode::BAD_REQUEST,
+                "this connection cannot be upgraded",
+            );
         };
         tracing::debug!(vsn = serializer.vsn(), params = ?request.params, "socket connected over websocket");
 
@@ -259,19 +309,28 @@ impl Upgrade {
                 }
             };
             let config = WebSocketConfig::default()
-                .read_buffer_size(1024)
+                .read_buffer_size(512)
                 .write_buffer_size(0)
                 .max_message_size(Some(shared.config.max_frame_size))
                 .max_frame_size(Some(shared.config.max_frame_size));
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-            let (core, rx) = SocketCore::new(shared.clone(), serializer, TransportKind::WebSocket, conn);
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
+            let (core, rx) =
+                SocketCore::new(shared.clone(), serializer, TransportKind::WebSocket, conn);
             run(ws, core, rx, shared).await;
         });
 
         let mut resp = status(StatusCode::SWITCHING_PROTOCOLS, "");
         let headers = resp.headers_mut();
         headers.insert("upgrade", warp::http::HeaderValue::from_static("websocket"));
-        headers.insert("connection", warp::http::HeaderValue::from_static("Upgrade"));
+        headers.insert(
+            "connection",
+            warp::http::HeaderValue::from_static("Upgrade"),
+        );
         if let Ok(v) = accept.parse() {
             headers.insert("sec-websocket-accept", v);
         }
@@ -285,7 +344,9 @@ impl Upgrade {
 fn to_ws(frame: Frame) -> WsMessage {
     match frame {
         // SAFETY: `phx_protocol::Text` can only be built from valid UTF-8.
-        Frame::Text(text) => WsMessage::Text(unsafe { Utf8Bytes::from_bytes_unchecked(text.into_bytes()) }),
+        Frame::Text(text) => {
+            WsMessage::Text(unsafe { Utf8Bytes::from_bytes_unchecked(text.into_bytes()) })
+        }
         Frame::Binary(bytes) => WsMessage::Binary(bytes),
     }
 }
@@ -296,7 +357,12 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 type Ending = Option<(u16, String)>;
 
 /// Drives one WebSocket connection until it ends.
-async fn run(mut ws: Ws, mut core: SocketCore, mut rx: tokio::sync::mpsc::Receiver<SocketMsg>, shared: Arc<Shared>) {
+async fn run(
+    mut ws: Ws,
+    mut core: SocketCore,
+    mut rx: tokio::sync::mpsc::Receiver<SocketMsg>,
+    shared: Arc<Shared>,
+) {
     let idle = shared.config.idle_timeout;
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
@@ -345,11 +411,15 @@ async fn run(mut ws: Ws, mut core: SocketCore, mut rx: tokio::sync::mpsc::Receiv
             let count = frames.len() as u64;
             let mut stream = futures::stream::iter(frames);
             ws.send_all(&mut stream).await?;
-            shared.metrics.frames_out.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .metrics
+                .frames_out
+                .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
             Ok::<(), tungstenite::Error>(())
         };
+        // Boxed, like the close below, so an idle connection's task stays small.
         let result = tokio::select! {
-            r = write => r,
+            r = Box::pin(write) => r,
             reason = core.close_requested() => {
                 tracing::info!(code = reason.code(), reason = reason.text(), "closing socket while writing");
                 break None;
@@ -365,7 +435,11 @@ async fn run(mut ws: Ws, mut core: SocketCore, mut rx: tokio::sync::mpsc::Receiv
             code: CloseCode::from(code),
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+        let _ = Box::pin(tokio::time::timeout(
+            Duration::from_secs(1),
+            ws.close(Some(frame)),
+        ))
+        .await;
     }
     drop(core);
 }
@@ -401,6 +475,12 @@ fn read_error(shared: &Shared, err: tungstenite::Error) -> Ending {
             Metrics::inc(&shared.metrics.oversize_frames);
             tracing::warn!(%err, "closing socket: frame over the size limit");
             Some((1009, "frame too large".to_owned()))
+        }
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => {
+            tracing::debug!("client went away without a closing handshake");
+            None
         }
         tungstenite::Error::Protocol(err) => {
             Metrics::inc(&shared.metrics.malformed_frames);

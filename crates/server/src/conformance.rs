@@ -9,8 +9,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use phx_runtime::{
-    Channel, ChannelContext, Config, ConnectRequest, Connection, Endpoint, HandleIn, Payload, Refusal,
-    RuntimeError, SocketHandler,
+    Channel, ChannelContext, Config, ConnectRequest, Connection, Endpoint, HandleIn, Payload,
+    Refusal, RuntimeError, SocketHandler,
 };
 use serde_json::{json, Map, Value};
 
@@ -84,7 +84,12 @@ fn object(payload: &Payload) -> Map<String, Value> {
 }
 
 impl Channel for Room {
-    async fn join(&mut self, topic: &str, payload: Payload, ctx: &mut ChannelContext) -> Result<Payload, Payload> {
+    async fn join(
+        &mut self,
+        topic: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext,
+    ) -> Result<Payload, Payload> {
         let params = object(&payload);
         if !self.presence {
             if params.get("token").and_then(Value::as_str) != Some("letmein") {
@@ -119,7 +124,12 @@ impl Channel for Room {
         Ok(phx_runtime::Flow::Continue)
     }
 
-    async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> Result<HandleIn, RuntimeError> {
+    async fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext,
+    ) -> Result<HandleIn, RuntimeError> {
         let ok_empty = || HandleIn::ok(Payload::empty_object());
         match event {
             "echo" => Ok(HandleIn::ok(payload)),
@@ -165,7 +175,11 @@ impl Channel for Room {
                     Some(v) => v.to_string(),
                     None => String::new(),
                 };
-                ctx.pubsub().broadcast(&format!("users_socket:{user}"), "disconnect", Payload::empty_object());
+                ctx.pubsub().broadcast(
+                    &format!("users_socket:{user}"),
+                    "disconnect",
+                    Payload::empty_object(),
+                );
                 Ok(ok_empty())
             }
             _ => Ok(HandleIn::error(json!({"reason": "unhandled event"}))),

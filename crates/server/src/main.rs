@@ -94,7 +94,7 @@ async fn main() -> std::io::Result<()> {
     let routes = endpoint
         .routes("/socket")
         .or(metrics)
-        .map(|r| warp::reply::Reply::into_response(r))
+        .map(warp::reply::Reply::into_response)
         .boxed();
     phx_runtime::serve(listener, routes, phx_runtime::shutdown_signal()).await?;
     tracing::info!("shutting down: draining sockets");
