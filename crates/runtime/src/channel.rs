@@ -244,7 +244,12 @@ pub struct ChannelContext {
     registration: Registration,
     pub(crate) presence: PresenceGuard,
     topic: String,
+    /// The channel's join_ref for pushes and replies: the join's join_ref, or its
+    /// ref when the client sent none (Phoenix's `socket.join_ref`).
     join_ref: Option<String>,
+    /// The join_ref exactly as the `phx_join` carried it: the socket keys the
+    /// channel by it, and the join reply, `phx_close` and `phx_error` carry it.
+    wire_join_ref: Option<String>,
     msg_ref: Option<String>,
     chan_id: u64,
     serializer: Serializer,
@@ -362,13 +367,17 @@ impl ChannelContext {
     }
 
     fn send_reply(&self, msg_ref: Option<String>, status: String, response: Payload) {
-        let reply = Reply::new(
-            self.join_ref.clone(),
-            msg_ref,
-            self.topic.clone(),
-            status,
-            response,
-        );
+        self.send_reply_as(self.join_ref.clone(), msg_ref, status, response);
+    }
+
+    fn send_reply_as(
+        &self,
+        join_ref: Option<String>,
+        msg_ref: Option<String>,
+        status: String,
+        response: Payload,
+    ) {
+        let reply = Reply::new(join_ref, msg_ref, self.topic.clone(), status, response);
         match self.serializer.encode_reply(&reply) {
             Ok(frame) => {
                 let _ = self.socket.send_frame(frame);
@@ -387,7 +396,7 @@ impl ChannelContext {
         let _ = self.socket.send(SocketMsg::Exit(Box::new(ChannelExit {
             topic: self.topic.clone(),
             chan_id: self.chan_id,
-            join_ref: self.join_ref.clone(),
+            join_ref: self.wire_join_ref.clone(),
             kind,
         })));
     }
@@ -476,7 +485,8 @@ async fn run<C: Channel>(
             sub_id: None,
         },
         topic: start.topic,
-        join_ref: start.join_ref,
+        join_ref: start.join_ref.clone().or_else(|| start.msg_ref.clone()),
+        wire_join_ref: start.join_ref,
         msg_ref: start.msg_ref.clone(),
         chan_id: start.chan_id,
         serializer: start.serializer,
@@ -500,11 +510,21 @@ async fn run<C: Channel>(
     match joined {
         Ok(Ok(response)) => {
             Metrics::inc(&metrics.joins_ok);
-            ctx.send_reply(start.msg_ref, "ok".to_owned(), response);
+            ctx.send_reply_as(
+                ctx.wire_join_ref.clone(),
+                start.msg_ref,
+                "ok".to_owned(),
+                response,
+            );
         }
         Ok(Err(response)) => {
             Metrics::inc(&metrics.joins_refused);
-            ctx.send_reply(start.msg_ref, "error".to_owned(), response);
+            ctx.send_reply_as(
+                ctx.wire_join_ref.clone(),
+                start.msg_ref,
+                "error".to_owned(),
+                response,
+            );
             ctx.exit(ExitKind::JoinFailed);
             return;
         }
