@@ -552,8 +552,10 @@ async fn run<C: Channel>(
         let _ = ctx.socket.send_frame(frame);
     }
     let intercepts: Arc<[String]> = channel.intercepts().into();
-    let sub_id = ctx.shared.pubsub.add(
+    let sub_id = ctx.chan_id;
+    ctx.shared.pubsub.insert(
         &ctx.topic,
+        sub_id,
         Subscriber::Channel {
             socket: ctx.socket.clone(),
             serializer: ctx.serializer,

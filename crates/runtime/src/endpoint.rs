@@ -2,7 +2,6 @@
 //! configuration and metrics, and the warp routes that serve its transports at
 //! `<mount>/websocket` and `<mount>/longpoll`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +47,6 @@ pub(crate) struct Shared {
     pub(crate) pubsub: PubSub,
     pub(crate) presence: Presence,
     pub(crate) metrics: Arc<Metrics>,
-    next_id: AtomicU64,
     /// Flips to true when the endpoint drains: every socket closes with 1012.
     pub(crate) drain: watch::Sender<bool>,
 }
@@ -58,8 +56,9 @@ impl Shared {
         self.routes.iter().find(|r| r.matches(topic))
     }
 
+    /// A channel id: also the channel's PubSub subscription id.
     pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        self.pubsub.next_id()
     }
 }
 
@@ -121,7 +120,6 @@ impl EndpointBuilder {
                 handler: self.handler,
                 pubsub,
                 metrics,
-                next_id: AtomicU64::new(1),
                 drain: watch::Sender::new(false),
             }),
         }

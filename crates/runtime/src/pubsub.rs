@@ -147,11 +147,21 @@ impl PubSub {
         &self.inner.shards[i]
     }
 
+    /// A fresh id, unique among this PubSub's subscriptions (channels use theirs
+    /// as their channel id, so a socket can drop a channel's subscription itself).
+    pub(crate) fn next_id(&self) -> SubId {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub(crate) fn add(&self, topic: &str, sub: Subscriber) -> SubId {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
+        self.insert(topic, id, sub);
+        id
+    }
+
+    pub(crate) fn insert(&self, topic: &str, id: SubId, sub: Subscriber) {
         let mut shard = self.shard(topic).write().unwrap_or_else(|e| e.into_inner());
         shard.entry(topic.to_owned()).or_default().push((id, sub));
-        id
     }
 
     /// Removes one subscription (no-op if it is gone).

@@ -316,8 +316,12 @@ impl SocketCore {
         };
         // A second join of a joined topic replaces the first: the old channel is
         // killed without running terminate, and its phx_close follows the new reply.
+        // Like Phoenix, which waits for the old channel to die, its subscription and
+        // presences are gone before the new join starts: no duplicate, no ghost.
         let close_old = self.channels.remove(&msg.topic).map(|old| {
             old.task.abort();
+            self.shared.pubsub.unsubscribe(&msg.topic, old.chan_id);
+            self.shared.presence.untrack_all(old.chan_id);
             tracing::debug!(topic = %msg.topic, "duplicate join: closing the previous channel");
             old.join_ref
         });
