@@ -64,7 +64,11 @@ impl View {
             .map_err(|_| ProtocolError::InvalidUtf8(field))
     }
 
-    fn opt_string(&mut self, len: usize, field: &'static str) -> Result<Option<String>, ProtocolError> {
+    fn opt_string(
+        &mut self,
+        len: usize,
+        field: &'static str,
+    ) -> Result<Option<String>, ProtocolError> {
         let s = self.string(len, field)?;
         Ok(if s.is_empty() { None } else { Some(s) })
     }
@@ -75,7 +79,10 @@ impl View {
 }
 
 fn kind_of(bytes: &Bytes) -> Result<u8, ProtocolError> {
-    bytes.first().copied().ok_or(ProtocolError::BinaryTooShort { needed: 1, got: 0 })
+    bytes
+        .first()
+        .copied()
+        .ok_or(ProtocolError::BinaryTooShort { needed: 1, got: 0 })
 }
 
 /// Decodes what a client sends: a kind-0 push with its ref.
@@ -192,9 +199,12 @@ pub(crate) fn encode_reply(reply: &Reply, data: &[u8]) -> Result<Bytes, Protocol
 }
 
 /// Broadcast (kind 2).
-pub(crate) fn encode_broadcast(topic: &str, event: &str, data: &[u8]) -> Result<Bytes, ProtocolError> {
+pub(crate) fn encode_broadcast(
+    topic: &str,
+    event: &str,
+    data: &[u8],
+) -> Result<Bytes, ProtocolError> {
     let topic = field(topic, "topic")?;
     let event = field(event, "event")?;
     Ok(write(BROADCAST, &[topic, event], data))
 }
-

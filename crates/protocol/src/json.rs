@@ -32,7 +32,9 @@ enum Stage {
 fn classify(err: serde_json::Error, stage: Stage, text: &str, v1: bool) -> ProtocolError {
     use serde_json::error::Category;
     match err.classify() {
-        Category::Syntax | Category::Eof | Category::Io => ProtocolError::InvalidJson(err.to_string()),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ProtocolError::InvalidJson(err.to_string())
+        }
         Category::Data => match stage {
             Stage::Field(field, expected) => ProtocolError::WrongFieldType { field, expected },
             Stage::Arity(n) => ProtocolError::WrongArity(n),
@@ -276,7 +278,12 @@ pub(crate) fn encode_v2_reply(reply: &Reply, response: &RawValue) -> String {
 }
 
 /// Encodes a V1 object `{"event","payload","ref","topic"}` (the server never writes join_ref).
-pub(crate) fn encode_v1(msg_ref: Option<&str>, topic: &str, event: &str, payload: &RawValue) -> String {
+pub(crate) fn encode_v1(
+    msg_ref: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload: &RawValue,
+) -> String {
     let mut out = Vec::with_capacity(capacity(&[topic, event], payload));
     out.extend_from_slice(br#"{"event":"#);
     push_str(&mut out, event);
@@ -337,10 +344,13 @@ pub(crate) fn classify_received(msg: Message) -> Result<Received, ProtocolError>
     if msg.event != events::REPLY {
         return Ok(Received::Message(msg));
     }
-    let body: ReplyBody = msg.payload.parse().map_err(|_| ProtocolError::WrongFieldType {
-        field: "payload",
-        expected: "a {\"status\", \"response\"} object",
-    })?;
+    let body: ReplyBody = msg
+        .payload
+        .parse()
+        .map_err(|_| ProtocolError::WrongFieldType {
+            field: "payload",
+            expected: "a {\"status\", \"response\"} object",
+        })?;
     Ok(Received::Reply(Reply {
         join_ref: msg.join_ref,
         msg_ref: msg.msg_ref,

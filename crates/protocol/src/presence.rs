@@ -52,7 +52,12 @@ impl Meta {
 
     /// The application's fields as a JSON object.
     pub fn fields_value(&self) -> Value {
-        Value::Object(self.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Map<_, _>>())
+        Value::Object(
+            self.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Map<_, _>>(),
+        )
     }
 }
 

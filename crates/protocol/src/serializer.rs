@@ -31,7 +31,8 @@ struct Version {
 }
 
 fn parse_number(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
         return None;
     }
     s.parse().ok()
@@ -41,7 +42,10 @@ fn valid_identifiers(s: &str, numeric_rule: bool) -> bool {
     s.split('.').all(|id| {
         !id.is_empty()
             && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !(numeric_rule && id.len() > 1 && id.starts_with('0') && id.bytes().all(|b| b.is_ascii_digit()))
+            && !(numeric_rule
+                && id.len() > 1
+                && id.starts_with('0')
+                && id.bytes().all(|b| b.is_ascii_digit()))
     })
 }
 
@@ -158,7 +162,9 @@ impl Serializer {
                     p,
                 )))
             }
-            (Serializer::V2Json, Payload::Binary(data)) => Ok(Frame::Binary(binary::encode_push(msg, data)?)),
+            (Serializer::V2Json, Payload::Binary(data)) => {
+                Ok(Frame::Binary(binary::encode_push(msg, data)?))
+            }
             (Serializer::V1Json, Payload::Binary(_)) => Err(ProtocolError::BinaryNeedsV2),
         }
     }
@@ -168,7 +174,9 @@ impl Serializer {
         match (self, &reply.response) {
             (Serializer::V1Json, Payload::Json(p)) => Ok(text(json::encode_v1_reply(reply, p))),
             (Serializer::V2Json, Payload::Json(p)) => Ok(text(json::encode_v2_reply(reply, p))),
-            (Serializer::V2Json, Payload::Binary(data)) => Ok(Frame::Binary(binary::encode_reply(reply, data)?)),
+            (Serializer::V2Json, Payload::Binary(data)) => {
+                Ok(Frame::Binary(binary::encode_reply(reply, data)?))
+            }
             (Serializer::V1Json, Payload::Binary(_)) => Err(ProtocolError::BinaryNeedsV2),
         }
     }
@@ -176,14 +184,16 @@ impl Serializer {
     /// Encodes a broadcast: both refs null. Encode it once and share the frame.
     pub fn encode_broadcast(self, b: &Broadcast) -> Result<Frame, ProtocolError> {
         match (self, &b.payload) {
-            (Serializer::V1Json, Payload::Json(p)) => Ok(text(json::encode_v1(None, &b.topic, &b.event, p))),
+            (Serializer::V1Json, Payload::Json(p)) => {
+                Ok(text(json::encode_v1(None, &b.topic, &b.event, p)))
+            }
             (Serializer::V2Json, Payload::Json(p)) => {
                 object_payload(&b.payload)?;
                 Ok(text(json::encode_v2(None, None, &b.topic, &b.event, p)))
             }
-            (Serializer::V2Json, Payload::Binary(data)) => {
-                Ok(Frame::Binary(binary::encode_broadcast(&b.topic, &b.event, data)?))
-            }
+            (Serializer::V2Json, Payload::Binary(data)) => Ok(Frame::Binary(
+                binary::encode_broadcast(&b.topic, &b.event, data)?,
+            )),
             (Serializer::V1Json, Payload::Binary(_)) => Err(ProtocolError::BinaryNeedsV2),
         }
     }
