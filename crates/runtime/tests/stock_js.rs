@@ -1,0 +1,129 @@
+//! Stock phoenix.js (the npm `phoenix` package, untouched) against the runtime:
+//! join, push and reply, broadcast, presence, crash and automatic rejoin.
+//!
+//! Needs Node.js and npm; the packages come from `tests/js/package-lock.json`.
+
+use std::path::Path;
+use std::process::Command;
+
+use phx_runtime::{Channel, ChannelContext, Endpoint, Flow, HandleIn, Info, Payload, RuntimeError};
+use serde_json::{json, Value};
+
+struct AfterJoin;
+
+/// A room with presence, as an application would write it.
+struct Room {
+    user: String,
+}
+
+impl Channel for Room {
+    async fn join(
+        &mut self,
+        _topic: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext,
+    ) -> Result<Payload, Payload> {
+        let params: Value = payload.parse().unwrap_or(Value::Null);
+        self.user = params["user"].as_str().unwrap_or("anonymous").to_owned();
+        ctx.send_self(AfterJoin)
+            .map_err(|_| Payload::empty_object())?;
+        Ok(Payload::empty_object())
+    }
+
+    async fn handle_info(
+        &mut self,
+        info: Info,
+        ctx: &mut ChannelContext,
+    ) -> Result<Flow, RuntimeError> {
+        if info.downcast::<AfterJoin>().is_ok() {
+            ctx.track(&self.user, json!({"online_at": 1}))?;
+            let state = ctx.presence_list()?;
+            ctx.push("presence_state", state)?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext,
+    ) -> Result<HandleIn, RuntimeError> {
+        match event {
+            "echo" => Ok(HandleIn::ok(payload)),
+            "shout" => {
+                ctx.broadcast("shout", payload)?;
+                Ok(HandleIn::ok(Payload::empty_object()))
+            }
+            "crash" => Err(RuntimeError::channel("crash requested")),
+            _ => Ok(HandleIn::error(json!({"reason": "unhandled event"}))),
+        }
+    }
+}
+
+fn npm_ci(dir: &Path) {
+    if dir.join("node_modules/phoenix").exists() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .status()
+        .expect("npm is needed to install the stock phoenix client (install Node.js and npm)");
+    assert!(status.success(), "npm ci failed in {}", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_phoenix_js_client_works_unchanged() {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    npm_ci(&js);
+
+    let endpoint = Endpoint::builder()
+        .config(phx_runtime::Config {
+            check_origin: phx_runtime::CheckOrigin::Disabled,
+            ..phx_runtime::Config::default()
+        })
+        .channel("room:*", || Room {
+            user: String::new(),
+        })
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(phx_runtime::serve(
+        listener,
+        endpoint.routes("/socket"),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let url = format!("ws://{addr}/socket");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("stock_client.cjs")
+            .arg(url)
+            .current_dir(js)
+            .output()
+            .expect("node is needed to run the stock phoenix client (install Node.js)")
+    })
+    .await
+    .expect("node ran");
+    let _ = stop.send(());
+    let _ = server.await;
+    endpoint.drain().await;
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stock client failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ok crash then automatic rejoin"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
+}
