@@ -18,8 +18,8 @@ pub enum RuntimeError {
     #[error("the socket or channel has closed")]
     Closed,
     /// A presence operation failed.
-    #[error("presence: {0}")]
-    Presence(String),
+    #[error(transparent)]
+    Presence(#[from] phx_presence::PresenceError),
     /// A channel handler failed; the channel crashes and its client gets `phx_error`.
     #[error("channel failed: {0}")]
     Channel(String),

@@ -6,10 +6,10 @@
 //! them in the order the state changed (Phoenix serialises them through its
 //! tracker process; `phoenix/lib/phoenix/presence.ex`).
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use phx_protocol::presence::{Meta, PresenceDiff, PresenceEntry, PresenceState};
+use phx_presence::{ConnId, PresenceDiff, PresenceList, PresenceState, RefGen, SessionStats};
 use phx_protocol::{events, Broadcast, Payload};
 use serde_json::Value;
 
@@ -17,118 +17,20 @@ use crate::endpoint::Shared;
 use crate::pubsub::PubSub;
 use crate::RuntimeError;
 
-// ---- TEMPORARY state until phx-presence lands ----
-#[derive(Default)]
+/// The node's presence state and the generator of its `phx_ref`s.
 struct State {
-    topics: BTreeMap<String, BTreeMap<String, Vec<(u64, Meta)>>>,
-    by_conn: HashMap<u64, Vec<(String, String)>>,
-    counter: u64,
+    presences: PresenceState,
+    refs: RefGen,
 }
 
 impl State {
-    fn new_ref(&mut self) -> String {
-        self.counter += 1;
-        format!("{:016}", self.counter)
-    }
-    fn track(
-        &mut self,
-        topic: &str,
-        key: &str,
-        conn: u64,
-        meta: Value,
-    ) -> Result<PresenceDiff, RuntimeError> {
-        let r = self.new_ref();
-        let metas = self
-            .topics
-            .entry(topic.into())
-            .or_default()
-            .entry(key.into())
-            .or_default();
-        if metas.iter().any(|(c, _)| *c == conn) {
-            return Err(RuntimeError::Presence("already tracked".into()));
-        }
-        let m = Meta::new(r, meta);
-        metas.push((conn, m.clone()));
-        self.by_conn
-            .entry(conn)
-            .or_default()
-            .push((topic.into(), key.into()));
-        let mut d = PresenceDiff::default();
-        d.add_join(key, m);
-        Ok(d)
-    }
-    fn untrack(&mut self, topic: &str, key: &str, conn: u64) -> PresenceDiff {
-        let mut d = PresenceDiff::default();
-        if let Some(keys) = self.topics.get_mut(topic) {
-            if let Some(metas) = keys.get_mut(key) {
-                if let Some(i) = metas.iter().position(|(c, _)| *c == conn) {
-                    let (_, m) = metas.remove(i);
-                    d.add_leave(key, m);
-                }
-                if metas.is_empty() {
-                    keys.remove(key);
-                }
-            }
-            if keys.is_empty() {
-                self.topics.remove(topic);
-            }
-        }
-        if let Some(list) = self.by_conn.get_mut(&conn) {
-            list.retain(|(t, k)| !(t == topic && k == key));
-        }
-        d
-    }
-    fn update(
-        &mut self,
-        topic: &str,
-        key: &str,
-        conn: u64,
-        meta: Value,
-    ) -> Result<PresenceDiff, RuntimeError> {
-        let r = self.new_ref();
-        let m = self
-            .topics
-            .get_mut(topic)
-            .and_then(|k| k.get_mut(key))
-            .and_then(|ms| ms.iter_mut().find(|(c, _)| *c == conn))
-            .ok_or_else(|| RuntimeError::Presence("no presence".into()))?;
-        let old = m.1.clone();
-        let mut new = Meta::new(r, meta);
-        new.phx_ref_prev = Some(old.phx_ref.clone());
-        m.1 = new.clone();
-        let mut d = PresenceDiff::default();
-        d.add_leave(key, old);
-        d.add_join(key, new);
-        Ok(d)
-    }
-    fn untrack_all(&mut self, conn: u64) -> Vec<(String, PresenceDiff)> {
-        let list = self.by_conn.remove(&conn).unwrap_or_default();
-        list.into_iter()
-            .map(|(t, k)| {
-                let d = self.untrack(&t, &k, conn);
-                (t, d)
-            })
-            .collect()
-    }
-    fn list(&self, topic: &str) -> PresenceState {
-        self.topics
-            .get(topic)
-            .map(|keys| {
-                keys.iter()
-                    .map(|(k, ms)| {
-                        (
-                            k.clone(),
-                            PresenceEntry {
-                                metas: ms.iter().map(|(_, m)| m.clone()).collect(),
-                            },
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    fn next_ref(&mut self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.refs.next(now)
     }
 }
-// ---- end TEMPORARY ----
 
 /// The presences of an endpoint on this node.
 pub struct Presence {
@@ -139,7 +41,11 @@ pub struct Presence {
 impl Presence {
     pub(crate) fn new(pubsub: PubSub) -> Presence {
         Presence {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                presences: PresenceState::new(),
+                // A random instance id makes refs differ across restarts.
+                refs: RefGen::new(rand::random()),
+            }),
             pubsub,
         }
     }
@@ -149,8 +55,14 @@ impl Presence {
     }
 
     /// The `presence_state` of a topic: key → metas.
-    pub fn list(&self, topic: &str) -> PresenceState {
-        self.lock().list(topic)
+    pub fn list(&self, topic: &str) -> PresenceList {
+        self.lock().presences.list(topic)
+    }
+
+    /// Session statistics of this node (connected sessions, anonymous and signed
+    /// in, distinct users, per topic), for an admin view.
+    pub fn stats(&self) -> SessionStats {
+        self.lock().presences.stats().clone()
     }
 
     fn broadcast(&self, topic: &str, diff: &PresenceDiff) {
@@ -174,7 +86,10 @@ impl Presence {
         meta: Value,
     ) -> Result<(), RuntimeError> {
         let mut state = self.lock();
-        let diff = state.track(topic, key, conn, meta)?;
+        let phx_ref = state.next_ref();
+        let diff = state
+            .presences
+            .track(topic, key, ConnId(conn), meta, phx_ref)?;
         self.broadcast(topic, &diff);
         Ok(())
     }
@@ -187,20 +102,23 @@ impl Presence {
         meta: Value,
     ) -> Result<(), RuntimeError> {
         let mut state = self.lock();
-        let diff = state.update(topic, key, conn, meta)?;
+        let phx_ref = state.next_ref();
+        let diff = state
+            .presences
+            .update(topic, key, ConnId(conn), meta, phx_ref)?;
         self.broadcast(topic, &diff);
         Ok(())
     }
 
     pub(crate) fn untrack(&self, topic: &str, key: &str, conn: u64) {
         let mut state = self.lock();
-        let diff = state.untrack(topic, key, conn);
+        let diff = state.presences.untrack(topic, key, ConnId(conn));
         self.broadcast(topic, &diff);
     }
 
     pub(crate) fn untrack_all(&self, conn: u64) {
         let mut state = self.lock();
-        for (topic, diff) in state.untrack_all(conn) {
+        for (topic, diff) in state.presences.untrack_all(ConnId(conn)) {
             self.broadcast(&topic, &diff);
         }
     }

@@ -1,0 +1,366 @@
+//! The presence state of one node: topic → key → one meta per tracked connection,
+//! and the `presence_diff` each change causes (`phoenix/lib/phoenix/presence.ex`,
+//! `phoenix_pubsub/lib/phoenix/tracker/shard.ex`).
+//!
+//! Every operation is a plain function of the state: no clocks (the caller passes
+//! the new `phx_ref`), no I/O. Tracking order is kept within a key; a connection's
+//! entries are indexed so that untracking all of them never scans every topic.
+
+use std::collections::{BTreeMap, HashMap};
+
+use phx_protocol::presence::{Meta, PresenceDiff, PresenceEntry};
+use serde_json::Value;
+
+use crate::{PresenceError, PresenceList, SessionStats};
+
+/// Identifies one tracked connection (the runtime uses one per joined channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A diff with one join.
+pub fn join_diff(key: &str, meta: Meta) -> PresenceDiff {
+    let mut diff = PresenceDiff::default();
+    diff.add_join(key, meta);
+    diff
+}
+
+/// A diff with one leave.
+pub fn leave_diff(key: &str, meta: Meta) -> PresenceDiff {
+    let mut diff = PresenceDiff::default();
+    diff.add_leave(key, meta);
+    diff
+}
+
+type Keys = BTreeMap<String, Vec<(ConnId, Meta)>>;
+
+/// The presences of one node. See the crate docs for an example.
+#[derive(Debug, Clone, Default)]
+pub struct PresenceState {
+    topics: HashMap<String, Keys>,
+    by_conn: HashMap<ConnId, Vec<(String, String)>>,
+    stats: SessionStats,
+}
+
+impl PresenceState {
+    /// An empty state.
+    pub fn new() -> PresenceState {
+        PresenceState::default()
+    }
+
+    /// Tracks `conn` under `key` on `topic` with `meta` and the ref `phx_ref`.
+    /// Tracking the same topic, key and connection twice is an error; the same
+    /// connection may track other keys or topics, and a key may have many connections.
+    pub fn track(
+        &mut self,
+        topic: &str,
+        key: &str,
+        conn: ConnId,
+        meta: Value,
+        phx_ref: String,
+    ) -> Result<PresenceDiff, PresenceError> {
+        let metas = self
+            .topics
+            .entry(topic.to_owned())
+            .or_default()
+            .entry(key.to_owned())
+            .or_default();
+        if metas.iter().any(|(c, _)| *c == conn) {
+            return Err(PresenceError::AlreadyTracked {
+                topic: topic.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        let meta = Meta::new(phx_ref, meta);
+        metas.push((conn, meta.clone()));
+        self.by_conn
+            .entry(conn)
+            .or_default()
+            .push((topic.to_owned(), key.to_owned()));
+        self.stats.on_join(topic, key, &meta);
+        Ok(join_diff(key, meta))
+    }
+
+    /// Stops tracking `conn` under `key` on `topic`; an empty diff when it was not tracked.
+    pub fn untrack(&mut self, topic: &str, key: &str, conn: ConnId) -> PresenceDiff {
+        let diff = self.remove(topic, key, conn);
+        if let Some(list) = self.by_conn.get_mut(&conn) {
+            list.retain(|(t, k)| !(t == topic && k == key));
+            if list.is_empty() {
+                self.by_conn.remove(&conn);
+            }
+        }
+        diff
+    }
+
+    fn remove(&mut self, topic: &str, key: &str, conn: ConnId) -> PresenceDiff {
+        let mut diff = PresenceDiff::default();
+        let Some(keys) = self.topics.get_mut(topic) else {
+            return diff;
+        };
+        if let Some(metas) = keys.get_mut(key) {
+            if let Some(i) = metas.iter().position(|(c, _)| *c == conn) {
+                let (_, meta) = metas.remove(i);
+                self.stats.on_leave(topic, key, &meta);
+                diff.add_leave(key, meta);
+            }
+            if metas.is_empty() {
+                keys.remove(key);
+            }
+        }
+        if keys.is_empty() {
+            self.topics.remove(topic);
+        }
+        diff
+    }
+
+    /// Stops tracking everything `conn` tracks, on every topic: one diff per topic.
+    pub fn untrack_all(&mut self, conn: ConnId) -> Vec<(String, PresenceDiff)> {
+        let entries = self.by_conn.remove(&conn).unwrap_or_default();
+        let mut out: Vec<(String, PresenceDiff)> = Vec::new();
+        for (topic, key) in entries {
+            let diff = self.remove(&topic, &key, conn);
+            match out.iter_mut().find(|(t, _)| *t == topic) {
+                Some((_, merged)) => {
+                    for (k, entry) in diff.leaves {
+                        merged
+                            .leaves
+                            .entry(k)
+                            .or_default()
+                            .metas
+                            .extend(entry.metas);
+                    }
+                }
+                None => out.push((topic, diff)),
+            }
+        }
+        out
+    }
+
+    /// Replaces the meta of `conn` under `key`: the new meta gets `phx_ref` and
+    /// `phx_ref_prev` = the old ref. One diff: the old meta leaves, the new joins.
+    pub fn update(
+        &mut self,
+        topic: &str,
+        key: &str,
+        conn: ConnId,
+        meta: Value,
+        phx_ref: String,
+    ) -> Result<PresenceDiff, PresenceError> {
+        let slot = self
+            .topics
+            .get_mut(topic)
+            .and_then(|keys| keys.get_mut(key))
+            .and_then(|metas| metas.iter_mut().find(|(c, _)| *c == conn))
+            .ok_or_else(|| PresenceError::NoPresence {
+                topic: topic.to_owned(),
+                key: key.to_owned(),
+            })?;
+        let old = slot.1.clone();
+        let mut new = Meta::new(phx_ref, meta);
+        new.phx_ref_prev = Some(old.phx_ref.clone());
+        slot.1 = new.clone();
+        self.stats.on_leave(topic, key, &old);
+        self.stats.on_join(topic, key, &new);
+        let mut diff = PresenceDiff::default();
+        diff.add_leave(key, old);
+        diff.add_join(key, new);
+        Ok(diff)
+    }
+
+    /// The `presence_state` of a topic: keys as strings, metas in tracking order.
+    pub fn list(&self, topic: &str) -> PresenceList {
+        self.topics
+            .get(topic)
+            .map(|keys| {
+                keys.iter()
+                    .map(|(k, metas)| (k.clone(), entry(metas)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// One key's presence on a topic.
+    pub fn get_by_key(&self, topic: &str, key: &str) -> Option<PresenceEntry> {
+        self.topics.get(topic)?.get(key).map(|metas| entry(metas))
+    }
+
+    /// Distinct keys (users) on a topic.
+    pub fn key_count(&self, topic: &str) -> usize {
+        self.topics.get(topic).map_or(0, BTreeMap::len)
+    }
+
+    /// Whether a key is present on a topic.
+    pub fn contains(&self, topic: &str, key: &str) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|keys| keys.contains_key(key))
+    }
+
+    /// Connections (metas) of one key on a topic: one user on several devices.
+    pub fn conn_count(&self, topic: &str, key: &str) -> usize {
+        self.topics
+            .get(topic)
+            .and_then(|keys| keys.get(key))
+            .map_or(0, Vec::len)
+    }
+
+    /// The topics that have presences.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.keys().map(String::as_str)
+    }
+
+    /// Session statistics, maintained on every change.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+}
+
+fn entry(metas: &[(ConnId, Meta)]) -> PresenceEntry {
+    PresenceEntry {
+        metas: metas.iter().map(|(_, m)| m.clone()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn r(n: u32) -> String {
+        format!("ref{n:013}")
+    }
+
+    #[test]
+    fn empty_list_when_nothing_is_tracked() {
+        assert!(PresenceState::new().list("t").is_empty());
+    }
+
+    #[test]
+    fn track_lists_and_diffs_the_join() {
+        let mut s = PresenceState::new();
+        let d = s
+            .track("t", "u1", ConnId(1), json!({"name": "u1"}), r(1))
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({"joins": {"u1": {"metas": [{"name": "u1", "phx_ref": r(1)}]}}, "leaves": {}})
+        );
+        assert_eq!(
+            serde_json::to_value(s.list("t")).unwrap(),
+            json!({"u1": {"metas": [{"name": "u1", "phx_ref": r(1)}]}})
+        );
+    }
+
+    #[test]
+    fn multi_device_keeps_tracking_order() {
+        let mut s = PresenceState::new();
+        s.track("t", "1", ConnId(1), json!({"d": "a"}), r(1))
+            .unwrap();
+        s.track("t", "1", ConnId(2), json!({"d": "b"}), r(2))
+            .unwrap();
+        let e = s.get_by_key("t", "1").unwrap();
+        assert_eq!(
+            e.metas
+                .iter()
+                .map(|m| m.phx_ref.clone())
+                .collect::<Vec<_>>(),
+            vec![r(1), r(2)]
+        );
+        assert_eq!((s.key_count("t"), s.conn_count("t", "1")), (1, 2));
+        assert!(s.get_by_key("t", "nobody").is_none() && s.get_by_key("other", "1").is_none());
+    }
+
+    #[test]
+    fn double_track_is_an_error_but_other_keys_and_topics_are_fine() {
+        let mut s = PresenceState::new();
+        s.track("t", "k", ConnId(1), json!({}), r(1)).unwrap();
+        assert!(matches!(
+            s.track("t", "k", ConnId(1), json!({}), r(2)),
+            Err(PresenceError::AlreadyTracked { .. })
+        ));
+        s.track("t", "k2", ConnId(1), json!({}), r(3)).unwrap();
+        s.track("t2", "k", ConnId(1), json!({}), r(4)).unwrap();
+    }
+
+    #[test]
+    fn untrack_leaves_only_that_key_and_is_a_noop_when_absent() {
+        let mut s = PresenceState::new();
+        s.track("t", "a", ConnId(1), json!({}), r(1)).unwrap();
+        s.track("t", "b", ConnId(1), json!({}), r(2)).unwrap();
+        let d = s.untrack("t", "a", ConnId(1));
+        assert_eq!(d.leaves["a"].metas[0].phx_ref, r(1));
+        assert!(d.joins.is_empty());
+        assert!(s.contains("t", "b") && !s.contains("t", "a"));
+        assert!(s.untrack("t", "zzz", ConnId(9)).is_empty());
+    }
+
+    #[test]
+    fn untrack_all_covers_every_topic() {
+        let mut s = PresenceState::new();
+        s.track("t1", "a", ConnId(1), json!({}), r(1)).unwrap();
+        s.track("t2", "a", ConnId(1), json!({}), r(2)).unwrap();
+        s.track("t2", "b", ConnId(1), json!({}), r(3)).unwrap();
+        s.track("t2", "a", ConnId(2), json!({}), r(4)).unwrap();
+        let mut out = s.untrack_all(ConnId(1));
+        out.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].1.leaves.len(), 2);
+        assert_eq!(s.conn_count("t2", "a"), 1);
+        assert!(s.untrack_all(ConnId(1)).is_empty());
+        assert_eq!(s.topics().count(), 1);
+    }
+
+    #[test]
+    fn update_is_one_diff_with_phx_ref_prev() {
+        let mut s = PresenceState::new();
+        s.track("t", "u1", ConnId(1), json!({"name": "u1"}), r(1))
+            .unwrap();
+        let d = s
+            .update("t", "u1", ConnId(1), json!({"name": "updated"}), r(2))
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({"joins": {"u1": {"metas": [{"name": "updated", "phx_ref": r(2), "phx_ref_prev": r(1)}]}},
+                   "leaves": {"u1": {"metas": [{"name": "u1", "phx_ref": r(1)}]}}})
+        );
+        assert_eq!(s.list("t")["u1"].metas.len(), 1);
+        assert!(matches!(
+            s.update("t", "nope", ConnId(1), json!({}), r(3)),
+            Err(PresenceError::NoPresence { .. })
+        ));
+    }
+
+    #[test]
+    fn stats_follow_every_change() {
+        let mut s = PresenceState::new();
+        s.track("t", "alice", ConnId(1), json!({"user_id": 1}), r(1))
+            .unwrap();
+        s.track("t", "alice", ConnId(2), json!({"user_id": 1}), r(2))
+            .unwrap();
+        s.track("u", "anon:1", ConnId(3), json!({}), r(3)).unwrap();
+        let st = s.stats();
+        assert_eq!(
+            (
+                st.sessions(),
+                st.signed_in(),
+                st.anonymous(),
+                st.distinct_users()
+            ),
+            (3, 2, 1, 1)
+        );
+        assert_eq!(st.topic_sessions("t"), 2);
+        s.update("u", "anon:1", ConnId(3), json!({"user_id": 9}), r(4))
+            .unwrap();
+        assert_eq!(s.stats().signed_in(), 3);
+        s.untrack_all(ConnId(1));
+        s.untrack_all(ConnId(2));
+        assert_eq!(
+            (
+                s.stats().sessions(),
+                s.stats().distinct_users(),
+                s.stats().topic_sessions("t")
+            ),
+            (1, 1, 0)
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! Session statistics, kept up to date on every join and leave so that reading
+//! them is O(1): connected sessions, anonymous vs signed-in, distinct users,
+//! sessions per topic. They feed an admin view.
+//!
+//! The rule: a meta is *signed in* when it has a `user_id` field that is not null;
+//! otherwise it is *anonymous*. Distinct users are the distinct keys of signed-in
+//! metas, across all topics.
+
+use std::collections::HashMap;
+
+use phx_protocol::presence::Meta;
+use serde_json::Value;
+
+/// Counts of the presences of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    sessions: usize,
+    signed_in: usize,
+    users: HashMap<String, usize>,
+    topics: HashMap<String, usize>,
+}
+
+fn signed_in(meta: &Meta) -> bool {
+    meta.fields.get("user_id").is_some_and(|v| !v.is_null())
+}
+
+impl SessionStats {
+    /// Records one meta joining `topic` under `key`.
+    pub fn on_join(&mut self, topic: &str, key: &str, meta: &Meta) {
+        self.sessions += 1;
+        *self.topics.entry(topic.to_owned()).or_default() += 1;
+        if signed_in(meta) {
+            self.signed_in += 1;
+            *self.users.entry(key.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Records one meta leaving `topic` under `key`.
+    pub fn on_leave(&mut self, topic: &str, key: &str, meta: &Meta) {
+        self.sessions = self.sessions.saturating_sub(1);
+        if let Some(n) = self.topics.get_mut(topic) {
+            *n -= 1;
+            if *n == 0 {
+                self.topics.remove(topic);
+            }
+        }
+        if signed_in(meta) {
+            self.signed_in = self.signed_in.saturating_sub(1);
+            if let Some(n) = self.users.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.users.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Connected sessions (metas), all topics.
+    pub fn sessions(&self) -> usize {
+        self.sessions
+    }
+
+    /// Sessions with a `user_id`.
+    pub fn signed_in(&self) -> usize {
+        self.signed_in
+    }
+
+    /// Sessions without a `user_id`.
+    pub fn anonymous(&self) -> usize {
+        self.sessions - self.signed_in
+    }
+
+    /// Distinct signed-in users.
+    pub fn distinct_users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Sessions on one topic.
+    pub fn topic_sessions(&self, topic: &str) -> usize {
+        self.topics.get(topic).copied().unwrap_or(0)
+    }
+
+    /// A JSON summary for an admin view.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "sessions": self.sessions,
+            "signed_in": self.signed_in,
+            "anonymous": self.anonymous(),
+            "distinct_users": self.distinct_users(),
+            "topics": self.topics.len(),
+        })
+    }
+}
