@@ -180,6 +180,11 @@ pub async fn start(config: Config) -> Server {
         .channel("room:*", TestRoom::default)
         .channel("other:*", TestRoom::default)
         .build();
+    start_endpoint(endpoint).await
+}
+
+/// Serves any endpoint at `/socket` on a free loopback port.
+pub async fn start_endpoint(endpoint: Endpoint) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
