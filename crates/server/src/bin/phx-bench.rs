@@ -8,6 +8,8 @@
 //!   per server CPU-second.
 //! - `echo`: C clients doing request/reply round trips for a while: replies per
 //!   second and per server CPU-second.
+//! - `presence`: C clients in one presence room, each keeping a phoenix.js-style
+//!   mirror; L of them leave: time until every remaining mirror is exact.
 //!
 //! The load generator shares the machine with the server, so per-CPU-second
 //! figures are the fairer ones. Everything stays on 127.0.0.1 and every run is
@@ -53,6 +55,14 @@ enum Cmd {
         subscribers: usize,
         #[arg(long, default_value_t = 100)]
         messages: usize,
+    },
+    /// Presence: clients in one room keep phoenix.js-style mirrors; some leave;
+    /// how long until every remaining mirror is exact.
+    Presence {
+        #[arg(long, default_value_t = 1_000)]
+        clients: usize,
+        #[arg(long, default_value_t = 500)]
+        leave: usize,
     },
     /// Request/reply round trips.
     Echo {
@@ -349,6 +359,109 @@ async fn echo(server: &Server, clients: usize, seconds: u64) -> Result<(), Strin
     Ok(())
 }
 
+async fn presence(server: &Server, clients: usize, leave: usize) -> Result<(), String> {
+    use phx_presence::{ChannelPresence, PresenceDiff};
+    use std::collections::BTreeSet;
+    let leave = leave.min(clients);
+    let all: BTreeSet<String> = (0..clients).map(|i| format!("u{i}")).collect();
+    let stay: Arc<BTreeSet<String>> = Arc::new((leave..clients).map(|i| format!("u{i}")).collect());
+    let all = Arc::new(all);
+    let synced = Arc::new(AtomicU64::new(0));
+    let converged = Arc::new(AtomicU64::new(0));
+    let (go, _) = tokio::sync::watch::channel(false);
+    let t_start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let url = server.url.clone();
+        let (all, stay, synced, converged) =
+            (all.clone(), stay.clone(), synced.clone(), converged.clone());
+        let mut go = go.subscribe();
+        tasks.push(tokio::spawn(async move {
+            let payload = format!(r#"{{"user":"u{i}"}}"#);
+            let Ok(mut ws) = join(&url, "room:presence-bench", &payload).await else {
+                return;
+            };
+            let mut mirror = ChannelPresence::default();
+            let mut phase = 0;
+            loop {
+                // Cheap test first (sizes), the full comparison only when they match.
+                let exact = |want: &BTreeSet<String>| {
+                    let list = mirror.list();
+                    list.len() == want.len()
+                        && list
+                            .iter()
+                            .all(|(k, e)| e.metas.len() == 1 && want.contains(k))
+                };
+                if phase == 0 && exact(&all) {
+                    synced.fetch_add(1, Ordering::Relaxed);
+                    phase = 1;
+                    if i < leave {
+                        let _ = go.wait_for(|g| *g).await;
+                        return; // dropping the connection: this client leaves
+                    }
+                }
+                if phase == 1 && *go.borrow() && exact(&stay) {
+                    converged.fetch_add(1, Ordering::Relaxed);
+                    phase = 2;
+                }
+                let Some(Ok(Message::Text(t))) = ws.next().await else {
+                    return;
+                };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(t.as_str()) else {
+                    continue;
+                };
+                match v[3].as_str() {
+                    Some("presence_state") => {
+                        if let Ok(state) = serde_json::from_value(v[4].clone()) {
+                            mirror.on_state("1", state);
+                        }
+                    }
+                    Some("presence_diff") => {
+                        if let Ok(diff) = serde_json::from_value::<PresenceDiff>(v[4].clone()) {
+                            mirror.on_diff("1", diff);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while synced.load(Ordering::Relaxed) < clients as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let joined_in = t_start.elapsed();
+    if synced.load(Ordering::Relaxed) < clients as u64 {
+        return Err(format!(
+            "only {} of {clients} mirrors saw everyone",
+            synced.load(Ordering::Relaxed)
+        ));
+    }
+    let cpu0 = server.cpu();
+    let t0 = Instant::now();
+    let _ = go.send(true);
+    let remaining = (clients - leave) as u64;
+    while converged.load(Ordering::Relaxed) < remaining && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = t0.elapsed();
+    let cpu = server.cpu() - cpu0;
+    let done = converged.load(Ordering::Relaxed);
+    println!(
+        "presence: {clients} clients joined one room, every mirror exact after {:.2} s; {leave} left: {done} of {remaining} remaining mirrors exact after {:.0} ms (server CPU in that time: {:.2} s)",
+        joined_in.as_secs_f64(),
+        took.as_secs_f64() * 1000.0,
+        cpu
+    );
+    for t in tasks {
+        t.abort();
+    }
+    if done < remaining {
+        return Err("not every mirror converged".into());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -369,6 +482,7 @@ async fn main() {
             messages,
         } => fanout(&server, subscribers, messages).await,
         Cmd::Echo { clients, seconds } => echo(&server, clients, seconds).await,
+        Cmd::Presence { clients, leave } => presence(&server, clients, leave).await,
     };
     drop(server);
     if let Err(e) = result {
