@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     /// Flips to true when the endpoint drains: every socket closes with 1012.
     pub(crate) drain: watch::Sender<bool>,
+    /// Live long-poll sessions.
+    pub(crate) longpoll: crate::longpoll::Sessions,
 }
 
 impl Shared {
@@ -121,6 +123,7 @@ impl EndpointBuilder {
                 pubsub,
                 metrics,
                 drain: watch::Sender::new(false),
+                longpoll: crate::longpoll::Sessions::default(),
             }),
         }
     }

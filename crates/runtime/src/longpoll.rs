@@ -1,11 +1,421 @@
-//! PLACEHOLDER: long-poll transport.
-use crate::endpoint::Shared;
-use std::sync::Arc;
+//! The long-poll transport at `<mount>/longpoll`, as phoenix.js's `LongPoll` uses it
+//! (`phoenix/lib/phoenix/transports/long_poll.ex`, `long_poll_server.ex`, v1.8.12).
+//!
+//! - Every answer is HTTP 200 with a JSON body whose `status` is the protocol
+//!   status, `content-type: application/json; charset=utf-8`,
+//!   `cache-control: no-store` and `access-control-allow-origin: *`. OPTIONS is a
+//!   CORS preflight; any other method gets a real 400.
+//! - A GET without a live session creates one (after check_origin, vsn and the
+//!   socket handler: any refusal is `{"status":403}`) and answers
+//!   `{"status":410,"token":…,"messages":[]}`. A GET with a live session answers at
+//!   once with the waiting messages (`200`, each a JSON string holding one frame),
+//!   or after the window (10 s by default) with `204`.
+//! - A POST carries frames: `application/x-ndjson` bodies are split into lines (the
+//!   first 100 count; `[`-lines are JSON, other lines base64 binary frames), any other
+//!   body is one frame. `{"status":200}` once they are handled; `{"status":410}` without
+//!   a live session; a malformed frame ends the session and answers `{"status":400}`.
+//! - The token rides in `?token=` or the `x-phoenix-longpoll-token` header (which
+//!   wins). It is the session id signed with HMAC-SHA256 and the endpoint secret, so
+//!   it cannot be guessed or forged.
+//! - A session with no poll for 1.5 windows ends, like a closed WebSocket: its
+//!   channels stop and its presences leave. So does a session whose client lets more
+//!   than `outbound_queue` frames pile up, a socket-id `disconnect`, and a drain.
+//!
+//! One task per session owns the [`SocketCore`] and the frames waiting for a poll.
+//! Server-to-client binary frames cannot travel over long-poll (as in Phoenix):
+//! they are dropped with a warning.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use phx_protocol::{Frame, Message, Serializer};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
-pub(crate) fn route(_shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,)> {
+
+use crate::endpoint::Shared;
+use crate::handler::{parse_query, ConnectRequest, TransportKind};
+use crate::metrics::Metrics;
+use crate::socket::{SocketCore, SocketMsg};
+use crate::websocket::{connect_info, header, negotiate, origin_allowed, raw_query, PeerAddr};
+
+/// Lines of an ndjson POST that are read (Phoenix's limit).
+const MAX_BATCH: usize = 100;
+
+type SessionId = [u8; 16];
+
+/// What an HTTP request asks of a session.
+enum Request {
+    /// A poll: answered with the waiting frames (empty when the window passed).
+    Poll(oneshot::Sender<Vec<String>>),
+    /// Frames from the client; the sender is told when they are handled.
+    Post(Vec<Message>, oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+struct SessionHandle {
+    tx: mpsc::Sender<Request>,
+    serializer: Serializer,
+}
+
+/// The live long-poll sessions of an endpoint.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<SessionId, SessionHandle>>,
+}
+
+impl Sessions {
+    fn get(&self, id: &SessionId) -> Option<SessionHandle> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn insert(&self, id: SessionId, handle: SessionHandle) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, handle);
+    }
+
+    fn remove(&self, id: &SessionId) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}
+
+fn mac(secret: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length.
+    <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+}
+
+/// `base64url(id ‖ HMAC-SHA256(secret, id))`.
+fn sign(secret: &[u8], id: &SessionId) -> String {
+    let mut m = mac(secret);
+    m.update(id);
+    let mut bytes = id.to_vec();
+    bytes.extend_from_slice(&m.finalize().into_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The session id of a well-signed token.
+fn verify(secret: &[u8], token: &str) -> Option<SessionId> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    if bytes.len() != 16 + 32 {
+        return None;
+    }
+    let (id, tag) = bytes.split_at(16);
+    let mut m = mac(secret);
+    m.update(id);
+    m.verify_slice(tag).ok()?;
+    id.try_into().ok()
+}
+
+pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,)> {
+    let full_path = path.clone();
     crate::websocket::exact_path(path)
-        .map(|| crate::websocket::status(warp::http::StatusCode::NOT_FOUND, ""))
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(raw_query())
+        .and(warp::body::bytes())
+        .and(warp::ext::optional::<PeerAddr>())
+        .then(
+            move |method, headers, query, body, peer: Option<PeerAddr>| {
+                let req = LpRequest {
+                    shared: shared.clone(),
+                    method,
+                    headers,
+                    path: full_path.clone(),
+                    query,
+                    body,
+                    peer: peer.map(|p| p.0),
+                };
+                req.handle()
+            },
+        )
         .boxed()
+}
+
+struct LpRequest {
+    shared: Arc<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    path: String,
+    query: String,
+    body: Bytes,
+    peer: Option<std::net::SocketAddr>,
+}
+
+/// A 200 answer carrying `body`, with Phoenix's long-poll headers.
+fn answer(body: Value) -> Response {
+    let mut resp = Response::new(body.to_string().into());
+    let h = resp.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    resp
+}
+
+fn status(code: u16) -> Response {
+    answer(json!({"status": code}))
+}
+
+impl LpRequest {
+    async fn handle(self) -> Response {
+        match self.method {
+            Method::OPTIONS => self.preflight(),
+            Method::GET => self.get().await,
+            Method::POST => self.post().await,
+            _ => {
+                let mut resp = Response::new("".into());
+                *resp.status_mut() = StatusCode::BAD_REQUEST;
+                resp
+            }
+        }
+    }
+
+    fn preflight(&self) -> Response {
+        let mut resp = answer(json!({}));
+        let h = resp.headers_mut();
+        if let Some(asked) = self.headers.get("access-control-request-headers") {
+            h.insert("access-control-allow-headers", asked.clone());
+        }
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("get, post, options"),
+        );
+        h.insert("access-control-max-age", HeaderValue::from_static("3600"));
+        resp
+    }
+
+    /// The session the request's token points to, if it is live.
+    fn session(&self) -> Option<(SessionId, SessionHandle)> {
+        let params = parse_query(&self.query);
+        let token = header(&self.headers, "x-phoenix-longpoll-token")
+            .map(str::to_owned)
+            .or_else(|| params.get("token").cloned())?;
+        let id = verify(&self.shared.config.secret, &token)?;
+        let handle = self.shared.longpoll.get(&id)?;
+        Some((id, handle))
+    }
+
+    async fn get(self) -> Response {
+        let Some((id, handle)) = self.session() else {
+            return self.open().await;
+        };
+        let (tx, rx) = oneshot::channel();
+        if handle.tx.send(Request::Poll(tx)).await.is_err() {
+            return self.open().await;
+        }
+        let token = sign(&self.shared.config.secret, &id);
+        match tokio::time::timeout(self.shared.config.longpoll_window, rx).await {
+            Ok(Ok(messages)) if !messages.is_empty() => {
+                answer(json!({"status": 200, "token": token, "messages": messages}))
+            }
+            Ok(Ok(_)) | Err(_) => answer(json!({"status": 204, "token": token, "messages": []})),
+            Ok(Err(_)) => self.open().await,
+        }
+    }
+
+    /// Creates a session: `{"status":410,"token":…}` or `{"status":403}`.
+    async fn open(self) -> Response {
+        let shared = self.shared.clone();
+        if !origin_allowed(&shared, &self.headers) {
+            return status(403);
+        }
+        let mut params = parse_query(&self.query);
+        params.remove("token");
+        let Some(serializer) = negotiate(&shared, params.get("vsn").map(String::as_str)) else {
+            return status(403);
+        };
+        let mut info = connect_info(&self.headers, &self.path, &self.query, self.peer);
+        info.auth_token = header(&self.headers, "x-phoenix-authtoken").map(str::to_owned);
+        let request = ConnectRequest {
+            params,
+            info,
+            transport: TransportKind::LongPoll,
+        };
+        let conn = match shared.handler.connect(&request).await {
+            Ok(conn) => conn,
+            Err(refusal) => {
+                Metrics::inc(&shared.metrics.sockets_refused);
+                tracing::info!(
+                    status = refusal.status,
+                    "socket handler refused a long-poll connection"
+                );
+                return status(403);
+            }
+        };
+        let id: SessionId = rand::random();
+        let (tx, rx) = mpsc::channel(16);
+        shared.longpoll.insert(id, SessionHandle { tx, serializer });
+        let (core, mailbox) =
+            SocketCore::new(shared.clone(), serializer, TransportKind::LongPoll, conn);
+        tokio::spawn(run(shared.clone(), id, core, mailbox, rx));
+        tracing::debug!(vsn = serializer.vsn(), "long-poll session opened");
+        answer(json!({"status": 410, "token": sign(&shared.config.secret, &id), "messages": []}))
+    }
+
+    async fn post(self) -> Response {
+        let Some((id, handle)) = self.session() else {
+            return status(410);
+        };
+        let messages = match self.decode(handle.serializer) {
+            Ok(messages) => messages,
+            Err(why) => {
+                Metrics::inc(&self.shared.metrics.malformed_frames);
+                tracing::warn!(%why, "ending long-poll session: malformed frame");
+                self.shared.longpoll.remove(&id);
+                return status(400);
+            }
+        };
+        let (ack, acked) = oneshot::channel();
+        if handle.tx.send(Request::Post(messages, ack)).await.is_err() {
+            return status(410);
+        }
+        match tokio::time::timeout(self.shared.config.longpoll_window, acked).await {
+            Ok(Ok(())) => status(200),
+            Ok(Err(_)) => status(410),
+            Err(_) => status(408),
+        }
+    }
+
+    /// The frames of a POST body.
+    fn decode(&self, serializer: Serializer) -> Result<Vec<Message>, String> {
+        let body = std::str::from_utf8(&self.body).map_err(|_| "body is not UTF-8".to_owned())?;
+        if header(&self.headers, "content-type") != Some("application/x-ndjson") {
+            return serializer
+                .decode_text(body)
+                .map(|m| vec![m])
+                .map_err(|e| e.to_string());
+        }
+        let mut out = Vec::new();
+        for line in body
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .filter(|l| !l.is_empty())
+            .take(MAX_BATCH)
+        {
+            let msg = if line.starts_with('[') {
+                serializer.decode_text(line)
+            } else {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(line)
+                    .map_err(|e| format!("line is neither JSON nor base64: {e}"))?;
+                serializer.decode_binary(Bytes::from(bytes))
+            };
+            out.push(msg.map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    }
+}
+
+/// Keeps `frame` for the next poll; false when too many frames wait (slow client).
+fn buffer(shared: &Shared, waiting: &mut Vec<String>, frame: Frame) -> bool {
+    match frame {
+        Frame::Text(text) => waiting.push(text.as_str().to_owned()),
+        Frame::Binary(_) => tracing::warn!("binary frames cannot be sent over long-poll: dropped"),
+    }
+    waiting.len() <= shared.config.outbound_queue
+}
+
+/// Drives one session until it ends.
+async fn run(
+    shared: Arc<Shared>,
+    id: SessionId,
+    mut core: SocketCore,
+    mut mailbox: mpsc::Receiver<SocketMsg>,
+    mut requests: mpsc::Receiver<Request>,
+) {
+    Metrics::inc(&shared.metrics.longpoll_sessions);
+    let window = shared.config.longpoll_window;
+    let idle_limit = window.mul_f32(1.5);
+    let mut check = tokio::time::interval(idle_limit.max(Duration::from_millis(10)));
+    check.tick().await;
+    let mut drain = shared.drain.subscribe();
+    let mut waiting: Vec<String> = Vec::new();
+    let mut poller: Option<oneshot::Sender<Vec<String>>> = None;
+    let mut last_poll = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            reason = core.close_requested() => {
+                tracing::info!(reason = reason.text(), "ending long-poll session");
+                break;
+            }
+            _ = drain.wait_for(|d| *d) => break,
+            msg = mailbox.recv() => {
+                let Some(msg) = msg else { break };
+                if let Some(frame) = core.handle_mailbox(msg) {
+                    if !buffer(&shared, &mut waiting, frame) {
+                        Metrics::inc(&shared.metrics.slow_clients);
+                        tracing::info!("ending long-poll session: too many frames waiting (slow client)");
+                        break;
+                    }
+                }
+            }
+            req = requests.recv() => match req {
+                None => break,
+                Some(Request::Poll(tx)) => {
+                    last_poll = Instant::now();
+                    if let Some(old) = poller.replace(tx) {
+                        let _ = old.send(Vec::new());
+                    }
+                }
+                Some(Request::Post(messages, ack)) => {
+                    for msg in messages {
+                        Metrics::inc(&shared.metrics.frames_in);
+                        if let Some(frame) = core.handle_in(msg) {
+                            buffer(&shared, &mut waiting, frame);
+                        }
+                    }
+                    let _ = ack.send(());
+                }
+            },
+            _ = check.tick() => {
+                let polling = poller.as_ref().is_some_and(|p| !p.is_closed());
+                if !polling && last_poll.elapsed() > idle_limit {
+                    tracing::debug!("ending long-poll session: no poll within 1.5 windows");
+                    break;
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            if let Some(tx) = poller.take() {
+                let count = waiting.len() as u64;
+                match tx.send(std::mem::take(&mut waiting)) {
+                    Ok(()) => {
+                        shared
+                            .metrics
+                            .frames_out
+                            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    // The poll gave up (its window passed): keep the frames for the next.
+                    Err(frames) => waiting = frames,
+                }
+            }
+        }
+    }
+    shared.longpoll.remove(&id);
+    Metrics::dec(&shared.metrics.longpoll_sessions);
+    drop(core);
 }
