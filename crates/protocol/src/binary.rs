@@ -18,7 +18,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::ProtocolError;
-use crate::message::{Message, Payload, Received, Reply};
+use crate::message::{Message, Payload, Received, Ref, Reply};
 use crate::MAX_BINARY_FIELD;
 
 const PUSH: u8 = 0;
@@ -64,13 +64,13 @@ impl View {
             .map_err(|_| ProtocolError::InvalidUtf8(field))
     }
 
-    fn opt_string(
-        &mut self,
-        len: usize,
-        field: &'static str,
-    ) -> Result<Option<String>, ProtocolError> {
+    fn opt_ref(&mut self, len: usize, field: &'static str) -> Result<Option<Ref>, ProtocolError> {
         let s = self.string(len, field)?;
-        Ok(if s.is_empty() { None } else { Some(s) })
+        Ok(if s.is_empty() {
+            None
+        } else {
+            Some(Ref::from(s))
+        })
     }
 
     fn rest(self) -> Bytes {
@@ -92,8 +92,8 @@ pub(crate) fn decode_client(bytes: Bytes) -> Result<Message, ProtocolError> {
             let [jr, r, t, e] = View::header::<4>(&bytes)?;
             let mut v = View { bytes, pos: 5 };
             Ok(Message {
-                join_ref: v.opt_string(jr, "join_ref")?,
-                msg_ref: v.opt_string(r, "ref")?,
+                join_ref: v.opt_ref(jr, "join_ref")?,
+                msg_ref: v.opt_ref(r, "ref")?,
                 topic: v.string(t, "topic")?,
                 event: v.string(e, "event")?,
                 payload: Payload::Binary(v.rest()),
@@ -111,7 +111,7 @@ pub(crate) fn decode_server(bytes: Bytes) -> Result<Received, ProtocolError> {
             let [jr, t, e] = View::header::<3>(&bytes)?;
             let mut v = View { bytes, pos: 4 };
             Ok(Received::Message(Message {
-                join_ref: v.opt_string(jr, "join_ref")?,
+                join_ref: v.opt_ref(jr, "join_ref")?,
                 msg_ref: None,
                 topic: v.string(t, "topic")?,
                 event: v.string(e, "event")?,
@@ -122,8 +122,8 @@ pub(crate) fn decode_server(bytes: Bytes) -> Result<Received, ProtocolError> {
             let [jr, r, t, s] = View::header::<4>(&bytes)?;
             let mut v = View { bytes, pos: 5 };
             Ok(Received::Reply(Reply {
-                join_ref: v.opt_string(jr, "join_ref")?,
-                msg_ref: v.opt_string(r, "ref")?,
+                join_ref: v.opt_ref(jr, "join_ref")?,
+                msg_ref: v.opt_ref(r, "ref")?,
                 topic: v.string(t, "topic")?,
                 status: v.string(s, "status")?,
                 response: Payload::Binary(v.rest()),

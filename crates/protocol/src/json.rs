@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error::{json_type_name, ProtocolError};
-use crate::message::{events, Message, Payload, Received, Reply};
+use crate::message::{events, Message, Payload, Received, Ref, Reply};
 
 /// Where decoding stood when serde reported a data error.
 #[derive(Clone, Copy)]
@@ -53,7 +53,7 @@ fn classify(err: serde_json::Error, stage: Stage, text: &str, v1: bool) -> Proto
     }
 }
 
-const OPT_STRING: &str = "a string or null";
+const OPT_STRING: &str = "a string, a number or null";
 const STRING: &str = "a string";
 
 /// Reads `[join_ref, ref, topic, event, payload | ignored...]`.
@@ -74,9 +74,9 @@ impl<'de> Visitor<'de> for ArrayVisitor<'_> {
             de::Error::custom("too few elements")
         };
         self.stage.set(Stage::Field("join_ref", OPT_STRING));
-        let join_ref: Option<String> = seq.next_element()?.ok_or_else(|| arity(0))?;
+        let join_ref: Option<Ref> = seq.next_element()?.ok_or_else(|| arity(0))?;
         self.stage.set(Stage::Field("ref", OPT_STRING));
-        let msg_ref: Option<String> = seq.next_element()?.ok_or_else(|| arity(1))?;
+        let msg_ref: Option<Ref> = seq.next_element()?.ok_or_else(|| arity(1))?;
         self.stage.set(Stage::Field("topic", STRING));
         let topic: String = seq.next_element()?.ok_or_else(|| arity(2))?;
         self.stage.set(Stage::Field("event", STRING));
@@ -143,7 +143,7 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
         let (mut topic, mut event, mut payload) = (None, None, None);
-        let (mut msg_ref, mut join_ref): (Option<Option<String>>, Option<String>) = (None, None);
+        let (mut msg_ref, mut join_ref): (Option<Option<Ref>>, Option<Ref>) = (None, None);
         self.stage.set(Stage::Field("key", STRING));
         while let Some(key) = map.next_key::<Key>()? {
             match key {
@@ -161,11 +161,11 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
                 }
                 Key::Ref => {
                     self.stage.set(Stage::Field("ref", OPT_STRING));
-                    msg_ref = Some(map.next_value::<Option<String>>()?);
+                    msg_ref = Some(map.next_value::<Option<Ref>>()?);
                 }
                 Key::JoinRef => {
                     self.stage.set(Stage::Field("join_ref", OPT_STRING));
-                    join_ref = map.next_value::<Option<String>>()?;
+                    join_ref = map.next_value::<Option<Ref>>()?;
                 }
                 Key::Other => {
                     self.stage.set(Stage::Field("value", "JSON"));
@@ -217,9 +217,11 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-fn push_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => push_str(out, s),
+/// Appends a ref as the client wrote it: a JSON string, a number, or null.
+fn push_opt_ref(out: &mut Vec<u8>, r: Option<&Ref>) {
+    match r {
+        Some(r) if r.is_numeric() => out.extend_from_slice(r.as_str().as_bytes()),
+        Some(r) => push_str(out, r),
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -239,17 +241,17 @@ fn capacity(parts: &[&str], payload: &RawValue) -> usize {
 
 /// Encodes `[join_ref, ref, topic, event, payload]`.
 pub(crate) fn encode_v2(
-    join_ref: Option<&str>,
-    msg_ref: Option<&str>,
+    join_ref: Option<&Ref>,
+    msg_ref: Option<&Ref>,
     topic: &str,
     event: &str,
     payload: &RawValue,
 ) -> String {
     let mut out = Vec::with_capacity(capacity(&[topic, event], payload));
     out.push(b'[');
-    push_opt_str(&mut out, join_ref);
+    push_opt_ref(&mut out, join_ref);
     out.push(b',');
-    push_opt_str(&mut out, msg_ref);
+    push_opt_ref(&mut out, msg_ref);
     out.push(b',');
     push_str(&mut out, topic);
     out.push(b',');
@@ -264,9 +266,9 @@ pub(crate) fn encode_v2(
 pub(crate) fn encode_v2_reply(reply: &Reply, response: &RawValue) -> String {
     let mut out = Vec::with_capacity(capacity(&[&reply.topic, &reply.status], response));
     out.push(b'[');
-    push_opt_str(&mut out, reply.join_ref.as_deref());
+    push_opt_ref(&mut out, reply.join_ref.as_ref());
     out.push(b',');
-    push_opt_str(&mut out, reply.msg_ref.as_deref());
+    push_opt_ref(&mut out, reply.msg_ref.as_ref());
     out.push(b',');
     push_str(&mut out, &reply.topic);
     out.push(b',');
@@ -279,7 +281,7 @@ pub(crate) fn encode_v2_reply(reply: &Reply, response: &RawValue) -> String {
 
 /// Encodes a V1 object `{"event","payload","ref","topic"}` (the server never writes join_ref).
 pub(crate) fn encode_v1(
-    msg_ref: Option<&str>,
+    msg_ref: Option<&Ref>,
     topic: &str,
     event: &str,
     payload: &RawValue,
@@ -290,7 +292,7 @@ pub(crate) fn encode_v1(
     out.extend_from_slice(br#","payload":"#);
     out.extend_from_slice(payload.get().as_bytes());
     out.extend_from_slice(br#","ref":"#);
-    push_opt_str(&mut out, msg_ref);
+    push_opt_ref(&mut out, msg_ref);
     out.extend_from_slice(br#","topic":"#);
     push_str(&mut out, topic);
     out.push(b'}');
@@ -303,7 +305,7 @@ pub(crate) fn encode_v1_reply(reply: &Reply, response: &RawValue) -> String {
     out.extend_from_slice(br#"{"event":"phx_reply","payload":"#);
     push_reply_body(&mut out, &reply.status, response);
     out.extend_from_slice(br#","ref":"#);
-    push_opt_str(&mut out, reply.msg_ref.as_deref());
+    push_opt_ref(&mut out, reply.msg_ref.as_ref());
     out.extend_from_slice(br#","topic":"#);
     push_str(&mut out, &reply.topic);
     out.push(b'}');
@@ -316,11 +318,11 @@ pub(crate) fn encode_v1_client(msg: &Message, payload: &RawValue) -> String {
     out.extend_from_slice(br#"{"event":"#);
     push_str(&mut out, &msg.event);
     out.extend_from_slice(br#","join_ref":"#);
-    push_opt_str(&mut out, msg.join_ref.as_deref());
+    push_opt_ref(&mut out, msg.join_ref.as_ref());
     out.extend_from_slice(br#","payload":"#);
     out.extend_from_slice(payload.get().as_bytes());
     out.extend_from_slice(br#","ref":"#);
-    push_opt_str(&mut out, msg.msg_ref.as_deref());
+    push_opt_ref(&mut out, msg.msg_ref.as_ref());
     out.extend_from_slice(br#","topic":"#);
     push_str(&mut out, &msg.topic);
     out.push(b'}');

@@ -37,7 +37,7 @@ mod serializer;
 
 pub use error::ProtocolError;
 pub use frame::{Frame, Text};
-pub use message::{events, Broadcast, Message, Payload, Received, Reply, HEARTBEAT_TOPIC};
+pub use message::{events, Broadcast, Message, Payload, Received, Ref, Reply, HEARTBEAT_TOPIC};
 pub use serializer::Serializer;
 
 /// The longest join_ref, ref, topic, event or status a V2 binary frame can carry:

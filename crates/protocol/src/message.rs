@@ -33,6 +33,115 @@ pub mod events {
     pub const DISCONNECT: &str = "disconnect";
 }
 
+/// A `ref` or `join_ref` as the client wrote it. Stock clients send strings; some
+/// clients send JSON numbers. Phoenix's V2 decoder does not look at the type and
+/// echoes the value back as it came, so a ref remembers whether it was a number.
+///
+/// ```
+/// use phx_protocol::Ref;
+/// let r = Ref::from("7");
+/// assert_eq!(r.as_str(), "7");
+/// assert!(!r.is_numeric());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Ref {
+    text: String,
+    numeric: bool,
+}
+
+impl Ref {
+    /// A ref that was a JSON number; `text` is the number as written.
+    pub fn numeric(text: impl Into<String>) -> Ref {
+        Ref {
+            text: text.into(),
+            numeric: true,
+        }
+    }
+
+    /// The ref's text (a number's digits for numeric refs).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the client wrote the ref as a JSON number.
+    pub fn is_numeric(&self) -> bool {
+        self.numeric
+    }
+}
+
+impl std::ops::Deref for Ref {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<&str> for Ref {
+    fn from(s: &str) -> Ref {
+        Ref {
+            text: s.to_owned(),
+            numeric: false,
+        }
+    }
+}
+
+impl From<String> for Ref {
+    fn from(text: String) -> Ref {
+        Ref {
+            text,
+            numeric: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Ref {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl PartialEq<str> for Ref {
+    fn eq(&self, other: &str) -> bool {
+        self.text == other
+    }
+}
+
+impl PartialEq<&str> for Ref {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Ref {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ref, D::Error> {
+        struct RefVisitor;
+        impl serde::de::Visitor<'_> for RefVisitor {
+            type Value = Ref;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ref, E> {
+                Ok(Ref::from(v))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Ref, E> {
+                Ok(Ref::from(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ref, E> {
+                Ok(Ref::numeric(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Ref, E> {
+                Ok(Ref::numeric(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Ref, E> {
+                serde_json::Number::from_f64(v)
+                    .map(|n| Ref::numeric(n.to_string()))
+                    .ok_or_else(|| E::custom("not a finite number"))
+            }
+        }
+        d.deserialize_any(RefVisitor)
+    }
+}
+
 /// A message body: JSON kept as the peer wrote it, or raw bytes (V2 binary frames).
 #[derive(Clone, Debug)]
 pub enum Payload {
@@ -134,9 +243,9 @@ pub(crate) fn raw(valid_json: String) -> Box<RawValue> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
     /// The ref of the `phx_join` this message belongs to.
-    pub join_ref: Option<String>,
+    pub join_ref: Option<Ref>,
     /// The message's own ref (`ref` on the wire).
-    pub msg_ref: Option<String>,
+    pub msg_ref: Option<Ref>,
     /// The topic, e.g. `room:lobby`.
     pub topic: String,
     /// The event, e.g. `phx_join` or `new_msg`.
@@ -148,8 +257,8 @@ pub struct Message {
 impl Message {
     /// Builds a message.
     pub fn new(
-        join_ref: Option<String>,
-        msg_ref: Option<String>,
+        join_ref: Option<Ref>,
+        msg_ref: Option<Ref>,
         topic: impl Into<String>,
         event: impl Into<String>,
         payload: Payload,
@@ -169,7 +278,7 @@ impl Message {
     }
 
     /// The `phx_close` Phoenix sends when a channel stops normally: ref = join_ref.
-    pub fn close(join_ref: Option<String>, topic: impl Into<String>) -> Message {
+    pub fn close(join_ref: Option<Ref>, topic: impl Into<String>) -> Message {
         Message::new(
             join_ref.clone(),
             join_ref,
@@ -180,7 +289,7 @@ impl Message {
     }
 
     /// The `phx_error` Phoenix sends when a channel crashes: ref = join_ref.
-    pub fn error(join_ref: Option<String>, topic: impl Into<String>, payload: Payload) -> Message {
+    pub fn error(join_ref: Option<Ref>, topic: impl Into<String>, payload: Payload) -> Message {
         Message::new(join_ref.clone(), join_ref, topic, events::ERROR, payload)
     }
 }
@@ -189,9 +298,9 @@ impl Message {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
     /// The join_ref of the channel that replies (null for socket-level replies).
-    pub join_ref: Option<String>,
+    pub join_ref: Option<Ref>,
     /// The ref of the message being answered.
-    pub msg_ref: Option<String>,
+    pub msg_ref: Option<Ref>,
     /// The topic.
     pub topic: String,
     /// `ok`, `error`, or any status a channel chooses.
@@ -203,8 +312,8 @@ pub struct Reply {
 impl Reply {
     /// Builds a reply with any status.
     pub fn new(
-        join_ref: Option<String>,
-        msg_ref: Option<String>,
+        join_ref: Option<Ref>,
+        msg_ref: Option<Ref>,
         topic: impl Into<String>,
         status: impl Into<String>,
         response: Payload,
@@ -220,8 +329,8 @@ impl Reply {
 
     /// An `ok` reply.
     pub fn ok(
-        join_ref: Option<String>,
-        msg_ref: Option<String>,
+        join_ref: Option<Ref>,
+        msg_ref: Option<Ref>,
         topic: impl Into<String>,
         response: Payload,
     ) -> Reply {
@@ -230,8 +339,8 @@ impl Reply {
 
     /// An `error` reply.
     pub fn error(
-        join_ref: Option<String>,
-        msg_ref: Option<String>,
+        join_ref: Option<Ref>,
+        msg_ref: Option<Ref>,
         topic: impl Into<String>,
         response: Payload,
     ) -> Reply {

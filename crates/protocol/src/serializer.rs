@@ -147,7 +147,7 @@ impl Serializer {
     pub fn encode_message(self, msg: &Message) -> Result<Frame, ProtocolError> {
         match (self, &msg.payload) {
             (Serializer::V1Json, Payload::Json(p)) => Ok(text(json::encode_v1(
-                msg.msg_ref.as_deref(),
+                msg.msg_ref.as_ref(),
                 &msg.topic,
                 &msg.event,
                 p,
@@ -155,8 +155,8 @@ impl Serializer {
             (Serializer::V2Json, Payload::Json(p)) => {
                 object_payload(&msg.payload)?;
                 Ok(text(json::encode_v2(
-                    msg.join_ref.as_deref(),
-                    msg.msg_ref.as_deref(),
+                    msg.join_ref.as_ref(),
+                    msg.msg_ref.as_ref(),
                     &msg.topic,
                     &msg.event,
                     p,
@@ -206,8 +206,8 @@ impl Serializer {
         match (self, &msg.payload) {
             (Serializer::V1Json, Payload::Json(p)) => Ok(text(json::encode_v1_client(msg, p))),
             (Serializer::V2Json, Payload::Json(p)) => Ok(text(json::encode_v2(
-                msg.join_ref.as_deref(),
-                msg.msg_ref.as_deref(),
+                msg.join_ref.as_ref(),
+                msg.msg_ref.as_ref(),
                 &msg.topic,
                 &msg.event,
                 p,

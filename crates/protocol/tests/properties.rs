@@ -2,7 +2,7 @@
 //! message; and no input, however malformed, makes a decoder panic.
 
 use bytes::Bytes;
-use phx_protocol::{Broadcast, Frame, Message, Payload, Received, Reply, Serializer};
+use phx_protocol::{Broadcast, Frame, Message, Payload, Received, Ref, Reply, Serializer};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -29,8 +29,16 @@ fn object() -> impl Strategy<Value = Value> {
 }
 
 /// Refs as clients make them: non-empty (a binary frame writes null as "").
-fn opt_ref() -> impl Strategy<Value = Option<String>> {
-    prop::option::of("[0-9a-z]{1,12}")
+fn opt_ref() -> impl Strategy<Value = Option<Ref>> {
+    prop::option::of("[0-9a-z]{1,12}".prop_map(Ref::from))
+}
+
+/// Refs as JSON clients may write them: strings or numbers.
+fn json_ref() -> impl Strategy<Value = Option<Ref>> {
+    prop_oneof![
+        opt_ref(),
+        any::<u32>().prop_map(|n| Some(Ref::numeric(n.to_string())))
+    ]
 }
 
 fn text_field() -> impl Strategy<Value = String> {
@@ -47,7 +55,7 @@ fn payload_value(p: &Payload) -> Value {
 
 proptest! {
     #[test]
-    fn client_messages_round_trip(ser in serializer(), jr in opt_ref(), r in opt_ref(),
+    fn client_messages_round_trip(ser in serializer(), jr in json_ref(), r in json_ref(),
                                   topic in text_field(), event in text_field(), payload in json()) {
         let msg = Message::new(jr, r, topic, event, Payload::from(payload.clone()));
         let frame = ser.encode_client(&msg).expect("JSON payloads always encode");
@@ -87,7 +95,7 @@ proptest! {
     }
 
     #[test]
-    fn replies_round_trip(ser in serializer(), jr in opt_ref(), r in opt_ref(), topic in text_field(),
+    fn replies_round_trip(ser in serializer(), jr in json_ref(), r in json_ref(), topic in text_field(),
                           status in "[a-z_]{1,10}", response in json()) {
         let reply = Reply::new(jr, r, topic, status, Payload::from(response.clone()));
         let frame = ser.encode_reply(&reply).expect("replies encode");

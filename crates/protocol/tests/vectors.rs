@@ -8,6 +8,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use phx_protocol::presence::{PresenceDiff, PresenceState};
+use phx_protocol::Ref;
 use phx_protocol::{
     Broadcast, Frame, Message, Payload, ProtocolError, Received, Reply, Serializer,
 };
@@ -26,6 +27,15 @@ fn hex(b: &[u8]) -> String {
 
 fn opt_str(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// A ref as the vector writes it: a string, a number (kept numeric), or null.
+fn opt_ref(v: &Value, key: &str) -> Option<Ref> {
+    match v.get(key) {
+        Some(Value::String(s)) => Some(Ref::from(s.as_str())),
+        Some(Value::Number(n)) => Some(Ref::numeric(n.to_string())),
+        _ => None,
+    }
 }
 
 fn str_of(v: &Value, key: &str) -> String {
@@ -64,10 +74,10 @@ fn check_payload(name: &str, got: &Payload, expect: &Value, json_key: &str, hex_
 fn check_message(name: &str, got: &Message, expect: &Value) {
     assert_eq!(
         got.join_ref,
-        opt_str(expect, "join_ref"),
+        opt_ref(expect, "join_ref"),
         "{name}: join_ref"
     );
-    assert_eq!(got.msg_ref, opt_str(expect, "ref"), "{name}: ref");
+    assert_eq!(got.msg_ref, opt_ref(expect, "ref"), "{name}: ref");
     assert_eq!(got.topic, str_of(expect, "topic"), "{name}: topic");
     assert_eq!(got.event, str_of(expect, "event"), "{name}: event");
     check_payload(name, &got.payload, expect, "payload", "payload_hex");
@@ -137,8 +147,8 @@ fn run(vector: &Value) {
                 match (received, str_of(expect, "kind").as_str()) {
                     (Received::Message(m), "message") => check_message(name, &m, expect),
                     (Received::Reply(r), "reply") => {
-                        assert_eq!(r.join_ref, opt_str(expect, "join_ref"), "{name}: join_ref");
-                        assert_eq!(r.msg_ref, opt_str(expect, "ref"), "{name}: ref");
+                        assert_eq!(r.join_ref, opt_ref(expect, "join_ref"), "{name}: join_ref");
+                        assert_eq!(r.msg_ref, opt_ref(expect, "ref"), "{name}: ref");
                         assert_eq!(r.topic, str_of(expect, "topic"), "{name}: topic");
                         assert_eq!(r.status, str_of(expect, "status"), "{name}: status");
                         check_payload(name, &r.response, expect, "response", "response_hex");
@@ -151,8 +161,8 @@ fn run(vector: &Value) {
             let ser = serializer(vector);
             let i = &vector["input"];
             let msg = Message::new(
-                opt_str(i, "join_ref"),
-                opt_str(i, "ref"),
+                opt_ref(i, "join_ref"),
+                opt_ref(i, "ref"),
                 str_of(i, "topic"),
                 str_of(i, "event"),
                 payload_of(i, "payload", "payload_hex"),
@@ -170,8 +180,8 @@ fn run(vector: &Value) {
             let ser = serializer(vector);
             let i = &vector["input"];
             let reply = Reply::new(
-                opt_str(i, "join_ref"),
-                opt_str(i, "ref"),
+                opt_ref(i, "join_ref"),
+                opt_ref(i, "ref"),
                 str_of(i, "topic"),
                 str_of(i, "status"),
                 payload_of(i, "response", "response_hex"),

@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use phx_protocol::{events, Broadcast, Frame, Message, Payload, Reply, Serializer};
+use phx_protocol::{events, Broadcast, Frame, Message, Payload, Ref, Reply, Serializer};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -217,8 +217,8 @@ pub struct ReplyRef {
     socket: SocketHandle,
     serializer: Serializer,
     topic: String,
-    join_ref: Option<String>,
-    msg_ref: Option<String>,
+    join_ref: Option<Ref>,
+    msg_ref: Option<Ref>,
 }
 
 impl ReplyRef {
@@ -246,11 +246,11 @@ pub struct ChannelContext {
     topic: String,
     /// The channel's join_ref for pushes and replies: the join's join_ref, or its
     /// ref when the client sent none (Phoenix's `socket.join_ref`).
-    join_ref: Option<String>,
+    join_ref: Option<Ref>,
     /// The join_ref exactly as the `phx_join` carried it: the socket keys the
     /// channel by it, and the join reply, `phx_close` and `phx_error` carry it.
-    wire_join_ref: Option<String>,
-    msg_ref: Option<String>,
+    wire_join_ref: Option<Ref>,
+    msg_ref: Option<Ref>,
     chan_id: u64,
     serializer: Serializer,
     transport: TransportKind,
@@ -366,14 +366,14 @@ impl ChannelContext {
         self.handle().send(info)
     }
 
-    fn send_reply(&self, msg_ref: Option<String>, status: String, response: Payload) {
+    fn send_reply(&self, msg_ref: Option<Ref>, status: String, response: Payload) {
         self.send_reply_as(self.join_ref.clone(), msg_ref, status, response);
     }
 
     fn send_reply_as(
         &self,
-        join_ref: Option<String>,
-        msg_ref: Option<String>,
+        join_ref: Option<Ref>,
+        msg_ref: Option<Ref>,
         status: String,
         response: Payload,
     ) {
@@ -405,8 +405,8 @@ impl ChannelContext {
 /// What a socket hands a route's spawner to start a channel.
 pub(crate) struct ChannelStart {
     pub topic: String,
-    pub join_ref: Option<String>,
-    pub msg_ref: Option<String>,
+    pub join_ref: Option<Ref>,
+    pub msg_ref: Option<Ref>,
     pub payload: Payload,
     pub chan_id: u64,
     pub socket: SocketHandle,
@@ -416,7 +416,7 @@ pub(crate) struct ChannelStart {
     pub socket_id: Option<Arc<str>>,
     pub shared: Arc<Shared>,
     /// The join_ref of a channel this join replaced: its `phx_close` follows our reply.
-    pub close_old: Option<Option<String>>,
+    pub close_old: Option<Option<Ref>>,
 }
 
 /// Starts a channel actor; returns its mailbox and a handle to kill it.

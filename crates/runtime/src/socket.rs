@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use phx_protocol::{events, Frame, Message, Payload, Reply, Serializer};
+use phx_protocol::{events, Frame, Message, Payload, Ref, Reply, Serializer};
 use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::AbortHandle;
@@ -52,7 +52,7 @@ pub(crate) enum ExitKind {
 pub(crate) struct ChannelExit {
     pub topic: String,
     pub chan_id: u64,
-    pub join_ref: Option<String>,
+    pub join_ref: Option<Ref>,
     pub kind: ExitKind,
 }
 
@@ -165,7 +165,7 @@ impl SocketHandle {
 /// One joined (or joining) channel, as the socket sees it.
 struct Entry {
     chan_id: u64,
-    join_ref: Option<String>,
+    join_ref: Option<Ref>,
     tx: ChannelSender,
     task: AbortHandle,
 }
@@ -291,7 +291,8 @@ impl SocketCore {
             ));
         };
         // A non-null join_ref that is not the channel's is stale: the client raced a
-        // server-side close. Phoenix 1.8 drops such messages silently.
+        // server-side close. Phoenix 1.8 drops such messages silently; the comparison
+        // is strict, so the number 1 is not the string "1" (lib/phoenix/socket.ex).
         if msg.join_ref.is_some() && msg.join_ref != entry.join_ref {
             tracing::debug!(topic = %msg.topic, event = %msg.event, "dropping message with a stale join_ref");
             return None;

@@ -688,3 +688,34 @@ async fn metrics_count_sockets_and_joins() {
     assert_eq!(m.joins_ok, 1);
     assert!(m.to_prometheus().contains("phx_joins_ok 1"));
 }
+
+#[tokio::test]
+async fn numeric_refs_are_accepted_and_echoed_as_numbers() {
+    // Some clients (e.g. the phyllo crate) send refs as JSON numbers; Phoenix does not
+    // check their type and answers with the same values.
+    let s = start(config()).await;
+    let mut c = s.connect("vsn=2.0.0").await;
+    c.send(r#"[null,7,"phoenix","heartbeat",{}]"#).await;
+    assert_eq!(
+        c.recv().await,
+        r#"[null,7,"phoenix","phx_reply",{"response":{},"status":"ok"}]"#
+    );
+    c.send(r#"[1,1,"room:num","phx_join",{"quiet":true}]"#)
+        .await;
+    assert_eq!(
+        c.recv().await,
+        r#"[1,1,"room:num","phx_reply",{"response":{},"status":"ok"}]"#
+    );
+    c.send(r#"[1,2,"room:num","echo",{"n":2}]"#).await;
+    assert_eq!(
+        c.recv().await,
+        r#"[1,2,"room:num","phx_reply",{"response":{"n":2},"status":"ok"}]"#
+    );
+    // A string "1" is not the number 1: as in Phoenix, it is a different join_ref.
+    c.send(r#"["1",3,"room:num","echo",{}]"#).await;
+    c.send(r#"[null,4,"phoenix","heartbeat",{}]"#).await;
+    assert_eq!(
+        c.recv().await,
+        r#"[null,4,"phoenix","phx_reply",{"response":{},"status":"ok"}]"#
+    );
+}
