@@ -43,10 +43,10 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::endpoint::Shared;
-use crate::handler::{parse_query, ConnectRequest, TransportKind};
+use crate::handler::{parse_query, TransportKind};
 use crate::metrics::Metrics;
 use crate::socket::{SocketCore, SocketMsg};
-use crate::websocket::{connect_info, header, negotiate, origin_allowed, raw_query, PeerAddr};
+use crate::websocket::{connect, connect_info, header, origin_allowed, raw_query, PeerAddr};
 
 /// Lines of an ndjson POST that are read (Phoenix's limit).
 const MAX_BATCH: usize = 100;
@@ -244,26 +244,12 @@ impl LpRequest {
         }
         let mut params = parse_query(&self.query);
         params.remove("token");
-        let Some(serializer) = negotiate(&shared, params.get("vsn").map(String::as_str)) else {
-            return status(403);
-        };
         let mut info = connect_info(&self.headers, &self.path, &self.query, self.peer);
         info.auth_token = header(&self.headers, "x-phoenix-authtoken").map(str::to_owned);
-        let request = ConnectRequest {
-            params,
-            info,
-            transport: TransportKind::LongPoll,
-        };
-        let conn = match shared.handler.connect(&request).await {
-            Ok(conn) => conn,
-            Err(refusal) => {
-                Metrics::inc(&shared.metrics.sockets_refused);
-                tracing::info!(
-                    status = refusal.status,
-                    "socket handler refused a long-poll connection"
-                );
-                return status(403);
-            }
+        // Long-poll answers every refusal with {"status":403}, as Phoenix does.
+        let Ok((serializer, conn)) = connect(&shared, params, info, TransportKind::LongPoll).await
+        else {
+            return status(403);
         };
         let id: SessionId = rand::random();
         let (tx, rx) = mpsc::channel(16);

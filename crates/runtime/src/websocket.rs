@@ -173,6 +173,35 @@ pub(crate) fn negotiate(shared: &Shared, vsn: Option<&str>) -> Option<Serializer
     }
 }
 
+/// What both transports do once the request itself is acceptable: negotiate the
+/// serializer from `vsn`, then ask the socket handler. A refusal comes back as its
+/// HTTP status, counted and logged.
+pub(crate) async fn connect(
+    shared: &Shared,
+    params: crate::handler::Params,
+    info: ConnectInfo,
+    transport: TransportKind,
+) -> Result<(Serializer, crate::handler::Connection), u16> {
+    let serializer = negotiate(shared, params.get("vsn").map(String::as_str)).ok_or(403u16)?;
+    let request = ConnectRequest {
+        params,
+        info,
+        transport,
+    };
+    match shared.handler.connect(&request).await {
+        Ok(conn) => Ok((serializer, conn)),
+        Err(refusal) => {
+            Metrics::inc(&shared.metrics.sockets_refused);
+            tracing::info!(
+                status = refusal.status,
+                transport = transport.as_str(),
+                "socket handler refused the connection"
+            );
+            Err(refusal.status)
+        }
+    }
+}
+
 struct Upgrade {
     shared: Arc<Shared>,
     method: Method,
@@ -271,36 +300,26 @@ impl Upgrade {
             _ => None,
         };
 
-        let params = parse_query(&self.query);
-        let Some(serializer) = negotiate(&shared, params.get("vsn").map(String::as_str)) else {
-            return status(StatusCode::FORBIDDEN, "");
-        };
         let mut info = connect_info(h, &self.path, &self.query, self.peer);
         info.auth_token = auth_token;
-        let request = ConnectRequest {
-            params,
-            info,
-            transport: TransportKind::WebSocket,
-        };
-        let conn = match shared.handler.connect(&request).await {
-            Ok(conn) => conn,
-            Err(refusal) => {
-                Metrics::inc(&shared.metrics.sockets_refused);
-                tracing::info!(
-                    status = refusal.status,
-                    "socket handler refused the connection"
-                );
-                let code = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
-                return status(code, "");
-            }
-        };
+        let params = parse_query(&self.query);
+        let (serializer, conn) =
+            match connect(&shared, params, info, TransportKind::WebSocket).await {
+                Ok(accepted) => accepted,
+                Err(code) => {
+                    return status(
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN),
+                        "",
+                    )
+                }
+            };
         let Some(on_upgrade) = self.on_upgrade else {
             return status(
                 StatusCode::BAD_REQUEST,
                 "this connection cannot be upgraded",
             );
         };
-        tracing::debug!(vsn = serializer.vsn(), params = ?request.params, "socket connected over websocket");
+        tracing::debug!(vsn = serializer.vsn(), "socket connected over websocket");
 
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
