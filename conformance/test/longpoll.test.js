@@ -182,3 +182,21 @@ test("[1.8][51] fallback: a WebSocket that cannot connect falls back to LongPoll
     assert.deepEqual((await push(ch, "echo", { via: "fallback" })).response, { via: "fallback" });
   } finally { s.disconnect(); }
 });
+
+test("[1.8][C75] stock LongPoll: server push, crash then automatic rejoin", T, async (t) => {
+  if (!(await lpAvailable(t))) return;
+  const s = lpSocket();
+  try {
+    const ch = s.channel(uniq("room:"), { user: "lp-crash" });
+    let joins = 0, errors = 0;
+    ch.join().receive("ok", () => { joins += 1; });
+    await until(() => joins === 1, 5000, "join");
+    const pushed = new Promise((resolve) => ch.on("lp_push", resolve));
+    ch.push("push_me", { event: "lp_push", payload: { p: 1 } });
+    assert.deepEqual(await pushed, { p: 1 });
+    ch.onError(() => { errors += 1; });
+    ch.push("crash", {});
+    await until(() => errors >= 1 && joins >= 2, 8000, "phx_error then rejoin");
+    assert.deepEqual((await push(ch, "echo", { after: "rejoin" })).response, { after: "rejoin" });
+  } finally { s.disconnect(); }
+});
