@@ -1,0 +1,132 @@
+// Connection refusal, vsn negotiation, binary frames byte for byte, malformed and
+// large input: raw WebSocket cases.
+"use strict";
+const test = require("../lib/case");
+const assert = require("node:assert/strict");
+const { Raw, openRaw, binaryPush, binaryReply } = require("../lib/raw");
+const { uniq, T } = require("../lib/util");
+
+const PRIVATE = { token: "letmein" };
+
+// ---- refusal and vsn ---------------------------------------------------------------
+
+test("[A27][contract] reject=1 refuses the upgrade with HTTP 403 (both vsns); other params are accepted", T(), async () => {
+  assert.equal(await Raw.status("vsn=2.0.0&reject=1"), 403);
+  assert.equal(await Raw.status("vsn=1.0.0&reject=1"), 403);
+  assert.equal(await Raw.status("vsn=2.0.0&reject=0&anything=else"), "open");
+});
+
+test("[A31][f4] vsn=123.1.1 is refused with HTTP 403", T(), async () => {
+  assert.equal(await Raw.status("vsn=123.1.1"), 403);
+});
+
+test("[f4] vsn outside ~> 1.0.0 / ~> 2.0.0 (2.1.0, 3.0.0, abc) is refused with 403", T(), async () => {
+  for (const vsn of ["2.1.0", "3.0.0", "abc"]) assert.equal(await Raw.status(`vsn=${vsn}`), 403, `vsn=${vsn}`);
+});
+
+test("[f4] vsn 1.0.0, 2.0.0 and versions matching ~> x.0.0 (1.0.5, 2.0.1) are accepted", T(), async () => {
+  for (const vsn of ["1.0.0", "2.0.0", "1.0.5", "2.0.1"]) assert.equal(await Raw.status(`vsn=${vsn}`), "open", `vsn=${vsn}`);
+});
+
+test("[f4] no vsn at all means 1.0.0: frames are JSON objects", T(), async (t) => {
+  const c = await openRaw(t, "");
+  c.sendText(JSON.stringify({ topic: "phoenix", event: "heartbeat", payload: {}, ref: "1" }));
+  assert.deepEqual(await c.json(), { topic: "phoenix", event: "phx_reply", payload: { status: "ok", response: {} }, ref: "1" });
+});
+
+test("[B41][f5] a plain GET (no upgrade) of <mount>/websocket is answered 400", T(), async () => {
+  const http = require("node:http");
+  const { wsUrl } = require("../lib/raw");
+  const url = wsUrl("vsn=2.0.0").replace(/^ws/, "http");
+  const code = await new Promise((resolve, reject) => {
+    http.get(url, (res) => { res.resume(); resolve(res.statusCode); }).on("error", reject);
+  });
+  assert.equal(code, 400);
+});
+
+// ---- binary frames (vsn 2.0.0) ---------------------------------------------------------
+
+test("[A39][E94][f22] binary_echo: the reply is a binary kind-1 frame, byte for byte", T(), async (t) => {
+  const c = await openRaw(t);
+  const topic = uniq("private:");
+  await c.joinOk("11", topic, PRIVATE);
+  c.sendBinary(binaryPush("11", "2", topic, "binary_echo", [1, 2, 3, 0, 255]));
+  const f = await c.next();
+  assert.ok(f.bytes, "expected a binary frame, got " + f.text);
+  assert.deepEqual(f.bytes, binaryReply("11", "2", topic, "ok", [1, 2, 3, 0, 255]));
+});
+
+test("[A39][E97] binary_echo of an empty payload and of 64 KiB round-trips exactly", T(), async (t) => {
+  const c = await openRaw(t);
+  const topic = uniq("room:");
+  await c.joinOk("3", topic, { user: "bin" });
+  c.sendBinary(binaryPush("3", "4", topic, "binary_echo", []));
+  const empty = await c.nextWhere((m, f) => f.bytes !== undefined, 3000, "a binary frame");
+  assert.deepEqual(empty.bytes, binaryReply("3", "4", topic, "ok", []));
+  const big = Buffer.alloc(65536);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 31) & 0xff;
+  c.sendBinary(binaryPush("3", "5", topic, "binary_echo", big));
+  const f = await c.nextWhere((m, fr) => fr.bytes !== undefined, 3000, "a binary frame");
+  assert.deepEqual(f.bytes, binaryReply("3", "5", topic, "ok", big));
+});
+
+test("[f19] a binary push on a topic never joined: unmatched topic (text reply)", T(), async (t) => {
+  const c = await openRaw(t);
+  const topic = uniq("room:");
+  c.sendBinary(binaryPush("1", "2", topic, "binary_echo", [1]));
+  assert.deepEqual(await c.json(), [null, "2", topic, "phx_reply", { status: "error", response: { reason: "unmatched topic" } }]);
+});
+
+// ---- malformed input closes only the offending connection ---------------------------------
+
+for (const [name, query, frame] of [
+  ["invalid JSON", "vsn=2.0.0", "{nope"],
+  ["a four-element array", "vsn=2.0.0", '["1","2","room:x","echo"]'],
+  ["a JSON object on a vsn 2.0.0 socket", "vsn=2.0.0", '{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"1"}'],
+  ["a JSON array on a vsn 1.0.0 socket", "vsn=1.0.0", '[null,"1","phoenix","heartbeat",{}]'],
+  ["a V1 object without ref", "vsn=1.0.0", '{"topic":"phoenix","event":"heartbeat","payload":{}}'],
+  ["a truncated binary frame", "vsn=2.0.0", Buffer.from([0, 9, 9])],
+  ["a binary frame whose sizes point past its end", "vsn=2.0.0", Buffer.from([0, 1, 1, 40, 4, 0x31, 0x32])],
+  ["a binary reply frame (kind 1) from a client", "vsn=2.0.0", binaryReply("1", "2", "room:x", "ok", [1])],
+]) {
+  test(`[f24][2.5] malformed: ${name} closes that connection (code not 1000), others keep working`, T(), async (t) => {
+    const bad = await openRaw(t, query), good = await openRaw(t);
+    const topic = uniq("private:");
+    await good.joinOk("1", topic, PRIVATE);
+    if (Buffer.isBuffer(frame)) bad.sendBinary(frame); else bad.sendText(frame);
+    const code = await bad.closeCode();
+    assert.notEqual(code, 1000, "a 1000 close would stop the stock client from reconnecting");
+    assert.equal(bad.frames.filter((f) => f.msg && f.msg.event === "phx_reply").length, 0, "a malformed frame gets no reply");
+    good.send("1", "2", topic, "echo", { fine: true });
+    assert.deepEqual(await good.json(), ["1", "2", topic, "phx_reply", { status: "ok", response: { fine: true } }]);
+  });
+}
+
+// ---- long names and large frames ---------------------------------------------------------
+
+test("[E96] a 300-byte event name is fine over text: the room answers unhandled event", T(), async (t) => {
+  const c = await openRaw(t);
+  const topic = uniq("private:");
+  await c.joinOk("1", topic, PRIVATE);
+  const event = "e".repeat(300);
+  c.send("1", "2", topic, event, {});
+  assert.deepEqual(await c.json(), ["1", "2", topic, "phx_reply", { status: "error", response: { reason: "unhandled event" } }]);
+});
+
+test("[E96] push_me with a 300-byte event name arrives as a text push", T(), async (t) => {
+  const c = await openRaw(t);
+  const topic = uniq("private:");
+  await c.joinOk("1", topic, PRIVATE);
+  const event = "ü".repeat(150); // 300 bytes of UTF-8
+  c.send("1", "2", topic, "push_me", { event, payload: { long: true } });
+  assert.deepEqual(await c.json(), ["1", null, topic, event, { long: true }]);
+});
+
+test("[f12] a 512 KiB text frame (echo) round-trips", T(10000), async (t) => {
+  const c = await openRaw(t);
+  const topic = uniq("private:");
+  await c.joinOk("1", topic, PRIVATE);
+  const body = { blob: "x".repeat(512 * 1024) };
+  c.send("1", "2", topic, "echo", body);
+  assert.deepEqual(await c.json(8000), ["1", "2", topic, "phx_reply", { status: "ok", response: body }]);
+});
