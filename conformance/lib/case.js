@@ -42,7 +42,7 @@ function test(name, opts, fn) {
   if (phoenix.length < GENERATIONS.length && !why) throw new Error(`${name}: a generation-specific case must say why`);
   const title = `{${phoenix.join(" ")}} ${name}`;
   if (!phoenix.includes(SERVER_GEN)) {
-    return nodeTest(title, { ...rest, skip: `asserts Phoenix ${phoenix.join("/")} behaviour; Phoenix ${SERVER_GEN}: ${why}` }, () => {});
+    return nodeTest(title, { ...rest, skip: `asserts Phoenix ${phoenix.join("/")} behaviour, not ${SERVER_GEN}: ${why}` }, () => {});
   }
   return nodeTest(title, rest, async (t) => {
     await ensureServer();

@@ -10,7 +10,7 @@
 const WebSocket = require("ws");
 const { WS_MOUNT } = require("./config");
 
-const WAIT = 3000;
+const WAIT = 6000;
 
 function wsUrl(query) {
   return `${WS_MOUNT}/websocket${query ? "?" + query : ""}`;

@@ -8,7 +8,7 @@ const { within } = require("./util");
 
 /** Options every stock socket gets: short timeouts and fast retries, so cases stay quick. */
 const FAST = {
-  timeout: 2000,
+  timeout: 5000,
   reconnectAfterMs: () => 50,
   rejoinAfterMs: () => 100,
 };
@@ -28,7 +28,7 @@ function openSocket(t, gen, { params = {}, transport = "ws", ...opts } = {}) {
 }
 
 /** Resolves with the join reply's response when ok; rejects on error or timeout. */
-function join(channel, ms = 4000) {
+function join(channel, ms = 8000) {
   return within(new Promise((resolve, reject) => {
     channel.join()
       .receive("ok", resolve)
@@ -48,7 +48,7 @@ function joinOutcome(channel) {
 }
 
 /** Pushes and resolves with {status, response} ("timeout" has no response). */
-function push(channel, event, payload, timeout = 2000) {
+function push(channel, event, payload, timeout = 5000) {
   return new Promise((resolve) => {
     channel.push(event, payload, timeout)
       .receive("ok", (r) => resolve({ status: "ok", response: r }))

@@ -38,6 +38,6 @@ function within(promise, ms, what = "result") {
 const plain = (v) => (v === undefined ? v : JSON.parse(JSON.stringify(v)));
 
 /** Case options: a timeout for every case. */
-const T = (ms = 8000) => ({ timeout: ms });
+const T = (ms = 15000) => ({ timeout: ms });
 
 module.exports = { uniq, sleep, until, within, plain, T };

@@ -13,7 +13,7 @@ const { uniq, T } = require("../lib/util");
 async function member(t, topic, user, meta = {}, joinRef = "1") {
   const c = await openRaw(t);
   await c.joinOk(joinRef, topic, { user, meta });
-  await c.presenceWhere(topic, (s) => s[user], 3000, `${user} in its own presence`);
+  await c.presenceWhere(topic, (s) => s[user], 6000, `${user} in its own presence`);
   return c;
 }
 
@@ -23,16 +23,16 @@ test("[H136][H145][f65] multi-device update_meta: the diff leaves and joins only
   const topic = uniq("room:");
   const phone = await member(t, topic, "erin", { device: "phone" });
   const laptop = await member(t, topic, "erin", { device: "laptop" });
-  await phone.presenceWhere(topic, (s) => devices(s, "erin").length === 2, 3000, "two metas at the phone");
+  await phone.presenceWhere(topic, (s) => devices(s, "erin").length === 2, 6000, "two metas at the phone");
   const before = phone.presence(topic).erin.metas.find((m) => m.device === "laptop");
   laptop.send("1", "7", topic, "update_meta", { device: "laptop", lid: "closed" });
   assert.deepEqual(await laptop.reply("7"), ["1", "7", topic, "phx_reply", { status: "ok", response: {} }]);
-  const d = await phone.diffWhere(topic, (x) => x.leaves && x.leaves.erin, 3000, "the update diff");
+  const d = await phone.diffWhere(topic, (x) => x.leaves && x.leaves.erin, 6000, "the update diff");
   assert.deepEqual(d.leaves.erin.metas, [before], "only the laptop's old meta leaves");
   assert.equal(d.joins.erin.metas.length, 1, "only the laptop's new meta joins");
   assert.equal(d.joins.erin.metas[0].lid, "closed");
   assert.equal(d.joins.erin.metas[0].phx_ref_prev, before.phx_ref);
-  const now = await phone.presenceWhere(topic, (s) => s.erin && s.erin.metas.some((m) => m.lid === "closed"), 3000, "the new meta");
+  const now = await phone.presenceWhere(topic, (s) => s.erin && s.erin.metas.some((m) => m.lid === "closed"), 6000, "the new meta");
   assert.deepEqual(devices(now, "erin"), ["laptop", "phone"]);
   assert.equal(now.erin.metas.find((m) => m.device === "phone").lid, undefined, "the phone's meta is untouched");
 });
@@ -43,12 +43,12 @@ test("[I165][f65] two updates in a row: each new meta's phx_ref_prev is the ref 
   const r0 = c.presence(topic).fay.metas[0].phx_ref;
   c.send("1", "2", topic, "update_meta", { v: 1 });
   await c.reply("2");
-  const first = await c.presenceWhere(topic, (s) => s.fay && s.fay.metas[0].v === 1, 3000, "v1");
+  const first = await c.presenceWhere(topic, (s) => s.fay && s.fay.metas[0].v === 1, 6000, "v1");
   const m1 = first.fay.metas[0];
   assert.equal(m1.phx_ref_prev, r0);
   c.send("1", "3", topic, "update_meta", { v: 2 });
   await c.reply("3");
-  const second = await c.presenceWhere(topic, (s) => s.fay && s.fay.metas[0].v === 2, 3000, "v2");
+  const second = await c.presenceWhere(topic, (s) => s.fay && s.fay.metas[0].v === 2, 6000, "v2");
   const m2 = second.fay.metas[0];
   assert.equal(second.fay.metas.length, 1);
   assert.equal(m2.phx_ref_prev, m1.phx_ref);
@@ -64,7 +64,7 @@ test("[H134][f63] a late joiner's presence_state shows an updated meta with its 
   const r0 = c.presence(topic).gus.metas[0].phx_ref;
   c.send("1", "2", topic, "update_meta", { mood: "great" });
   await c.reply("2");
-  const updated = await c.presenceWhere(topic, (s) => s.gus && s.gus.metas[0].mood === "great", 3000, "the update");
+  const updated = await c.presenceWhere(topic, (s) => s.gus && s.gus.metas[0].mood === "great", 6000, "the update");
   const late = await member(t, topic, "late");
   const state = late.frames.find((f) => f.msg && f.msg.event === "presence_state").msg.payload;
   assert.ok(state.gus, "gus is in the late joiner's presence_state");
@@ -76,14 +76,14 @@ test("[A22][J213][f33] raw rejoin after a crash: a fresh presence_state, the key
   const topic = uniq("room:");
   const watcher = await member(t, topic, "watch");
   const c = await member(t, topic, "hal", {}, "1");
-  await watcher.presenceWhere(topic, (s) => s.hal, 3000, "hal listed");
+  await watcher.presenceWhere(topic, (s) => s.hal, 6000, "hal listed");
   c.send("1", "2", topic, "crash", {});
   await c.event("phx_error", topic);
-  await watcher.presenceWhere(topic, (s) => !s.hal, 3000, "hal gone after the crash");
+  await watcher.presenceWhere(topic, (s) => !s.hal, 6000, "hal gone after the crash");
   c.send("3", "3", topic, "phx_join", { user: "hal" });
   const again = await c.reply("3");
   assert.deepEqual(again, ["3", "3", topic, "phx_reply", { status: "ok", response: { topic } }]);
-  const state = await c.nextWhere((m) => m.event === "presence_state", 3000, "a second presence_state");
+  const state = await c.nextWhere((m) => m.event === "presence_state", 6000, "a second presence_state");
   assert.equal(state.json[0], "3", "the new presence_state carries the new join_ref");
-  await watcher.presenceWhere(topic, (s) => s.hal && s.hal.metas.length === 1, 3000, "hal back, once");
+  await watcher.presenceWhere(topic, (s) => s.hal && s.hal.metas.length === 1, 6000, "hal back, once");
 });

@@ -14,7 +14,7 @@ async function member(t, topic, user, meta = {}, query = "vsn=2.0.0") {
   const payload = { meta };
   if (user !== undefined) payload.user = user;
   await c.joinOk("1", topic, payload);
-  if (user !== undefined) await c.presenceWhere(topic, (s) => s[user], 3000, `${user} in its own presence`);
+  if (user !== undefined) await c.presenceWhere(topic, (s) => s[user], 6000, `${user} in its own presence`);
   return c;
 }
 
@@ -45,7 +45,7 @@ test("[H134][f63][f28] presence_state after the join reply; the meta is the give
   const topic = uniq("room:");
   const c = await openRaw(t);
   await c.joinOk("1", topic, { user: "alice", meta: { device: "phone", n: 2 } });
-  await c.presenceWhere(topic, (s) => s.alice, 3000, "alice listed");
+  await c.presenceWhere(topic, (s) => s.alice, 6000, "alice listed");
   const replyAt = c.frames.findIndex((f) => f.msg && f.msg.event === "phx_reply");
   const stateAt = c.frames.findIndex((f) => f.msg && f.msg.event === "presence_state");
   assert.ok(replyAt >= 0 && stateAt > replyAt, "the join reply comes before presence_state");
@@ -63,7 +63,7 @@ test("[H138][f64] members get presence_diff {joins: {key: {metas}}, leaves: {}} 
   const topic = uniq("room:");
   const a = await member(t, topic, "a");
   const b = await member(t, topic, "b", { role: "late" });
-  const d = await a.diffWhere(topic, (x) => x.joins && x.joins.b, 3000, "a diff joining b");
+  const d = await a.diffWhere(topic, (x) => x.joins && x.joins.b, 6000, "a diff joining b");
   assertDiffShape(d);
   assert.deepEqual(d.leaves, {});
   assert.deepEqual(Object.keys(d.joins), ["b"]);
@@ -77,10 +77,10 @@ test("[H139][f40] a closed connection leaves at once, with the same phx_ref and 
   const topic = uniq("room:");
   const a = await member(t, topic, "a");
   const b = await member(t, topic, "b", { k: 1 });
-  await a.presenceWhere(topic, (s) => s.b, 3000, "a sees b");
+  await a.presenceWhere(topic, (s) => s.b, 6000, "a sees b");
   const joined = a.presence(topic).b.metas[0];
   b.close();
-  const d = await a.diffWhere(topic, (x) => x.leaves && x.leaves.b, 3000, "b's leave");
+  const d = await a.diffWhere(topic, (x) => x.leaves && x.leaves.b, 6000, "b's leave");
   assertDiffShape(d);
   assert.deepEqual(d.leaves.b.metas, [joined]);
   assert.equal(a.presence(topic).b, undefined);
@@ -92,7 +92,7 @@ test("[A5][f30] phx_leave removes the presence for the others", T(), async (t) =
   const b = await member(t, topic, "b");
   b.send("1", "9", topic, "phx_leave", {});
   await b.event("phx_close", topic);
-  await a.diffWhere(topic, (x) => x.leaves && x.leaves.b, 3000, "b's leave");
+  await a.diffWhere(topic, (x) => x.leaves && x.leaves.b, 6000, "b's leave");
   await a.presenceWhere(topic, (s) => !s.b, 1000, "b gone");
 });
 
@@ -102,7 +102,7 @@ test("[A22][H139] a crashed channel's presence leaves", T(), async (t) => {
   const b = await member(t, topic, "b");
   b.send("1", "3", topic, "crash", {});
   await b.event("phx_error", topic);
-  await a.diffWhere(topic, (x) => x.leaves && x.leaves.b, 3000, "b's leave after the crash");
+  await a.diffWhere(topic, (x) => x.leaves && x.leaves.b, 6000, "b's leave after the crash");
 });
 
 test("[A29][f38] disconnect_user: the disconnected socket's presence leaves", T(), async (t) => {
@@ -111,23 +111,23 @@ test("[A29][f38] disconnect_user: the disconnected socket's presence leaves", T(
   const a = await member(t, topic, "a");
   const victim = await openRaw(t, `vsn=2.0.0&user_id=${user}`);
   await victim.joinOk("1", topic, { user: "victim" });
-  await a.presenceWhere(topic, (s) => s.victim, 3000, "victim listed");
+  await a.presenceWhere(topic, (s) => s.victim, 6000, "victim listed");
   const admin = await openRaw(t);
   await admin.joinOk("1", "room:admin", { user: uniq("admin-") });
   admin.send("1", "2", "room:admin", "disconnect_user", { user_id: user });
   await victim.closeCode();
-  await a.diffWhere(topic, (x) => x.leaves && x.leaves.victim, 3000, "victim's leave");
+  await a.diffWhere(topic, (x) => x.leaves && x.leaves.victim, 6000, "victim's leave");
 });
 
 test("[H136][f63] multi-device: one key from two sockets holds two metas; one leaving removes only its meta", T(), async (t) => {
   const topic = uniq("room:");
   const phone = await member(t, topic, "carol", { device: "phone" });
   const laptop = await member(t, topic, "carol", { device: "laptop" });
-  const both = await laptop.presenceWhere(topic, (s) => s.carol && s.carol.metas.length === 2, 3000, "two metas");
+  const both = await laptop.presenceWhere(topic, (s) => s.carol && s.carol.metas.length === 2, 6000, "two metas");
   assert.deepEqual(both.carol.metas.map((m) => m.device).sort(), ["laptop", "phone"]);
-  await phone.presenceWhere(topic, (s) => s.carol && s.carol.metas.length === 2, 3000, "phone sees two metas");
+  await phone.presenceWhere(topic, (s) => s.carol && s.carol.metas.length === 2, 6000, "phone sees two metas");
   laptop.close();
-  const d = await phone.diffWhere(topic, (x) => x.leaves && x.leaves.carol, 3000, "laptop's leave");
+  const d = await phone.diffWhere(topic, (x) => x.leaves && x.leaves.carol, 6000, "laptop's leave");
   assert.equal(d.leaves.carol.metas.length, 1);
   assert.equal(d.leaves.carol.metas[0].device, "laptop");
   const left = await phone.presenceWhere(topic, (s) => s.carol && s.carol.metas.length === 1, 1000, "one meta left");
@@ -138,12 +138,12 @@ test("[H145][I165][f65] update_meta: one diff, leave of the old meta + join of t
   const topic = uniq("room:");
   const c = await member(t, topic, "dan", { status: "online" });
   const watcher = await member(t, topic, "w");
-  await c.presenceWhere(topic, (s) => s.w, 3000, "watcher listed");
+  await c.presenceWhere(topic, (s) => s.w, 6000, "watcher listed");
   const old = c.presence(topic).dan.metas[0];
   c.send("1", "5", topic, "update_meta", { status: "away" });
   assert.deepEqual(await c.reply("5"), ["1", "5", topic, "phx_reply", { status: "ok", response: {} }]);
   for (const who of [c, watcher]) {
-    const d = await who.diffWhere(topic, (x) => x.leaves && x.leaves.dan, 3000, "the update diff");
+    const d = await who.diffWhere(topic, (x) => x.leaves && x.leaves.dan, 6000, "the update diff");
     assertDiffShape(d);
     assert.deepEqual(Object.keys(d.joins), ["dan"], "the same diff joins dan again");
     assert.deepEqual(Object.keys(d.leaves), ["dan"]);
@@ -165,7 +165,7 @@ test("[late joiner][H136] a late joiner's presence lists every member", T(), asy
   const topic = uniq("room:");
   for (const u of ["u1", "u2", "u3"]) await member(t, topic, u);
   const late = await member(t, topic, "late");
-  const view = await late.presenceWhere(topic, (s) => Object.keys(s).length === 4, 3000, "four members");
+  const view = await late.presenceWhere(topic, (s) => Object.keys(s).length === 4, 6000, "four members");
   assert.deepEqual(Object.keys(view).sort(), ["late", "u1", "u2", "u3"]);
   const state = late.frames.find((f) => f.msg && f.msg.event === "presence_state").msg.payload;
   for (const u of ["u1", "u2", "u3"]) assert.ok(state[u], `presence_state itself lists ${u}`);
@@ -181,7 +181,7 @@ test("[H133][contract] presence is per topic: members of another room are not li
 test("[contract][H135] a join without a user gets one string key of the server's choosing", T(), async (t) => {
   const topic = uniq("room:");
   const c = await member(t, topic, undefined);
-  const view = await c.presenceWhere(topic, (s) => Object.keys(s).length === 1, 3000, "one key");
+  const view = await c.presenceWhere(topic, (s) => Object.keys(s).length === 1, 6000, "one key");
   const [key] = Object.keys(view);
   assert.equal(typeof key, "string");
   assert.ok(key.length > 0);
@@ -192,7 +192,7 @@ test("[f17] presence over vsn 1.0.0: objects, ref null", T(), async (t) => {
   const topic = uniq("room:");
   const c = await member(t, topic, "v1user", {}, "vsn=1.0.0");
   const other = await member(t, topic, "v2user");
-  await c.presenceWhere(topic, (s) => s.v2user, 3000, "v2user listed");
+  await c.presenceWhere(topic, (s) => s.v2user, 6000, "v2user listed");
   const state = c.frames.find((f) => f.msg && f.msg.event === "presence_state").json;
   assert.deepEqual(Object.keys(state).sort(), ["event", "payload", "ref", "topic"]);
   assert.equal(state.ref, null);
@@ -217,10 +217,10 @@ test("[f29][contract] after a duplicate join the presence is tracked once, and a
   const watcher = await member(t, topic, "w");
   const c = await member(t, topic, "dup");
   c.send("2", "2", topic, "phx_join", { user: "dup" });
-  await c.waitFor(() => (c.stateCount.get(topic) || 0) >= 2, 3000, "a second presence_state");
+  await c.waitFor(() => (c.stateCount.get(topic) || 0) >= 2, 6000, "a second presence_state");
   const fresh = c.frames.filter((f) => f.msg && f.msg.event === "presence_state").pop();
   assert.equal(fresh.msg.join_ref, "2", "the new state is pushed on the new join");
-  await watcher.presenceWhere(topic, (s) => s.dup && s.dup.metas.length === 1, 3000, "dup tracked once");
+  await watcher.presenceWhere(topic, (s) => s.dup && s.dup.metas.length === 1, 6000, "dup tracked once");
   // Settle: the old channel's leave and the new join may arrive in either order.
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(watcher.presence(topic).dup.metas.length, 1);

@@ -32,10 +32,10 @@ for (const gen of CLIENT_GENS) {
     const p = trackPresence(gen, second);
     assert.deepEqual(await join(second), { topic });
     assert.deepEqual(await push(second, "echo", { via: "second" }), { status: "ok", response: { via: "second" } });
-    await until(() => firstClosed, 3000, "the first instance closed");
+    await until(() => firstClosed, 6000, "the first instance closed");
     assert.equal(first.state, "closed");
     assert.equal(second.state, "joined");
-    await until(() => p.log.syncs >= 1 && p.keys().join() === "second", 3000, "only the second instance tracked");
+    await until(() => p.log.syncs >= 1 && p.keys().join() === "second", 6000, "only the second instance tracked");
   });
 
   test(name("[J202][contract] a refused private join is retried by the client and refused every time"), T(), async (t) => {
@@ -47,7 +47,7 @@ for (const gen of CLIENT_GENS) {
     });
     const ch = s.channel(topic, { token: "nope" });
     assert.deepEqual(plain(await joinOutcome(ch)), { status: "error", response: { reason: "unauthorized" } });
-    await until(() => refusals.length >= 3, 3000, "two automatic retries (rejoin every 100 ms)");
+    await until(() => refusals.length >= 3, 6000, "two automatic retries (rejoin every 100 ms)");
     for (const r of refusals) assert.deepEqual(r, { status: "error", response: { reason: "unauthorized" } });
     assert.notEqual(ch.state, "joined");
     ch.leave();
@@ -64,7 +64,7 @@ for (const gen of CLIENT_GENS) {
     await join(openSocket(t, gen).channel(topic, { user: "constructor", meta: { odd: 2 } }));
     // Read through Presence.list: a plain {} (as in trackPresence's view) cannot hold "__proto__".
     const listed = () => p.presence.list((key, pres) => [key, pres.metas.length, pres.metas[0].odd]);
-    await until(() => listed().length === 3, 3000, "three keys");
+    await until(() => listed().length === 3, 6000, "three keys");
     assert.deepEqual(listed().map(([k]) => k).sort(), ["__proto__", "constructor", "watcher"]);
     assert.deepEqual(listed().filter(([k]) => k !== "watcher").sort(), [["__proto__", 1, 1], ["constructor", 1, 2]]);
   });
@@ -93,7 +93,7 @@ for (const gen of CLIENT_GENS) {
     let closed = false;
     ch.onClose(() => { closed = true; });
     ch.push("stop", {});
-    await until(() => closed, 3000, "onClose");
+    await until(() => closed, 6000, "onClose");
     await sleep(50);
     const again = s.channel(topic, { token: "letmein" });
     assert.deepEqual(await join(again), { topic });

@@ -71,14 +71,14 @@ for (const gen of CLIENT_GENS) {
     const a = lp(t, gen).channel(topic, { user: "lp-a" });
     const p = trackPresence(gen, a);
     await join(a);
-    await until(() => p.keys().includes("lp-a"), 4000, "lp-a listed");
+    await until(() => p.keys().includes("lp-a"), 8000, "lp-a listed");
     const b = lp(t, gen).channel(topic, { user: "lp-b", meta: { via: "lp" } });
     await join(b);
-    await until(() => p.keys().join() === "lp-a,lp-b", 4000, "both listed");
+    await until(() => p.keys().join() === "lp-a,lp-b", 8000, "both listed");
     assert.equal(p.view()["lp-b"][0].via, "lp");
     assert.ok(Number.isInteger(p.view()["lp-b"][0].online_at));
     b.leave();
-    await until(() => p.keys().join() === "lp-a", 4000, "lp-b gone");
+    await until(() => p.keys().join() === "lp-a", 8000, "lp-b gone");
   });
 
   test(name("[A22][C75][J204] crash: onError, automatic rejoin, fresh presence_state"), TL, async (t) => {
@@ -88,12 +88,12 @@ for (const gen of CLIENT_GENS) {
     let joins = 0;
     const errors = [];
     ch.join().receive("ok", () => { joins += 1; });
-    await until(() => joins === 1 && states.length === 1, 4000, "join and presence_state");
+    await until(() => joins === 1 && states.length === 1, 8000, "join and presence_state");
     ch.onError((r) => errors.push(plain(r)));
     ch.push("crash", {});
     await until(() => errors.length >= 1 && joins >= 2, 6000, "phx_error then a rejoin");
     assert.deepEqual(errors[0], is18 ? { reason: "channel_crash" } : {});
-    await until(() => states.length >= 2, 4000, "a fresh presence_state");
+    await until(() => states.length >= 2, 8000, "a fresh presence_state");
     assert.deepEqual(await push(ch, "echo", { after: "rejoin" }), { status: "ok", response: { after: "rejoin" } });
   });
 
@@ -103,9 +103,9 @@ for (const gen of CLIENT_GENS) {
     let joins = 0, closed = false;
     ch.join().receive("ok", () => { joins += 1; });
     ch.onClose(() => { closed = true; });
-    await until(() => joins === 1, 4000, "join");
+    await until(() => joins === 1, 8000, "join");
     ch.push("stop", {});
-    await until(() => closed, 4000, "onClose");
+    await until(() => closed, 8000, "onClose");
     await sleep(300);
     assert.equal(joins, 1);
     assert.equal(ch.state, "closed");
@@ -117,7 +117,7 @@ for (const gen of CLIENT_GENS) {
     let opened = false, errors = 0;
     s.onOpen(() => { opened = true; });
     s.onError(() => { errors += 1; });
-    await until(() => errors >= 1, 4000, "an error");
+    await until(() => errors >= 1, 8000, "an error");
     assert.equal(opened, false);
   });
 
@@ -130,7 +130,7 @@ for (const gen of CLIENT_GENS) {
     const ch = s.channel(uniq("room:"), { user });
     let joins = 0;
     ch.join().receive("ok", () => { joins += 1; });
-    await until(() => opens === 1 && joins === 1, 4000, "open and joined");
+    await until(() => opens === 1 && joins === 1, 8000, "open and joined");
     const admin = openSocket(t, gen).channel("room:admin", { user: uniq("admin-") });
     await join(admin);
     assert.deepEqual(await push(admin, "disconnect_user", { user_id: user }), { status: "ok", response: {} });

@@ -61,12 +61,12 @@ test("[A39][E97] binary_echo of an empty payload and of 64 KiB round-trips exact
   const topic = uniq("room:");
   await c.joinOk("3", topic, { user: "bin" });
   c.sendBinary(binaryPush("3", "4", topic, "binary_echo", []));
-  const empty = await c.nextWhere((m, f) => f.bytes !== undefined, 3000, "a binary frame");
+  const empty = await c.nextWhere((m, f) => f.bytes !== undefined, 6000, "a binary frame");
   assert.deepEqual(empty.bytes, binaryReply("3", "4", topic, "ok", []));
   const big = Buffer.alloc(65536);
   for (let i = 0; i < big.length; i++) big[i] = (i * 31) & 0xff;
   c.sendBinary(binaryPush("3", "5", topic, "binary_echo", big));
-  const f = await c.nextWhere((m, fr) => fr.bytes !== undefined, 3000, "a binary frame");
+  const f = await c.nextWhere((m, fr) => fr.bytes !== undefined, 6000, "a binary frame");
   assert.deepEqual(f.bytes, binaryReply("3", "5", topic, "ok", big));
 });
 

@@ -31,7 +31,7 @@ test("[f19][contract] a binary push of an event the room does not handle: text e
   const topic = uniq("private:");
   await c.joinOk("2", topic, { token: "letmein" });
   c.sendBinary(binaryPush("2", "3", topic, "whatever", Buffer.from([1, 2])));
-  const f = await c.nextWhere((m) => m.ref === "3", 3000, "the reply to the binary push");
+  const f = await c.nextWhere((m) => m.ref === "3", 6000, "the reply to the binary push");
   assert.ok(f.json, "the error reply is a text frame (its payload is a map)");
   assert.deepEqual(f.json, ["2", "3", topic, "phx_reply", { status: "error", response: { reason: "unhandled event" } }]);
 });
