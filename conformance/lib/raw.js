@@ -149,6 +149,7 @@ class Raw {
     this.closed = null; // {code, reason} once closed
     this.presences = new Map(); // topic -> {state: obj|null, pending: []}
     this.stateCount = new Map(); // topic -> number of presence_state frames
+    this.eventCount = new Map(); // event -> number of frames received with it
     ws.on("error", () => { /* reported through close */ });
     ws.on("message", (data, isBinary) => this._receive(Buffer.from(data), isBinary));
     ws.on("close", (code, reason) => {
@@ -168,6 +169,7 @@ class Raw {
       f.error = e.message;
     }
     this.frames.push(f);
+    if (f.msg) this.eventCount.set(f.msg.event, (this.eventCount.get(f.msg.event) || 0) + 1);
     if (f.msg && !isBinary) this._trackPresence(f.msg);
     this._notify();
   }
@@ -208,6 +210,9 @@ class Raw {
     return `; last frames: ${JSON.stringify(last)}${this.closed ? `; closed ${this.closed.code}` : ""}`;
   }
 
+  /** How many frames with this event arrived so far (cheap to poll in waitFor). */
+  count(event) { return this.eventCount.get(event) || 0; }
+
   // -- sending
 
   /** Sends a message through this connection's serializer. */
@@ -228,6 +233,13 @@ class Raw {
     await this.waitFor(() => this.cursor < this.frames.length || this.closed, ms, "a frame");
     if (this.cursor < this.frames.length) return this.frames[this.cursor++];
     throw new Error(`connection closed (${this.closed.code}) while waiting for a frame`);
+  }
+
+  /** The next frame's exact text, as the server wrote it (fails on a binary frame). */
+  async text(ms = WAIT) {
+    const f = await this.next(ms);
+    if (f.text === undefined) throw new Error("expected a text frame, got binary " + f.bytes.toString("hex"));
+    return f.text;
   }
 
   /** The next frame's parsed JSON (fails on a binary frame). */

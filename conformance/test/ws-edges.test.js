@@ -2,6 +2,7 @@
 // large input: raw WebSocket cases.
 "use strict";
 const test = require("../lib/case");
+const { only18 } = test;
 const assert = require("node:assert/strict");
 const { Raw, openRaw, binaryPush, binaryReply } = require("../lib/raw");
 const { uniq, T } = require("../lib/util");
@@ -129,4 +130,69 @@ test("[f12] a 512 KiB text frame (echo) round-trips", T(10000), async (t) => {
   const body = { blob: "x".repeat(512 * 1024) };
   c.send("1", "2", topic, "echo", body);
   assert.deepEqual(await c.json(8000), ["1", "2", topic, "phx_reply", { status: "ok", response: body }]);
+});
+
+// ---- protocol edges (issue 11) -------------------------------------------------------
+
+test("[I11][f17] vsn 1.0.0: a binary WebSocket frame carrying V1 JSON is handled like a text frame", T(), async (t) => {
+  // Phoenix's V1 serializer decodes the frame's bytes as JSON whatever the opcode.
+  const c = await openRaw(t, "vsn=1.0.0");
+  const topic = uniq("private:");
+  c.sendBinary(Buffer.from(JSON.stringify({ topic, event: "phx_join", payload: PRIVATE, ref: "1" })));
+  assert.deepEqual(await c.json(), { topic, event: "phx_reply", payload: { status: "ok", response: { topic } }, ref: "1" });
+  c.sendBinary(Buffer.from(JSON.stringify({ topic, event: "echo", payload: { via: "binary" }, ref: "2" })));
+  assert.deepEqual(await c.json(), { topic, event: "phx_reply", payload: { status: "ok", response: { via: "binary" } }, ref: "2" });
+  c.sendBinary(Buffer.from(JSON.stringify({ topic: "phoenix", event: "heartbeat", payload: {}, ref: "3" })));
+  assert.deepEqual(await c.json(), { topic: "phoenix", event: "phx_reply", payload: { status: "ok", response: {} }, ref: "3" });
+});
+
+test("[I11][f19] V2 binary push with an empty ref: the ref stays \"\" (not null) in the reply", T(), async (t) => {
+  const c = await openRaw(t);
+  const topic = uniq("private:");
+  await c.joinOk("1", topic, PRIVATE);
+  // An event the channel does not handle gets a text reply, where "" and null differ.
+  c.sendBinary(binaryPush("1", "", topic, "whatever", [1]));
+  const f = await c.nextWhere((m) => m.event === "phx_reply", 6000, "the reply");
+  assert.equal(f.text, JSON.stringify(["1", "", topic, "phx_reply", { response: { reason: "unhandled event" }, status: "error" }]));
+  // binary_echo: a binary reply whose ref field is empty.
+  c.sendBinary(binaryPush("1", "", topic, "binary_echo", [4, 2]));
+  const b = await c.nextWhere((m, fr) => fr.bytes !== undefined, 6000, "the binary reply");
+  assert.deepEqual(b.bytes, binaryReply("1", "", topic, "ok", [4, 2]));
+});
+
+test("[I11][f31][f19] V2 binary push with an empty join_ref on a channel joined as \"1\": a stale join_ref, dropped",
+  only18("Phoenix 1.7 forwards it to the channel regardless of its join_ref (see the {1.7} case)", T()), async (t) => {
+  const c = await openRaw(t);
+  const topic = uniq("private:");
+  await c.joinOk("1", topic, PRIVATE);
+  c.sendBinary(binaryPush("", "2", topic, "binary_echo", [7]));
+  c.sendBinary(binaryPush("", "3", topic, "echo_me_not", [7]));
+  assert.equal(await c.silent(500), true, "\"\" is a join_ref, not a missing one: it differs from \"1\", so the push is dropped");
+  c.sendBinary(binaryPush("1", "4", topic, "binary_echo", [8]));
+  const b = await c.nextWhere((m, fr) => fr.bytes !== undefined, 6000, "the binary reply");
+  assert.deepEqual(b.bytes, binaryReply("1", "4", topic, "ok", [8]));
+});
+
+test("[I11][f31][f19] V2 binary push with an empty join_ref reaches the channel; the reply carries the channel's join_ref",
+  { phoenix: ["1.7"], why: "Phoenix 1.8 drops a push whose join_ref is stale (see the {1.8} case)", ...T() }, async (t) => {
+  const c = await openRaw(t);
+  const topic = uniq("private:");
+  await c.joinOk("1", topic, PRIVATE);
+  c.sendBinary(binaryPush("", "2", topic, "binary_echo", [7]));
+  const b = await c.nextWhere((m, fr) => fr.bytes !== undefined, 6000, "the binary reply");
+  assert.deepEqual(b.bytes, binaryReply("1", "2", topic, "ok", [7]));
+});
+
+test("[I11][f14] a numeric ref beyond 64 bits is echoed exactly as written (V2 and V1)", T(), async (t) => {
+  const big = "123456789012345678901234567890";
+  const v2 = await openRaw(t);
+  v2.sendText(`[null,${big},"phoenix","heartbeat",{}]`);
+  assert.equal(await v2.text(), `[null,${big},"phoenix","phx_reply",{"response":{},"status":"ok"}]`);
+  const topic = uniq("private:");
+  v2.sendText(`["1",${big}1,"${topic}","phx_join",{"token":"letmein"}]`);
+  assert.equal(await v2.text(), `["1",${big}1,"${topic}","phx_reply",{"response":{"topic":"${topic}"},"status":"ok"}]`);
+  const v1 = await openRaw(t, "vsn=1.0.0");
+  v1.sendText(`{"topic":"phoenix","event":"heartbeat","payload":{},"ref":-${big}}`);
+  const text = await v1.text();
+  assert.ok(text.includes(`"ref":-${big}`), `the ref comes back digit for digit: ${text}`);
 });
