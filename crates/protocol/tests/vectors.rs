@@ -1,8 +1,10 @@
 //! Runs every test vector in `protocol-spec/vectors/*.json` against the crate.
 //!
-//! Each vector states what Phoenix does (its `source` names the Phoenix file) and
-//! this test checks that we do the same: decoded fields one by one, encoded frames
-//! byte for byte, errors by `ProtocolError::kind`. Every failing vector is reported
+//! Each vector says whether its expectation is Phoenix's behaviour or our choice
+//! (`"phoenix": "same"` or `"ours"` with a `reason`) and names the file that shows
+//! what Phoenix does (`source`); this test checks that we behave as the vector says:
+//! decoded fields one by one, encoded frames byte for byte, errors by
+//! `ProtocolError::kind`. Every failing vector is reported
 //! by name, not just the first. The format is described in
 //! `protocol-spec/vectors/README.md`.
 
@@ -53,11 +55,19 @@ fn string(v: &Value, key: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{key:?} must be a string"))
 }
 
-/// A ref as the vector writes it: a string, a number (a numeric ref), or null.
+/// A ref as the vector writes it: a string, a number (a numeric ref), null, or
+/// `{"number": "<text>"}` for a numeric ref whose exact text matters (beyond 64
+/// bits, `7.0`, `1e3`), which a JSON number here would pass through f64.
 fn opt_ref(v: &Value, key: &str) -> Result<Option<Ref>, String> {
     match field(v, key)? {
         Value::String(s) => Ok(Some(Ref::from(s.as_str()))),
         Value::Number(n) => Ok(Some(Ref::numeric(n.to_string()))),
+        Value::Object(o) if o.len() == 1 && o.contains_key("number") => {
+            let text = string(&Value::Object(o.clone()), "number")?;
+            let r = Ref::numeric(text.clone());
+            check!(r.is_numeric(), "{key:?}: {text:?} is not a JSON number");
+            Ok(Some(r))
+        }
         Value::Null => Ok(None),
         other => Err(format!(
             "{key:?} must be a string, a number or null, not {other}"
@@ -214,6 +224,17 @@ fn run(vector: &Value) -> Outcome {
         vector.get("source").and_then(Value::as_str).is_some(),
         "every vector names its source"
     );
+    match vector.get("phoenix").and_then(Value::as_str) {
+        Some("same") => {}
+        Some("ours") => check!(
+            vector
+                .get("reason")
+                .and_then(Value::as_str)
+                .is_some_and(|r| !r.is_empty()),
+            "a vector marked \"ours\" gives its reason"
+        ),
+        other => return Err(format!("\"phoenix\" must be \"same\" or \"ours\", not {other:?}")),
+    }
     let op = string(vector, "op")?;
     match op.as_str() {
         "decode_client" => {
