@@ -218,8 +218,10 @@ mod tests {
         assert_eq!(m.list()["u1"].extra["user"], json!({"name": "Ann"}));
 
         let mut d = PresenceDiff::default();
-        d.joins.insert("u1".into(), with_user(entry(&["2"]), "Ann B."));
-        d.leaves.insert("u1".into(), with_user(entry(&["1"]), "Ann"));
+        d.joins
+            .insert("u1".into(), with_user(entry(&["2"]), "Ann B."));
+        d.leaves
+            .insert("u1".into(), with_user(entry(&["1"]), "Ann"));
         m.sync_diff(d);
         assert_eq!(m.list()["u1"], with_user(entry(&["2"]), "Ann B."));
 

@@ -233,7 +233,11 @@ fn run(vector: &Value) -> Outcome {
                 .is_some_and(|r| !r.is_empty()),
             "a vector marked \"ours\" gives its reason"
         ),
-        other => return Err(format!("\"phoenix\" must be \"same\" or \"ours\", not {other:?}")),
+        other => {
+            return Err(format!(
+                "\"phoenix\" must be \"same\" or \"ours\", not {other:?}"
+            ))
+        }
     }
     let op = string(vector, "op")?;
     match op.as_str() {
