@@ -156,6 +156,9 @@ impl PartialEq<&str> for Ref {
     }
 }
 
+/// Reads a ref from any serde format: a string, or a number. Through this generic
+/// path a number that fits no 64-bit integer arrives as an f64 and loses digits;
+/// frames decoded by [`Serializer`](crate::Serializer) keep every number's exact text.
 impl<'de> serde::Deserialize<'de> for Ref {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ref, D::Error> {
         struct RefVisitor;

@@ -180,3 +180,41 @@ impl PresenceDiff {
         self.leaves.entry(key.into()).or_default().metas.push(meta);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_beside_metas_are_written_in_sorted_order() {
+        let mut entry = PresenceEntry::new(vec![Meta::new("R", json!({"d": 1}))]);
+        entry.extra.insert("zone".into(), json!(2));
+        entry.extra.insert("avatar".into(), json!(1));
+        entry.extra.insert("metas".into(), json!("never written"));
+        assert_eq!(
+            serde_json::to_string(&entry).unwrap(),
+            r#"{"avatar":1,"metas":[{"d":1,"phx_ref":"R"}],"zone":2}"#
+        );
+    }
+
+    #[test]
+    fn an_entry_needs_metas() {
+        assert!(serde_json::from_str::<PresenceEntry>(r#"{"user":{}}"#).is_err());
+        let e: PresenceEntry = serde_json::from_str(r#"{"user":{"n":1},"metas":[]}"#).unwrap();
+        assert_eq!(e.extra["user"], json!({"n": 1}));
+        assert!(e.metas.is_empty());
+    }
+
+    #[test]
+    fn both_halves_of_a_diff_carry_their_keys() {
+        let text = r#"{"joins":{"7":{"metas":[{"phx_ref":"B","phx_ref_prev":"A"}],"user":"Ann"}},"leaves":{"7":{"metas":[{"phx_ref":"A"}],"user":"Ann"}}}"#;
+        let mut diff: PresenceDiff = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&diff).unwrap(), text);
+        for (_, entry) in diff.entries_mut() {
+            entry.extra.insert("user".into(), json!("Ann B."));
+        }
+        assert_eq!(diff.joins["7"].extra["user"], json!("Ann B."));
+        assert_eq!(diff.leaves["7"].extra["user"], json!("Ann B."));
+    }
+}
