@@ -83,12 +83,21 @@ impl Mirror {
                         .filter(|c| !new_presence.metas.iter().any(|m| m.phx_ref == c.phx_ref))
                         .cloned()
                         .collect();
+                    // As phoenix.js: the join keeps the new presence's other keys,
+                    // the leave the current one's.
                     if !joined.is_empty() {
-                        diff.joins
-                            .insert(key.clone(), PresenceEntry { metas: joined });
+                        let entry = PresenceEntry {
+                            metas: joined,
+                            extra: new_presence.extra.clone(),
+                        };
+                        diff.joins.insert(key.clone(), entry);
                     }
                     if !left.is_empty() {
-                        diff.leaves.insert(key, PresenceEntry { metas: left });
+                        let entry = PresenceEntry {
+                            metas: left,
+                            extra: current.extra.clone(),
+                        };
+                        diff.leaves.insert(key, entry);
                     }
                 }
                 None => {
@@ -190,9 +199,41 @@ mod tests {
     }
 
     fn entry(refs: &[&str]) -> PresenceEntry {
-        PresenceEntry {
-            metas: refs.iter().map(|r| meta(r)).collect(),
-        }
+        PresenceEntry::new(refs.iter().map(|r| meta(r)).collect())
+    }
+
+    fn with_user(mut e: PresenceEntry, name: &str) -> PresenceEntry {
+        e.extra.insert("user".into(), json!({ "name": name }));
+        e
+    }
+
+    #[test]
+    fn keys_beside_metas_follow_phoenix_js() {
+        // A join replaces the key's other keys with the joined presence's; a leave
+        // keeps the current ones; sync_state's join carries the new state's.
+        let mut m = Mirror::default();
+        let mut d = PresenceDiff::default();
+        d.joins.insert("u1".into(), with_user(entry(&["1"]), "Ann"));
+        m.sync_diff(d);
+        assert_eq!(m.list()["u1"].extra["user"], json!({"name": "Ann"}));
+
+        let mut d = PresenceDiff::default();
+        d.joins
+            .insert("u1".into(), with_user(entry(&["2"]), "Ann B."));
+        d.leaves
+            .insert("u1".into(), with_user(entry(&["1"]), "Ann"));
+        m.sync_diff(d);
+        assert_eq!(m.list()["u1"], with_user(entry(&["2"]), "Ann B."));
+
+        let mut state = PresenceList::new();
+        state.insert("u1".into(), with_user(entry(&["2", "3"]), "Ann C."));
+        let events = m.sync_state(state);
+        assert!(events.contains(&Event::Join {
+            key: "u1".into(),
+            current: Some(with_user(entry(&["2"]), "Ann B.")),
+            new: with_user(entry(&["3"]), "Ann C."),
+        }));
+        assert_eq!(m.list()["u1"], with_user(entry(&["2", "3"]), "Ann C."));
     }
 
     fn list(items: &[(&str, &[&str])]) -> PresenceList {

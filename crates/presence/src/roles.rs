@@ -9,8 +9,8 @@
 //! use serde_json::json;
 //!
 //! let mut list = PresenceList::new();
-//! list.insert("bob".into(), PresenceEntry { metas: vec![Meta::new("b", json!({"joined_at": 20}))] });
-//! list.insert("ann".into(), PresenceEntry { metas: vec![Meta::new("a", json!({"joined_at": 10}))] });
+//! list.insert("bob".into(), PresenceEntry::new(vec![Meta::new("b", json!({"joined_at": 20}))]));
+//! list.insert("ann".into(), PresenceEntry::new(vec![Meta::new("a", json!({"joined_at": 10}))]));
 //! assert_eq!(roles::owner(&list).unwrap().0, "ann");
 //! assert!(matches!(roles::role_of(&list, "b"), Some(roles::Role::Spectator { .. })));
 //! ```

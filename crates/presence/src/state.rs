@@ -216,9 +216,7 @@ impl PresenceState {
 }
 
 fn entry(metas: &[(ConnId, Meta)]) -> PresenceEntry {
-    PresenceEntry {
-        metas: metas.iter().map(|(_, m)| m.clone()).collect(),
-    }
+    PresenceEntry::new(metas.iter().map(|(_, m)| m.clone()).collect())
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@
 //! | 1 reply | server → client | join_ref, ref, topic, status |
 //! | 2 broadcast | server → client | topic, event |
 //!
-//! A null join_ref or ref is written as the empty string, and read back as null.
+//! A null join_ref or ref is written as the empty string (Phoenix's `to_string(nil)`),
+//! and an empty field is read back as the empty string, never as null: Phoenix's V2
+//! decoder and phoenix.js both keep `""`. Fields must be UTF-8 here (**our choice**:
+//! Phoenix's decoder takes any bytes, phoenix.js replaces invalid sequences).
 //! Facts from `phoenix/lib/phoenix/socket/serializers/v2_json_serializer.ex` and
 //! `phoenix/assets/js/phoenix/serializer.js` (v1.8.12).
 
@@ -64,13 +67,9 @@ impl View {
             .map_err(|_| ProtocolError::InvalidUtf8(field))
     }
 
-    fn opt_ref(&mut self, len: usize, field: &'static str) -> Result<Option<Ref>, ProtocolError> {
-        let s = self.string(len, field)?;
-        Ok(if s.is_empty() {
-            None
-        } else {
-            Some(Ref::from(s))
-        })
+    /// A join_ref or ref: always a string, the empty string included.
+    fn ref_field(&mut self, len: usize, field: &'static str) -> Result<Option<Ref>, ProtocolError> {
+        Ok(Some(Ref::from(self.string(len, field)?)))
     }
 
     fn rest(self) -> Bytes {
@@ -92,8 +91,8 @@ pub(crate) fn decode_client(bytes: Bytes) -> Result<Message, ProtocolError> {
             let [jr, r, t, e] = View::header::<4>(&bytes)?;
             let mut v = View { bytes, pos: 5 };
             Ok(Message {
-                join_ref: v.opt_ref(jr, "join_ref")?,
-                msg_ref: v.opt_ref(r, "ref")?,
+                join_ref: v.ref_field(jr, "join_ref")?,
+                msg_ref: v.ref_field(r, "ref")?,
                 topic: v.string(t, "topic")?,
                 event: v.string(e, "event")?,
                 payload: Payload::Binary(v.rest()),
@@ -111,7 +110,7 @@ pub(crate) fn decode_server(bytes: Bytes) -> Result<Received, ProtocolError> {
             let [jr, t, e] = View::header::<3>(&bytes)?;
             let mut v = View { bytes, pos: 4 };
             Ok(Received::Message(Message {
-                join_ref: v.opt_ref(jr, "join_ref")?,
+                join_ref: v.ref_field(jr, "join_ref")?,
                 msg_ref: None,
                 topic: v.string(t, "topic")?,
                 event: v.string(e, "event")?,
@@ -122,8 +121,8 @@ pub(crate) fn decode_server(bytes: Bytes) -> Result<Received, ProtocolError> {
             let [jr, r, t, s] = View::header::<4>(&bytes)?;
             let mut v = View { bytes, pos: 5 };
             Ok(Received::Reply(Reply {
-                join_ref: v.opt_ref(jr, "join_ref")?,
-                msg_ref: v.opt_ref(r, "ref")?,
+                join_ref: v.ref_field(jr, "join_ref")?,
+                msg_ref: v.ref_field(r, "ref")?,
                 topic: v.string(t, "topic")?,
                 status: v.string(s, "status")?,
                 response: Payload::Binary(v.rest()),
@@ -207,4 +206,79 @@ pub(crate) fn encode_broadcast(
     let topic = field(topic, "topic")?;
     let event = field(event, "event")?;
     Ok(write(BROADCAST, &[topic, event], data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(parts: &[&[u8]]) -> Bytes {
+        Bytes::from(parts.concat())
+    }
+
+    #[test]
+    fn header_checks_report_what_was_needed() {
+        assert_eq!(
+            decode_client(frame(&[&[0, 1, 1]])),
+            Err(ProtocolError::BinaryTooShort { needed: 5, got: 3 })
+        );
+        assert_eq!(
+            decode_client(frame(&[&[0, 1, 1, 3, 1], b"12t"])),
+            Err(ProtocolError::BinaryTooShort { needed: 11, got: 8 })
+        );
+        assert_eq!(
+            decode_server(frame(&[&[2, 5]])),
+            Err(ProtocolError::BinaryTooShort { needed: 3, got: 2 })
+        );
+        assert_eq!(
+            decode_client(Bytes::new()),
+            Err(ProtocolError::BinaryTooShort { needed: 1, got: 0 })
+        );
+    }
+
+    #[test]
+    fn payload_is_a_slice_of_the_frame() {
+        let bytes = frame(&[&[0, 1, 1, 1, 1], b"12te", b"data"]);
+        let msg = decode_client(bytes.clone()).unwrap();
+        let data = msg.payload.as_binary().unwrap();
+        assert_eq!(&data[..], b"data");
+        // Same allocation: no copy of the payload.
+        assert_eq!(data.as_ptr(), bytes[9..].as_ptr());
+    }
+
+    #[test]
+    fn empty_refs_stay_empty_strings() {
+        let msg = decode_client(frame(&[&[0, 0, 0, 1, 1], b"te"])).unwrap();
+        assert_eq!(msg.join_ref, Some(Ref::from("")));
+        assert_eq!(msg.msg_ref, Some(Ref::from("")));
+        match decode_server(frame(&[&[0, 0, 1, 1], b"te"])).unwrap() {
+            Received::Message(m) => assert_eq!(m.join_ref, Some(Ref::from(""))),
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_field() {
+        let bytes = frame(&[&[1, 0, 1, 1, 2], b"1t", &[0xc3, 0x28]]);
+        assert_eq!(
+            decode_server(bytes),
+            Err(ProtocolError::InvalidUtf8("status"))
+        );
+    }
+
+    #[test]
+    fn fields_of_255_bytes_fit_and_256_do_not() {
+        let ok = "é".repeat(127) + "x"; // 255 bytes, 128 characters
+        assert_eq!(ok.len(), 255);
+        let bytes = encode_broadcast(&ok, "e", b"").unwrap();
+        assert_eq!(bytes[1], 255);
+        let too_long = "é".repeat(128);
+        assert_eq!(
+            encode_broadcast("t", &too_long, b""),
+            Err(ProtocolError::FieldTooLong {
+                field: "event",
+                len: 256
+            })
+        );
+    }
 }

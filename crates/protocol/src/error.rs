@@ -59,7 +59,7 @@ pub enum ProtocolError {
     /// V2 pushes and broadcasts carry a JSON object or binary data, nothing else.
     #[error("V2 push and broadcast payloads must be JSON objects or binary")]
     PayloadNotObject,
-    /// The V1 serializer has no binary frames.
+    /// A binary payload cannot be encoded by the V1 serializer (it has no binary layout).
     #[error("binary payloads need the V2 serializer (vsn=2.0.0)")]
     BinaryNeedsV2,
     /// The `vsn` asked for matches no serializer (Phoenix answers such a connect with 403).
@@ -86,17 +86,5 @@ impl ProtocolError {
             ProtocolError::BinaryNeedsV2 => "binary_needs_v2",
             ProtocolError::UnsupportedVsn(_) => "unsupported_vsn",
         }
-    }
-}
-
-/// Names a JSON value's type for error messages.
-pub(crate) fn json_type_name(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
     }
 }

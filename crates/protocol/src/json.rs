@@ -15,7 +15,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::error::{json_type_name, ProtocolError};
+use crate::error::ProtocolError;
 use crate::message::{events, Message, Payload, Received, Ref, Reply};
 
 /// Where decoding stood when serde reported a data error.
@@ -40,9 +40,15 @@ fn classify(err: serde_json::Error, stage: Stage, text: &str, v1: bool) -> Proto
             Stage::Arity(n) => ProtocolError::WrongArity(n),
             Stage::Missing(key) => ProtocolError::MissingKey(key),
             Stage::Start => {
-                let kind = serde_json::from_str::<serde_json::Value>(text)
-                    .map(|v| json_type_name(&v))
-                    .unwrap_or("something else");
+                // The text is valid JSON of the wrong type: its first byte says which.
+                let kind = match text.trim_start().as_bytes().first() {
+                    Some(b'{') => "an object",
+                    Some(b'[') => "an array",
+                    Some(b'"') => "a string",
+                    Some(b't' | b'f') => "a boolean",
+                    Some(b'n') => "null",
+                    _ => "a number",
+                };
                 if v1 {
                     ProtocolError::NotAnObject(kind)
                 } else {
@@ -55,6 +61,35 @@ fn classify(err: serde_json::Error, stage: Stage, text: &str, v1: bool) -> Proto
 
 const OPT_STRING: &str = "a string, a number or null";
 const STRING: &str = "a string";
+
+/// A `ref` or `join_ref` as it appears in a frame: a string, a number or null.
+///
+/// Numbers are kept as the exact text the peer wrote, so a reply echoes them
+/// unchanged; any other JSON type is refused.
+struct WireRef(Option<Ref>);
+
+impl<'de> serde::Deserialize<'de> for WireRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<WireRef, D::Error> {
+        let raw: Option<&'de RawValue> = serde::Deserialize::deserialize(d)?;
+        let Some(raw) = raw else {
+            return Ok(WireRef(None));
+        };
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'"') => match text.get(1..text.len() - 1) {
+                // No escapes: the string is the text between the quotes.
+                Some(inner) if !inner.contains('\\') => Ok(WireRef(Some(Ref::from(inner)))),
+                _ => serde_json::from_str::<String>(text)
+                    .map(|s| WireRef(Some(Ref::from(s))))
+                    .map_err(de::Error::custom),
+            },
+            Some(b'-' | b'0'..=b'9') => Ok(WireRef(Some(Ref::numeric(text)))),
+            _ => Err(de::Error::custom(
+                "a ref must be a string, a number or null",
+            )),
+        }
+    }
+}
 
 /// Reads `[join_ref, ref, topic, event, payload | ignored...]`.
 struct ArrayVisitor<'s> {
@@ -74,9 +109,9 @@ impl<'de> Visitor<'de> for ArrayVisitor<'_> {
             de::Error::custom("too few elements")
         };
         self.stage.set(Stage::Field("join_ref", OPT_STRING));
-        let join_ref: Option<Ref> = seq.next_element()?.ok_or_else(|| arity(0))?;
+        let WireRef(join_ref) = seq.next_element()?.ok_or_else(|| arity(0))?;
         self.stage.set(Stage::Field("ref", OPT_STRING));
-        let msg_ref: Option<Ref> = seq.next_element()?.ok_or_else(|| arity(1))?;
+        let WireRef(msg_ref) = seq.next_element()?.ok_or_else(|| arity(1))?;
         self.stage.set(Stage::Field("topic", STRING));
         let topic: String = seq.next_element()?.ok_or_else(|| arity(2))?;
         self.stage.set(Stage::Field("event", STRING));
@@ -161,11 +196,11 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
                 }
                 Key::Ref => {
                     self.stage.set(Stage::Field("ref", OPT_STRING));
-                    msg_ref = Some(map.next_value::<Option<Ref>>()?);
+                    msg_ref = Some(map.next_value::<WireRef>()?.0);
                 }
                 Key::JoinRef => {
                     self.stage.set(Stage::Field("join_ref", OPT_STRING));
-                    join_ref = map.next_value::<Option<Ref>>()?;
+                    join_ref = map.next_value::<WireRef>()?.0;
                 }
                 Key::Other => {
                     self.stage.set(Stage::Field("value", "JSON"));
@@ -198,7 +233,9 @@ pub(crate) fn decode_v2(text: &str) -> Result<Message, ProtocolError> {
     let result = de
         .deserialize_seq(ArrayVisitor { stage: &stage })
         .and_then(|m| de.end().map(|()| m));
-    result.map_err(|e| classify(e, stage.get(), text, false))
+    let msg = result.map_err(|e| classify(e, stage.get(), text, false))?;
+    surrogates_paired(text)?;
+    Ok(msg)
 }
 
 /// Decodes a V1 text frame.
@@ -208,13 +245,92 @@ pub(crate) fn decode_v1(text: &str) -> Result<Message, ProtocolError> {
     let result = de
         .deserialize_map(ObjectVisitor { stage: &stage })
         .and_then(|m| de.end().map(|()| m));
-    result.map_err(|e| classify(e, stage.get(), text, true))
+    let msg = result.map_err(|e| classify(e, stage.get(), text, true))?;
+    surrogates_paired(text)?;
+    Ok(msg)
 }
 
-/// Appends `s` as a JSON string.
+/// Refuses a `\uD800`–`\uDFFF` escape that is not half of a high+low pair.
+///
+/// Phoenix decodes the whole frame with Jason (1.4.5), which refuses such an escape
+/// anywhere; serde_json refuses it in the strings we parse (topic, event, refs) but
+/// not in the payload, which we keep as raw text. `text` is already known to be
+/// valid JSON, so every backslash starts an escape inside a string.
+fn surrogates_paired(text: &str) -> Result<(), ProtocolError> {
+    let b = text.as_bytes();
+    let hex4 = |at: usize| -> Option<u16> {
+        let digits = b.get(at..at + 4)?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let lone = |at: usize| {
+        ProtocolError::InvalidJson(format!(
+            "lone surrogate escape at byte {at}: a \\u escape in D800-DFFF must be a high+low pair"
+        ))
+    };
+    let mut i = 0;
+    while let Some(off) = text.get(i..).and_then(|rest| rest.find('\\')) {
+        let at = i + off;
+        if b.get(at + 1) != Some(&b'u') {
+            i = at + 2; // a two-byte escape such as \" or \\
+            continue;
+        }
+        let unit = hex4(at + 2).ok_or_else(|| lone(at))?;
+        i = at + 6;
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = (b.get(at + 6..at + 8) == Some(b"\\u".as_slice()))
+                    .then(|| hex4(at + 8))
+                    .flatten();
+                match low {
+                    Some(0xDC00..=0xDFFF) => i = at + 12,
+                    _ => return Err(lone(at)),
+                }
+            }
+            0xDC00..=0xDFFF => return Err(lone(at)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Appends `s` as a JSON string, escaped exactly as Phoenix's encoder (Jason 1.4.5,
+/// `escape: :json`) escapes it: `\"`, `\\`, `\b`, `\t`, `\n`, `\f`, `\r`, every
+/// other byte below 0x20 as `\u00XX` in upper-case hex, and nothing else.
 fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail, and a &str always serializes.
-    let _ = serde_json::to_writer(&mut *out, s);
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let short = match byte {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            b'\t' => b't',
+            b'\n' => b'n',
+            0x0C => b'f',
+            b'\r' => b'r',
+            0x00..=0x1F => 0,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        if short == 0 {
+            let escaped = [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xF)],
+            ];
+            out.extend_from_slice(&escaped);
+        } else {
+            out.extend_from_slice(&[b'\\', short]);
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// Appends a ref as the client wrote it: a JSON string, a number, or null.
@@ -360,4 +476,160 @@ pub(crate) fn classify_received(msg: Message) -> Result<Received, ProtocolError>
         status: body.status,
         response: Payload::Json(body.response),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(r: Result<Message, ProtocolError>) -> &'static str {
+        r.map(|_| "ok").unwrap_or_else(|e| e.kind())
+    }
+
+    #[test]
+    fn wrong_shapes_name_the_json_type() {
+        assert_eq!(
+            decode_v2(" {}"),
+            Err(ProtocolError::NotAnArray("an object"))
+        );
+        assert_eq!(
+            decode_v2("true"),
+            Err(ProtocolError::NotAnArray("a boolean"))
+        );
+        assert_eq!(decode_v2("-1"), Err(ProtocolError::NotAnArray("a number")));
+        assert_eq!(decode_v2("null"), Err(ProtocolError::NotAnArray("null")));
+        assert_eq!(decode_v1("[]"), Err(ProtocolError::NotAnObject("an array")));
+        assert_eq!(
+            decode_v1("\"x\""),
+            Err(ProtocolError::NotAnObject("a string"))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            decode_v2(r#"["1","2","t",7,{}]"#),
+            Err(ProtocolError::WrongFieldType {
+                field: "event",
+                expected: STRING
+            })
+        );
+        assert_eq!(
+            decode_v2(r#"[{},"2","t","e",{}]"#),
+            Err(ProtocolError::WrongFieldType {
+                field: "join_ref",
+                expected: OPT_STRING
+            })
+        );
+        assert_eq!(
+            decode_v2(r#"["1","2","t"]"#),
+            Err(ProtocolError::WrongArity(3))
+        );
+        assert_eq!(
+            decode_v1(r#"{"topic":"t","event":"e","ref":null}"#),
+            Err(ProtocolError::MissingKey("payload"))
+        );
+        assert_eq!(
+            kind(decode_v1(
+                r#"{"topic":"t","event":"e","ref":[],"payload":1}"#
+            )),
+            "wrong_field_type"
+        );
+    }
+
+    #[test]
+    fn numeric_refs_keep_their_text() {
+        let m = decode_v2(r#"[1e3,100000000000000000000,"t","e",{}]"#).unwrap();
+        assert_eq!(m.join_ref, Some(Ref::numeric("1e3")));
+        assert_eq!(m.msg_ref, Some(Ref::numeric("100000000000000000000")));
+        let out = encode_v2(
+            m.join_ref.as_ref(),
+            m.msg_ref.as_ref(),
+            "t",
+            "e",
+            RawValue::NULL,
+        );
+        assert_eq!(out, r#"[1e3,100000000000000000000,"t","e",null]"#);
+    }
+
+    #[test]
+    fn escaped_string_refs_are_unescaped_and_reescaped() {
+        let m = decode_v2(r#"["a\"b","\u0031","t","e",{}]"#).unwrap();
+        assert_eq!(m.join_ref, Some(Ref::from("a\"b")));
+        assert_eq!(m.msg_ref, Some(Ref::from("1")));
+        let out = encode_v2(
+            m.join_ref.as_ref(),
+            m.msg_ref.as_ref(),
+            "t",
+            "e",
+            RawValue::NULL,
+        );
+        assert_eq!(out, r#"["a\"b","1","t","e",null]"#);
+    }
+
+    #[test]
+    fn v1_duplicate_keys_last_one_wins() {
+        // Phoenix's JSON decoder keeps the last of duplicate keys, and so do we.
+        let m =
+            decode_v1(r#"{"topic":"a","topic":"b","event":"e","payload":1,"ref":"1","ref":null}"#)
+                .unwrap();
+        assert_eq!(m.topic, "b");
+        assert_eq!(m.msg_ref, None);
+    }
+
+    #[test]
+    fn deep_nesting_neither_crashes_nor_is_refused() {
+        // The payload is skipped over, not parsed, so its depth is not limited (Phoenix's
+        // decoder has no limit either) and a deep payload cannot overflow the stack.
+        let depth = 100_000;
+        let text = format!(
+            r#"[null,null,"t","e",{}{}]"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        assert_eq!(kind(decode_v2(&text)), "ok");
+        assert_eq!(kind(decode_v2(&text[..text.len() - 2])), "invalid_json");
+        let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(kind(decode_v1(&text)), "not_an_object");
+    }
+
+    #[test]
+    fn lone_surrogate_escapes_are_refused_anywhere() {
+        for bad in [
+            r#"[null,null,"t","e",{"a":"\ud800"}]"#,
+            r#"[null,null,"t","e",{"a":"\udc00x"}]"#,
+            r#"[null,null,"t","e",{"a":"\ud800\u0041"}]"#,
+            r#"[null,null,"t","e",{"\ud83d":1}]"#,
+            r#"[null,null,"t","e",{},"\udfff"]"#,
+        ] {
+            assert_eq!(kind(decode_v2(bad)), "invalid_json", "{bad}");
+        }
+        for good in [
+            r#"[null,null,"t","e",{"a":"\ud83d\ude00"}]"#,
+            r#"[null,null,"t","e",{"a":"\\ud800"}]"#,
+            r#"[null,null,"t","e",{"a":"\u0000\u001f\"\\"}]"#,
+        ] {
+            assert_eq!(kind(decode_v2(good)), "ok", "{good}");
+        }
+        let v1 = r#"{"topic":"t","event":"e","payload":"\udbff","ref":null}"#;
+        assert_eq!(kind(decode_v1(v1)), "invalid_json");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_jason_escapes_them() {
+        let mut out = Vec::new();
+        push_str(&mut out, "a\u{0}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f}\"\\/é");
+        // DEL (0x7f) and "/" are written as they are.
+        let want = concat!(r#""a\u0000\b\t\n\u000B\f\r\u001F"#, "\u{7f}", r#"\"\\/é""#);
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    #[test]
+    fn payload_text_is_kept_byte_for_byte() {
+        let m = decode_v2("[null,null,\"t\",\"e\", {\"b\" : [1, 2.50, \"\\u00e9\"] } ]").unwrap();
+        assert_eq!(
+            m.payload.as_json(),
+            Some("{\"b\" : [1, 2.50, \"\\u00e9\"] }")
+        );
+    }
 }

@@ -34,14 +34,19 @@ pub mod events {
 }
 
 /// A `ref` or `join_ref` as the client wrote it. Stock clients send strings; some
-/// clients send JSON numbers. Phoenix's V2 decoder does not look at the type and
-/// echoes the value back as it came, so a ref remembers whether it was a number.
+/// clients send JSON numbers. Phoenix's decoders do not look at the type and every
+/// reply echoes the value back as it came, so a ref remembers whether it was a
+/// number, and keeps the number's text exactly as the peer wrote it (`7`, `7.0`,
+/// `1e3` and `100000000000000000000` come back unchanged).
 ///
 /// ```
 /// use phx_protocol::Ref;
 /// let r = Ref::from("7");
 /// assert_eq!(r.as_str(), "7");
 /// assert!(!r.is_numeric());
+/// assert!(Ref::numeric("7").is_numeric());
+/// // Text that is not a JSON number cannot be a numeric ref: it stays a string.
+/// assert!(!Ref::numeric("seven").is_numeric());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ref {
@@ -51,11 +56,14 @@ pub struct Ref {
 
 impl Ref {
     /// A ref that was a JSON number; `text` is the number as written.
+    ///
+    /// The text is written into JSON frames as it is, so it must be a JSON number
+    /// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`); any other text makes a
+    /// string ref instead, which keeps every encoded frame valid JSON.
     pub fn numeric(text: impl Into<String>) -> Ref {
-        Ref {
-            text: text.into(),
-            numeric: true,
-        }
+        let text = text.into();
+        let numeric = is_json_number(&text);
+        Ref { text, numeric }
     }
 
     /// The ref's text (a number's digits for numeric refs).
@@ -67,6 +75,42 @@ impl Ref {
     pub fn is_numeric(&self) -> bool {
         self.numeric
     }
+}
+
+/// Whether `s` is exactly one JSON number (RFC 8259 section 6), nothing around it.
+pub(crate) fn is_json_number(s: &str) -> bool {
+    fn digits(b: &[u8], mut i: usize) -> usize {
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    }
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(b, i + 1),
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        let end = digits(b, i + 1);
+        if end == i + 1 {
+            return false;
+        }
+        i = end;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let end = digits(b, i);
+        if end == i {
+            return false;
+        }
+        i = end;
+    }
+    i == b.len()
 }
 
 impl std::ops::Deref for Ref {
@@ -112,6 +156,9 @@ impl PartialEq<&str> for Ref {
     }
 }
 
+/// Reads a ref from any serde format: a string, or a number. Through this generic
+/// path a number that fits no 64-bit integer arrives as an f64 and loses digits;
+/// frames decoded by [`Serializer`](crate::Serializer) keep every number's exact text.
 impl<'de> serde::Deserialize<'de> for Ref {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ref, D::Error> {
         struct RefVisitor;
@@ -230,10 +277,8 @@ impl From<Bytes> for Payload {
 
 /// Builds a RawValue from text that is known to be valid JSON.
 pub(crate) fn raw(valid_json: String) -> Box<RawValue> {
-    RawValue::from_string(valid_json).unwrap_or_else(|_| {
-        // Only reached if a caller in this crate broke its own invariant.
-        RawValue::from_string("null".to_owned()).expect("null is valid JSON")
-    })
+    // Only falls back if a caller in this crate broke its own invariant.
+    RawValue::from_string(valid_json).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// A message as clients send it, and as the server pushes it to one channel.
@@ -377,4 +422,48 @@ pub enum Received {
     Reply(Reply),
     /// A push or broadcast (a broadcast has both refs null).
     Message(Message),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_numbers_are_recognised_exactly() {
+        for yes in [
+            "0",
+            "-0",
+            "7",
+            "-12",
+            "1.5",
+            "0.0",
+            "1e3",
+            "1E+3",
+            "-2.5e-7",
+            "100000000000000000000",
+        ] {
+            assert!(is_json_number(yes), "{yes}");
+        }
+        for no in [
+            "", "-", "01", "1.", ".5", "1e", "1e+", "+1", "0x10", "1 ", " 1", "NaN", "1.5.2", "--1",
+        ] {
+            assert!(!is_json_number(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn payload_kinds() {
+        assert!(Payload::empty_object().is_object());
+        assert!(!Payload::from(serde_json::json!([1])).is_object());
+        assert!(!Payload::Binary(Bytes::from_static(b"{")).is_object());
+        assert_eq!(
+            Payload::from(serde_json::json!({"a": 1}))
+                .parse::<serde_json::Value>()
+                .ok(),
+            Some(serde_json::json!({"a": 1}))
+        );
+        assert!(Payload::Binary(Bytes::new())
+            .parse::<serde_json::Value>()
+            .is_err());
+    }
 }

@@ -2,8 +2,13 @@
 //!
 //! A connection picks its serializer once, from the `vsn` query value, exactly as
 //! Phoenix does (`lib/phoenix/socket.ex` `negotiate_serializer/2`): no vsn means
-//! `1.0.0`; the version must be valid semver; `~> 1.0.0` selects V1 and `~> 2.0.0`
-//! selects V2; anything else (`2.1.0`, `3.0.0`, `abc`) is refused.
+//! `1.0.0`; the value must parse as an Elixir `Version` (`MAJOR.MINOR.PATCH`, no
+//! leading zeros, optional `-pre` and `+build`); `~> 1.0.0` selects V1 and `~> 2.0.0`
+//! selects V2; anything else (`2.1.0`, `3.0.0`, `abc`, `2.0.0-rc.1`) is refused.
+//!
+//! `~> X.0.0` means `>= X.0.0 and < X.1.0-0` and `Version.match?/2` allows
+//! pre-releases by default (`elixir lib/elixir/lib/version.ex`), so a pre-release
+//! of `X.0.0` itself is refused (it sorts below `X.0.0`) while `X.0.1-dev` is accepted.
 
 use bytes::Bytes;
 
@@ -16,7 +21,8 @@ use crate::message::{Broadcast, Message, Payload, Received, Reply};
 /// The wire format of one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Serializer {
-    /// `vsn=1.0.0`: JSON objects, no binary frames, no join_ref from the server.
+    /// `vsn=1.0.0`: JSON objects (in text or binary frames alike), no binary payloads,
+    /// no join_ref from the server.
     V1Json,
     /// `vsn=2.0.0`: JSON arrays and binary frames.
     V2Json,
@@ -30,12 +36,15 @@ struct Version {
     pre: bool,
 }
 
+/// Parses a version component: ASCII digits, no leading zero. Elixir's integers have
+/// no upper bound, so a component too big for a `u64` is still valid; it saturates
+/// (only "is it 0, 1 or 2" matters to negotiation).
 fn parse_number(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
     {
         return None;
     }
-    s.parse().ok()
+    Some(s.parse().unwrap_or(u64::MAX))
 }
 
 fn valid_identifiers(s: &str, numeric_rule: bool) -> bool {
@@ -126,10 +135,22 @@ impl Serializer {
         }
     }
 
-    /// Decodes a binary frame from a client (V2 only: a kind-0 push).
+    /// Decodes a binary frame (WebSocket opcode 0x2) from a client.
+    ///
+    /// V2 reads a kind-0 push. V1 has no binary layout and, as Phoenix's V1
+    /// serializer does (`decode!/2` ignores the opcode), reads the frame's bytes as
+    /// the same JSON object a text frame holds; some clients send every message so.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use phx_protocol::Serializer;
+    /// let json = r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"1"}"#;
+    /// let msg = Serializer::V1Json.decode_binary(Bytes::from(json)).unwrap();
+    /// assert!(msg.is_heartbeat());
+    /// ```
     pub fn decode_binary(self, bytes: Bytes) -> Result<Message, ProtocolError> {
         match self {
-            Serializer::V1Json => Err(ProtocolError::BinaryNeedsV2),
+            Serializer::V1Json => json::decode_v1(utf8(&bytes)?),
             Serializer::V2Json => binary::decode_client(bytes),
         }
     }
@@ -224,9 +245,17 @@ impl Serializer {
         match (self, frame) {
             (_, Frame::Text(t)) => json::classify_received(self.decode_text(t.as_str())?),
             (Serializer::V2Json, Frame::Binary(b)) => binary::decode_server(b.clone()),
-            (Serializer::V1Json, Frame::Binary(_)) => Err(ProtocolError::BinaryNeedsV2),
+            (Serializer::V1Json, Frame::Binary(b)) => {
+                json::classify_received(json::decode_v1(utf8(b)?)?)
+            }
         }
     }
+}
+
+/// The text of a binary frame that a V1 socket reads as JSON.
+fn utf8(bytes: &Bytes) -> Result<&str, ProtocolError> {
+    std::str::from_utf8(bytes)
+        .map_err(|e| ProtocolError::InvalidJson(format!("binary frame is not UTF-8 text: {e}")))
 }
 
 fn text(s: String) -> Frame {
@@ -238,5 +267,65 @@ fn object_payload(p: &Payload) -> Result<(), ProtocolError> {
         Ok(())
     } else {
         Err(ProtocolError::PayloadNotObject)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick(vsn: &str) -> Option<&'static str> {
+        Serializer::negotiate(Some(vsn)).ok().map(Serializer::vsn)
+    }
+
+    #[test]
+    fn versions_parse_as_elixir_parses_them() {
+        for bad in [
+            "",
+            "2",
+            "2.0",
+            "2.0.0.0",
+            "v2.0.0",
+            " 2.0.0",
+            "2.0.0 ",
+            "02.0.0",
+            "2.00.0",
+            "2.0.00",
+            "2.0.0-",
+            "2.0.0-01",
+            "2.0.0-a..b",
+            "2.0.0-a_b",
+            "2.0.0+",
+            "2.0.0+a+b",
+            "-2.0.0",
+            "2.0.x",
+            "２.0.0",
+        ] {
+            assert!(parse_version(bad).is_none(), "{bad:?} should not parse");
+        }
+        for good in [
+            "0.0.0",
+            "2.0.0-0",
+            "2.0.0-0a",
+            "2.0.0-a.1",
+            "2.0.0+001",
+            "2.0.0-rc-1+b-2",
+        ] {
+            assert!(parse_version(good).is_some(), "{good:?} should parse");
+        }
+    }
+
+    #[test]
+    fn requirements_match_as_elixir_matches_them() {
+        assert_eq!(pick("1.0.0"), Some("1.0.0"));
+        assert_eq!(pick("1.0.99999999999999999999999"), Some("1.0.0"));
+        assert_eq!(pick("2.0.1-dev"), Some("2.0.0"));
+        assert_eq!(pick("2.0.0+build"), Some("2.0.0"));
+        assert_eq!(pick("2.0.0-rc.1"), None);
+        assert_eq!(pick("1.0.0-rc.1"), None);
+        assert_eq!(pick("2.1.0-0"), None);
+        assert_eq!(pick("99999999999999999999999.0.0"), None);
+        assert_eq!(pick("0.9.9"), None);
+        assert_eq!(Serializer::negotiate(None), Ok(Serializer::V1Json));
     }
 }

@@ -28,21 +28,29 @@ fn object() -> impl Strategy<Value = Value> {
         .prop_map(|m| Value::Object(m.into_iter().collect()))
 }
 
-/// Refs as clients make them: non-empty (a binary frame writes null as "").
+/// Refs as clients make them (null, or a string that may be empty).
 fn opt_ref() -> impl Strategy<Value = Option<Ref>> {
-    prop::option::of("[0-9a-z]{1,12}".prop_map(Ref::from))
+    prop::option::of("[0-9a-z]{0,12}".prop_map(Ref::from))
 }
 
-/// Refs as JSON clients may write them: strings or numbers.
+/// Refs as JSON clients may write them: strings, or numbers of any size and form.
 fn json_ref() -> impl Strategy<Value = Option<Ref>> {
     prop_oneof![
         opt_ref(),
-        any::<u32>().prop_map(|n| Some(Ref::numeric(n.to_string())))
+        any::<u32>().prop_map(|n| Some(Ref::numeric(n.to_string()))),
+        "-?[1-9][0-9]{18,40}(\\.[0-9]{1,5})?([eE][+-]?[0-9]{1,3})?"
+            .prop_map(|n| Some(Ref::numeric(n))),
     ]
 }
 
+/// A binary frame has no null: a null ref is written, and read back, as "".
+fn binary_ref(r: &Option<Ref>) -> Option<Ref> {
+    Some(r.clone().unwrap_or_else(|| Ref::from("")))
+}
+
+/// Topic and event text, control characters included.
 fn text_field() -> impl Strategy<Value = String> {
-    "\\PC{0,40}"
+    "[\\PC\u{0}-\u{1f}\u{7f}]{0,40}"
 }
 
 fn serializer() -> impl Strategy<Value = Serializer> {
@@ -70,9 +78,11 @@ proptest! {
     #[test]
     fn binary_client_pushes_round_trip(jr in opt_ref(), r in opt_ref(), topic in "\\PC{1,40}",
                                        event in "\\PC{1,40}", data in prop::collection::vec(any::<u8>(), 0..64)) {
-        let msg = Message::new(jr, r, topic, event, Payload::Binary(Bytes::from(data)));
+        let mut msg = Message::new(jr, r, topic, event, Payload::Binary(Bytes::from(data)));
         let frame = Serializer::V2Json.encode_client(&msg).expect("short fields fit");
         prop_assert!(matches!(frame, Frame::Binary(_)));
+        msg.join_ref = binary_ref(&msg.join_ref);
+        msg.msg_ref = binary_ref(&msg.msg_ref);
         prop_assert_eq!(Serializer::V2Json.decode(&frame).expect("decodes"), msg);
     }
 
@@ -114,8 +124,10 @@ proptest! {
     #[test]
     fn binary_replies_and_broadcasts_round_trip(jr in opt_ref(), r in opt_ref(), topic in "\\PC{1,40}",
                                                 status in "[a-z]{1,8}", data in prop::collection::vec(any::<u8>(), 0..64)) {
-        let reply = Reply::new(jr, r, topic.clone(), status, Payload::Binary(Bytes::from(data.clone())));
+        let mut reply = Reply::new(jr, r, topic.clone(), status, Payload::Binary(Bytes::from(data.clone())));
         let frame = Serializer::V2Json.encode_reply(&reply).expect("fits");
+        reply.join_ref = binary_ref(&reply.join_ref);
+        reply.msg_ref = binary_ref(&reply.msg_ref);
         prop_assert_eq!(Serializer::V2Json.decode_server(&frame).expect("decodes"), Received::Reply(reply));
         let b = Broadcast::new(topic.clone(), "e", Payload::Binary(Bytes::from(data.clone())));
         let frame = Serializer::V2Json.encode_broadcast(&b).expect("fits");
@@ -132,6 +144,17 @@ proptest! {
         prop_assert_eq!(msg.payload.as_json(), Some(text.as_str()));
         let out = Serializer::V2Json.encode_broadcast(&Broadcast::new("t", "e", msg.payload)).expect("object");
         prop_assert_eq!(out.as_text().map(str::to_owned), Some(format!(r#"[null,null,"t","e",{text}]"#)));
+    }
+
+    #[test]
+    fn binary_frames_on_v1_are_read_as_json(jr in json_ref(), r in json_ref(), topic in text_field(),
+                                            event in text_field(), payload in json()) {
+        let msg = Message::new(jr, r, topic, event, Payload::from(payload));
+        let frame = Serializer::V1Json.encode_client(&msg).expect("JSON payloads encode");
+        let bytes = frame.as_bytes().clone();
+        let from_text = Serializer::V1Json.decode(&frame).expect("decodes");
+        let from_binary = Serializer::V1Json.decode(&Frame::Binary(bytes)).expect("decodes");
+        prop_assert_eq!(from_text, from_binary);
     }
 
     #[test]
