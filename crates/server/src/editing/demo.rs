@@ -26,14 +26,20 @@ fn file(body: &'static str, content_type: &'static str) -> Reply {
 
 /// `GET /`, `GET /assets/app.js`, `GET /assets/style.css`, `GET /assets/phoenix.mjs`.
 pub fn routes() -> BoxedFilter<(Reply,)> {
-    let index = warp::path::end().map(|| file(INDEX, "text/html; charset=utf-8"));
-    let asset = warp::path!("assets" / String).and_then(|name: String| async move {
-        match name.as_str() {
-            "app.js" => Ok(file(APP, "text/javascript; charset=utf-8")),
-            "phoenix.mjs" => Ok(file(PHOENIX, "text/javascript; charset=utf-8")),
-            "style.css" => Ok(file(STYLE, "text/css; charset=utf-8")),
-            _ => Err(warp::reject::not_found()),
-        }
-    });
-    warp::get().and(index.or(asset).unify()).boxed()
+    // Paths before methods: a POST elsewhere is then a 404, not a 405.
+    let index = warp::path::end()
+        .and(warp::get())
+        .map(|| file(INDEX, "text/html; charset=utf-8"));
+    let asset =
+        warp::path!("assets" / String)
+            .and(warp::get())
+            .and_then(|name: String| async move {
+                match name.as_str() {
+                    "app.js" => Ok(file(APP, "text/javascript; charset=utf-8")),
+                    "phoenix.mjs" => Ok(file(PHOENIX, "text/javascript; charset=utf-8")),
+                    "style.css" => Ok(file(STYLE, "text/css; charset=utf-8")),
+                    _ => Err(warp::reject::not_found()),
+                }
+            });
+    index.or(asset).unify().boxed()
 }

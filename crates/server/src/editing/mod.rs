@@ -11,8 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use phx_runtime::editing::{FieldErrors, Record, Records};
-use phx_runtime::{ConnectRequest, Connection, Editing, EndpointBuilder, Refusal, SocketHandler};
+use phx_runtime::editing::{Denied, FieldErrors, Record, Records};
+use phx_runtime::{
+    Channel, ChannelContext, ConnectRequest, Connection, Editing, EndpointBuilder, HandleIn,
+    Payload, Refusal, RuntimeError, SocketHandler,
+};
 use serde_json::{json, Value};
 
 /// The kinds hosted by default.
@@ -146,12 +149,39 @@ fn seed(kind: &str) -> Vec<Value> {
     }
 }
 
-/// Mounts every default kind on `builder`.
+/// Mounts every default kind on `builder`; `edit:` and `events:` topics of any
+/// other kind are refused with `not_found`.
 pub fn mount(mut builder: EndpointBuilder) -> EndpointBuilder {
     for kind in KINDS {
         builder = Editing::new(kind, MemoryRecords::with(seed(kind))).mount(builder);
     }
     builder
+        .channel("edit:*", || UnknownKind)
+        .channel("events:*", || UnknownKind)
+}
+
+/// Answers a join of an unknown kind with `not_found`.
+struct UnknownKind;
+
+impl Channel for UnknownKind {
+    async fn join(
+        &mut self,
+        topic: &str,
+        _payload: Payload,
+        _ctx: &mut ChannelContext,
+    ) -> Result<Payload, Payload> {
+        tracing::debug!(%topic, "join of an unknown kind");
+        Err(Denied::NotFound.to_payload())
+    }
+
+    async fn handle_in(
+        &mut self,
+        _event: &str,
+        _payload: Payload,
+        _ctx: &mut ChannelContext,
+    ) -> Result<HandleIn, RuntimeError> {
+        Ok(HandleIn::Stop(None))
+    }
 }
 
 /// Connected sockets, anonymous and signed in (connect params carry `user_id`).
