@@ -202,6 +202,19 @@ impl Role {
     }
 }
 
+/// The other editors of a deleted record; dropping this tells each of them to
+/// close (after the deletion was announced, so they see it before they go).
+#[must_use = "dropping it closes the other editors at once"]
+pub struct Closing(Vec<Notify>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        for notify in self.0.drain(..) {
+            notify(Notice::Closed);
+        }
+    }
+}
+
 /// One editor's place in a session's line.
 struct Place {
     seq: u64,
@@ -492,8 +505,9 @@ impl<R: Records> Editing<R> {
         Ok(record)
     }
 
-    /// Deletes the record on the owner's request; every other editor is told to close.
-    pub async fn delete(&self, seat: &Seat) -> Result<(), Denied> {
+    /// Deletes the record on the owner's request. The other editors are told to
+    /// close when the returned [`Closing`] is dropped: announce the deletion first.
+    pub async fn delete(&self, seat: &Seat) -> Result<Closing, Denied> {
         if !self.sessions.is_owner(&seat.id, seat.seq) {
             return Err(Denied::NotOwner);
         }
@@ -511,10 +525,7 @@ impl<R: Records> Editing<R> {
                         .map(|p| p.notify)
                         .collect()
                 });
-        for notify in others {
-            notify(Notice::Closed);
-        }
-        Ok(())
+        Ok(Closing(others))
     }
 
     /// Validates and creates a record.
@@ -669,7 +680,7 @@ impl<R: Records> Channel for EditorChannel<R> {
                 Ok(reply(saved.map(|record| json!({"record": record}))))
             }
             "delete" => match editing.delete(seat).await {
-                Ok(()) => {
+                Ok(closing) => {
                     // The reply first, then the events, then phx_close.
                     ctx.reply_ref().reply("ok", Payload::empty_object())?;
                     let deleted = json!({"id": seat.id()});
@@ -679,6 +690,7 @@ impl<R: Records> Channel for EditorChannel<R> {
                         "deleted",
                         Payload::from(deleted),
                     );
+                    drop(closing);
                     Ok(HandleIn::Stop(None))
                 }
                 Err(denied) => Ok(HandleIn::error(denied.to_payload())),
@@ -845,7 +857,12 @@ mod tests {
             .open("1", Editor::from_join(&json!({}), 7), n2)
             .await
             .unwrap();
-        e.delete(&a.seat).await.unwrap();
+        let closing = e.delete(&a.seat).await.unwrap();
+        assert!(
+            seen2.lock().unwrap().is_empty(),
+            "told only when closing drops"
+        );
+        drop(closing);
         assert_eq!(*seen2.lock().unwrap(), vec![Notice::Closed]);
         let (n3, _) = recorder();
         assert!(matches!(

@@ -11,7 +11,9 @@ let passed = 0;
 const fail = (why) => { console.error("FAIL", why); process.exit(1); };
 const ok = (what) => { passed += 1; console.log("ok", what); };
 const check = (cond, what, detail) => { if (!cond) fail(what + (detail === undefined ? "" : ": " + JSON.stringify(detail))); };
-setTimeout(() => fail("timed out after " + passed + " checks"), 30000).unref();
+let step = "start";
+const dump = [];
+setTimeout(() => fail("timed out after " + passed + " checks, waiting at: " + step + " " + JSON.stringify(dump.map((c) => [c.topic, c.seen.map((m) => m.event)]))), 30000).unref();
 
 const sockets = [];
 function connect(params = {}) {
@@ -234,12 +236,18 @@ async function http(method, base, path, { auth, body } = {}) {
   const p = await join(connect(), newTopic, { user: { id: "pat", name: "Pat" } });
   const q = await join(connect(), newTopic, { user: { id: "quinn", name: "Quinn" } });
   check(p.reply.role === "owner" && q.reply.role === "spectator", "roles on the new record", [p.reply, q.reply]);
+  dump.push(p.channel, q.channel, watcher.channel);
+  step = "delete reply";
   const del = await push(p.channel, "delete", {});
   check(del.status === "ok", "delete ok", del);
+  step = "deleted on q";
   const gone = await next(q.channel, "deleted");
   check(gone.id === id, "deleted on the topic", gone);
+  step = "q closed";
   await q.channel.closed;
+  step = "p closed";
   await p.channel.closed;
+  step = "deleted on events";
   const evDel = await next(watcher.channel, "deleted");
   check(evDel.id === id, "deleted on events", evDel);
   const qi = q.channel.seen.findIndex((m) => m.event === "deleted");
