@@ -10,6 +10,7 @@ mod admin;
 mod conformance;
 mod editing;
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,7 +125,10 @@ async fn main() -> std::io::Result<()> {
     match tokio::net::TcpListener::bind(admin_addr).await {
         Ok(admin_listener) => {
             let admin_addr = admin_listener.local_addr()?;
-            println!(
+            // Not println!: a parent that read only the first banner line may have
+            // closed the pipe, and that must not stop the server.
+            let _ = writeln!(
+                std::io::stdout(),
                 "phx-server admin on http://{admin_addr} (/api/stats, /metrics, /api/broadcast)"
             );
             tokio::spawn(phx_runtime::serve(
