@@ -22,13 +22,40 @@ fn the_editing_contract_holds_for_stock_phoenix_js() {
             format!("http://{}", server.addr),
         ],
     );
-    drop(server);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
         "contract failed:\n{stdout}\n{stderr}"
     );
+
+    // Once every client is gone, nothing is counted any more.
+    let auth = format!("Bearer {token}");
+    let idle = "\"sessions\":{\"anonymous\":0,\"signed_in\":0}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stats = loop {
+        let (status, stats) = http(&server.admin, "GET", "/api/stats", Some(&auth));
+        assert_eq!(status, 200);
+        if (stats.contains(idle) && stats.contains("\"presences\":0"))
+            || std::time::Instant::now() > deadline
+        {
+            break stats;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        stats.contains(idle),
+        "sockets are uncounted when they close: {stats}"
+    );
+    for idle in [
+        "\"sockets\":0",
+        "\"users\":0",
+        "\"topics\":{}",
+        "\"presences\":0",
+    ] {
+        assert!(stats.contains(idle), "{idle} in {stats}");
+    }
+    drop(server);
     println!("{stdout}");
     assert!(
         stdout.contains("ok owner's socket closes: the next connection gets role owner"),
