@@ -549,10 +549,20 @@ fn record_id_of(record: &Record) -> Value {
     record.get("id").cloned().unwrap_or(Value::Null)
 }
 
-fn reply(result: Result<Value, Denied>) -> HandleIn {
+fn reply(result: Result<Value, Denied>, ctx: &ChannelContext, event: &str) -> HandleIn {
     match result {
         Ok(response) => HandleIn::ok(response),
-        Err(denied) => HandleIn::error(denied.to_payload()),
+        Err(denied) => {
+            match &denied {
+                Denied::BadRequest => {
+                    tracing::warn!(topic = %ctx.topic(), %event, "malformed editing request refused")
+                }
+                other => {
+                    tracing::debug!(topic = %ctx.topic(), %event, ?other, "editing request refused")
+                }
+            }
+            HandleIn::error(denied.to_payload())
+        }
     }
 }
 
@@ -661,11 +671,12 @@ impl<R: Records> Channel for EditorChannel<R> {
         match event {
             "form_change" => {
                 let params = params_of(&payload);
-                Ok(reply(editing.form_change(seat, params.clone()).map(|_| {
+                let changed = editing.form_change(seat, params.clone()).map(|_| {
                     let _ = ctx
                         .broadcast_from("form_change", json!({"params": params, "by": seat.key()}));
                     json!({})
-                })))
+                });
+                Ok(reply(changed, ctx, event))
             }
             "save" => {
                 let saved = editing.save(seat, params_of(&payload)).await;
@@ -677,7 +688,11 @@ impl<R: Records> Channel for EditorChannel<R> {
                         Payload::from(json!({"id": record_id_of(record), "record": record})),
                     );
                 }
-                Ok(reply(saved.map(|record| json!({"record": record}))))
+                Ok(reply(
+                    saved.map(|record| json!({"record": record})),
+                    ctx,
+                    event,
+                ))
             }
             "delete" => match editing.delete(seat).await {
                 Ok(closing) => {
@@ -693,7 +708,7 @@ impl<R: Records> Channel for EditorChannel<R> {
                     drop(closing);
                     Ok(HandleIn::Stop(None))
                 }
-                Err(denied) => Ok(HandleIn::error(denied.to_payload())),
+                Err(denied) => Ok(reply(Err(denied), ctx, event)),
             },
             _ => {
                 tracing::warn!(topic = %ctx.topic(), %event, "unknown editing event");
@@ -734,7 +749,11 @@ impl<R: Records> Channel for EventsChannel<R> {
                         json!({"id": record_id_of(record), "record": record}),
                     )?;
                 }
-                Ok(reply(created.map(|record| json!({"record": record}))))
+                Ok(reply(
+                    created.map(|record| json!({"record": record})),
+                    ctx,
+                    event,
+                ))
             }
             _ => {
                 tracing::warn!(topic = %ctx.topic(), %event, "unknown events event");
