@@ -1,6 +1,7 @@
 //! Collaborative-editing roles. Several people open the same record's edit form;
 //! each connection is tracked with a `joined_at` meta field (integer milliseconds).
-//! Sorted by `joined_at` — ties broken by `phx_ref` — the first is the **owner**,
+//! Sorted by `joined_at` — ties broken by the server-assigned `seq` meta field
+//! when there is one, then by `phx_ref` — the first is the **owner**,
 //! who may edit; everyone else is a **spectator** who sees the owner's changes.
 //! When the owner leaves, the next in line becomes owner.
 //!
@@ -31,15 +32,20 @@ pub enum Role {
     },
 }
 
-fn joined_at(meta: &Meta) -> u64 {
+fn number(meta: &Meta, field: &str) -> u64 {
     meta.fields
-        .get("joined_at")
+        .get(field)
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(u64::MAX)
 }
 
-/// Every connection (key, meta), first in line first. A meta without a numeric
-/// `joined_at` sorts last.
+fn joined_at(meta: &Meta) -> u64 {
+    number(meta, "joined_at")
+}
+
+/// Every connection (key, meta), first in line first: by `joined_at`, then `seq`
+/// (the sequence a server assigns to each editor, the same for every client),
+/// then `phx_ref`. A meta without a numeric `joined_at` sorts last.
 pub fn sorted(list: &PresenceList) -> Vec<(String, Meta)> {
     let mut all: Vec<(String, Meta)> = list
         .iter()
@@ -48,6 +54,7 @@ pub fn sorted(list: &PresenceList) -> Vec<(String, Meta)> {
     all.sort_by(|(_, a), (_, b)| {
         joined_at(a)
             .cmp(&joined_at(b))
+            .then_with(|| number(a, "seq").cmp(&number(b, "seq")))
             .then_with(|| a.phx_ref.cmp(&b.phx_ref))
     });
     all
@@ -157,6 +164,17 @@ mod tests {
             vec!["r1", "r2", "r9"]
         );
         assert_eq!(role_of(&list, "r1"), Some(Role::Owner));
+    }
+
+    #[test]
+    fn ties_break_by_seq_before_phx_ref() {
+        let mut s = PresenceState::new();
+        let meta = |seq: u64| json!({"joined_at": 100, "seq": seq});
+        s.track("doc:1", "a", ConnId(1), meta(9), "r1".to_owned())
+            .unwrap();
+        s.track("doc:1", "b", ConnId(2), meta(3), "r2".to_owned())
+            .unwrap();
+        assert_eq!(owner(&s.list("doc:1")).unwrap().0, "b");
     }
 
     #[test]

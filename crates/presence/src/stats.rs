@@ -80,6 +80,11 @@ impl SessionStats {
         self.topics.get(topic).copied().unwrap_or(0)
     }
 
+    /// Every topic with presences and its number of sessions.
+    pub fn topics(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.topics.iter().map(|(topic, n)| (topic.as_str(), *n))
+    }
+
     /// A JSON summary for an admin view.
     pub fn to_json(&self) -> Value {
         serde_json::json!({

@@ -38,6 +38,7 @@
 
 mod channel;
 mod config;
+pub mod editing;
 mod endpoint;
 mod error;
 mod handler;
@@ -54,6 +55,7 @@ pub use channel::{
     Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, Info, ReplyRef,
 };
 pub use config::Config;
+pub use editing::{Editing, Records};
 pub use endpoint::{Endpoint, EndpointBuilder};
 pub use error::RuntimeError;
 pub use handler::{

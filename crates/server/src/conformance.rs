@@ -9,13 +9,13 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use phx_runtime::{
-    Channel, ChannelContext, Config, ConnectRequest, Connection, Endpoint, HandleIn, Payload,
+    Channel, ChannelContext, ConnectRequest, Connection, EndpointBuilder, HandleIn, Payload,
     Refusal, RuntimeError, SocketHandler,
 };
 use serde_json::{json, Map, Value};
 
 /// The conformance socket handler.
-struct ConformanceSocket;
+pub struct ConformanceSocket;
 
 impl SocketHandler for ConformanceSocket {
     async fn connect(&self, req: &ConnectRequest) -> Result<Connection, Refusal> {
@@ -30,14 +30,12 @@ impl SocketHandler for ConformanceSocket {
     }
 }
 
-/// Builds the endpoint hosting the conformance channels.
-pub fn endpoint(config: Config) -> Endpoint {
-    Endpoint::builder()
-        .config(config)
-        .handler(ConformanceSocket)
+/// Routes the conformance channels on `builder` (the socket handler is
+/// [`ConformanceSocket`], set by the caller).
+pub fn mount(builder: EndpointBuilder) -> EndpointBuilder {
+    builder
         .channel("room:*", || Room::new(true))
         .channel("private:*", || Room::new(false))
-        .build()
 }
 
 /// Milliseconds since the epoch, for `online_at`.

@@ -1,17 +1,22 @@
 //! `phx-server`: the Phoenix Channels runtime with ready-made apps.
 //!
-//! `phx-server --port 4000 --conformance` hosts the conformance app at `/socket`
-//! (the contract in `conformance/contract.md`). Logs go to stderr through
-//! `tracing` (filter with `RUST_LOG`); `/metrics` serves the counters in the
-//! Prometheus text format.
+//! `phx-server` hosts the collaborative-editing app at `/socket` and its demo
+//! page at `/` (`protocol-spec/editing.md`); `--conformance` adds the conformance
+//! app's channels (`conformance/contract.md`). The operators' listener
+//! (`--admin-bind`) serves `/api/stats`, `/metrics` and `/api/broadcast` behind a
+//! bearer token. Logs go to stderr through `tracing` (filter with `RUST_LOG`).
 
+mod admin;
 mod conformance;
+mod editing;
 
-use std::net::{IpAddr, SocketAddr};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use phx_runtime::{CheckOrigin, Config};
+use phx_runtime::{AcceptAll, CheckOrigin, Config, Endpoint};
 use warp::Filter;
 
 /// Command-line options.
@@ -24,9 +29,17 @@ struct Args {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
-    /// Host the conformance app's channels at /socket.
+    /// Also host the conformance app's channels at /socket.
     #[arg(long)]
     conformance: bool,
+    /// Address of the operators' listener (/api/stats, /metrics, /api/broadcast);
+    /// default: 127.0.0.1 and the main port + 1 (a free port when --port is 0).
+    #[arg(long)]
+    admin_bind: Option<SocketAddr>,
+    /// Bearer token every admin request must carry; without one, every admin
+    /// request is refused (401).
+    #[arg(long, env = "PHX_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
     /// Turn long-poll off (WebSocket-only mode): /socket/longpoll answers 404.
     #[arg(long)]
     no_longpoll: bool,
@@ -79,22 +92,60 @@ async fn main() -> std::io::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if !args.conformance {
-        tracing::info!("no app chosen: hosting the conformance app (pass --conformance to say so)");
-    }
-    let endpoint = conformance::endpoint(args.config());
+    let sessions = Arc::new(editing::SocketSessions::default());
+    let builder = Endpoint::builder().config(args.config());
+    let builder = if args.conformance {
+        conformance::mount(builder).handler(editing::Counted {
+            inner: conformance::ConformanceSocket,
+            sessions: sessions.clone(),
+        })
+    } else {
+        builder.handler(editing::Counted {
+            inner: AcceptAll,
+            sessions: sessions.clone(),
+        })
+    };
+    let endpoint = editing::mount(builder).build();
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
     let addr = listener.local_addr()?;
     println!("phx-server listening on http://{addr} (socket at ws://{addr}/socket/websocket)");
 
-    let metrics_endpoint = endpoint.clone();
-    let metrics = warp::path("metrics")
-        .and(warp::path::end())
-        .map(move || metrics_endpoint.metrics().to_prometheus());
+    let admin_addr = args.admin_bind.unwrap_or_else(|| {
+        let port = if args.port == 0 {
+            0
+        } else {
+            args.port.saturating_add(1)
+        };
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+    });
+    if args.api_token.as_deref().is_none_or(str::is_empty) {
+        tracing::warn!("no --api-token / PHX_API_TOKEN: every admin request will be refused");
+    }
+    let admin = admin::Admin::new(endpoint.clone(), sessions, args.api_token.clone());
+    match tokio::net::TcpListener::bind(admin_addr).await {
+        Ok(admin_listener) => {
+            let admin_addr = admin_listener.local_addr()?;
+            // Not println!: a parent that read only the first banner line may have
+            // closed the pipe, and that must not stop the server.
+            let _ = writeln!(
+                std::io::stdout(),
+                "phx-server admin on http://{admin_addr} (/api/stats, /metrics, /api/broadcast)"
+            );
+            tokio::spawn(phx_runtime::serve(
+                admin_listener,
+                admin.routes(),
+                std::future::pending(),
+            ));
+        }
+        Err(err) => {
+            tracing::error!(%err, %admin_addr, "the admin listener cannot bind; running without it")
+        }
+    }
+
     let routes = endpoint
         .routes("/socket")
-        .or(metrics)
-        .map(warp::reply::Reply::into_response)
+        .or(editing::demo::routes())
+        .unify()
         .boxed();
     phx_runtime::serve(listener, routes, phx_runtime::shutdown_signal()).await?;
     tracing::info!("shutting down: draining sockets");

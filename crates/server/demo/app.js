@@ -1,0 +1,205 @@
+// The demo page: a live list of records per kind and a shared edit form, on the
+// stock phoenix client (Socket, Channel, Presence). Wire contract:
+// protocol-spec/editing.md.
+import { Socket, Presence } from "/assets/phoenix.mjs";
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, props = {}, ...children) => {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+};
+
+// Who this browser is: a stable user id and a name, kept in localStorage.
+const user = (() => {
+  let saved = null;
+  try { saved = JSON.parse(localStorage.getItem("phx-demo-user")); } catch (_) { /* fresh */ }
+  if (!saved || !saved.id) {
+    const n = Math.floor(Math.random() * 9000) + 1000;
+    saved = { id: "u" + n + Date.now().toString(36), name: "Guest " + n };
+  }
+  localStorage.setItem("phx-demo-user", JSON.stringify(saved));
+  return saved;
+})();
+$("#name").value = user.name;
+$("#name").addEventListener("change", () => {
+  user.name = $("#name").value.trim() || user.name;
+  localStorage.setItem("phx-demo-user", JSON.stringify(user));
+  if (editor) openRecord(editor.kind, editor.id); // rejoin under the new name
+});
+
+const socket = new Socket("/socket", { params: { user_id: user.id } });
+socket.onOpen(() => { $("#connection").textContent = "connected"; $("#connection").className = "dot up"; });
+socket.onClose(() => { $("#connection").textContent = "offline"; $("#connection").className = "dot"; });
+socket.connect();
+
+// ---- The list of one kind, live on created / updated / deleted ----
+let list = null; // { kind, channel, records: Map }
+
+function showList(kind) {
+  if (list && list.kind === kind) return;
+  if (list) list.channel.leave();
+  const channel = socket.channel("events:" + kind, {});
+  list = { kind, channel, records: new Map() };
+  const mine = list;
+  document.querySelectorAll("#kinds a").forEach((a) => a.classList.toggle("active", a.dataset.kind === kind));
+  channel.on("created", ({ id, record }) => { mine.records.set(id, record); renderList(id); });
+  channel.on("updated", ({ id, record }) => { mine.records.set(id, record); renderList(id); });
+  channel.on("deleted", ({ id }) => { mine.records.delete(id); renderList(); });
+  channel.join().receive("ok", ({ records }) => {
+    mine.records = new Map(records.map((r) => [r.id, r]));
+    renderList();
+  });
+}
+
+function renderList(fresh) {
+  const ul = $("#records");
+  ul.replaceChildren(...[...list.records.values()].map((r) => {
+    const a = el("a", { href: `#/edit/${list.kind}/${r.id}` }, el("span", { textContent: r.title }), el("span", { className: "id", textContent: "#" + r.id }));
+    if (editor && editor.kind === list.kind && editor.id === r.id) a.classList.add("open");
+    return el("li", { className: r.id === fresh ? "fresh" : "" }, a);
+  }));
+}
+
+$("#create").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const title = $("#new-title").value;
+  list.channel.push("create", { params: { title, body: "" } })
+    .receive("ok", ({ record }) => { $("#new-title").value = ""; $("#create-error").textContent = ""; location.hash = `#/edit/${list.kind}/${record.id}`; })
+    .receive("error", ({ errors }) => { $("#create-error").textContent = errors && errors.title ? "Title " + errors.title.join(", ") : "Could not create"; });
+});
+
+// ---- The edit form of one record ----
+let editor = null; // { kind, id, channel, presence, role, me }
+
+const fields = () => [$("#title"), $("#body")];
+const readForm = () => ({ ...(editor.base || {}), title: $("#title").value, body: $("#body").value });
+
+function fill(params) {
+  if (!params) return;
+  $("#title").value = params.title ?? "";
+  $("#body").value = params.body ?? "";
+}
+
+function setRole(role, owner) {
+  editor.role = role;
+  const badge = $("#role");
+  badge.textContent = role === "owner" ? "Owner — you can edit" : "Spectator — read only";
+  badge.className = "badge " + role;
+  fields().forEach((f) => { f.disabled = role !== "owner"; });
+  $("#save").disabled = role !== "owner";
+  $("#delete").disabled = role !== "owner";
+  $("#owner-line").textContent = role === "owner" ? "Others see your changes as you type." : `${owner ? owner.name : "Someone"} is editing; you see their changes live.`;
+}
+
+function notice(text) {
+  $("#notice").textContent = text;
+  $("#notice").hidden = !text;
+}
+
+function lineOrder(a, b) {
+  return (a.joined_at - b.joined_at) || (a.seq - b.seq);
+}
+
+function renderEditors() {
+  const metas = editor.presence.list((key, { metas }) => metas).flat().sort(lineOrder);
+  $("#editors").replaceChildren(...metas.map((m, i) => el("li", {},
+    el("span", {}, m.name, ...(editor.me && m.seq === editor.me.seq ? [el("span", { className: "you", textContent: "(you)" })] : [])),
+    el("span", { className: "r", textContent: i === 0 ? "owner" : "watching" }))));
+  const owner = metas[0];
+  if (owner && editor.role !== "owner") $("#owner-line").textContent = `${owner.name} is editing; you see their changes live.`;
+}
+
+function closeEditor(message) {
+  if (editor) editor.channel.leave();
+  editor = null;
+  $("#editor").hidden = true;
+  $("#placeholder").hidden = false;
+  if (message) $("#placeholder").firstElementChild.textContent = message;
+  if (list) renderList();
+}
+
+function openRecord(kind, id) {
+  if (editor) editor.channel.leave();
+  const channel = socket.channel(`edit:${kind}:${id}`, () => ({ user: { id: user.id, name: user.name } }));
+  const presence = new Presence(channel);
+  editor = { kind, id, channel, presence, role: null, me: null, base: null };
+  const mine = editor;
+  presence.onSync(() => { if (editor === mine) renderEditors(); });
+  $("#editor").hidden = false;
+  $("#placeholder").hidden = true;
+  $("#editor-title").textContent = `${kind} #${id}`;
+  $("#status").textContent = "";
+  notice("");
+  document.querySelectorAll("[data-error]").forEach((p) => { p.textContent = ""; });
+
+  channel.on("form_change", ({ params }) => { if (editor === mine && mine.role !== "owner") fill(params); });
+  channel.on("role", ({ role, owner }) => {
+    if (editor !== mine) return;
+    setRole(role, owner);
+    notice("You are now the owner: the previous owner left. You continue from their unsaved changes.");
+  });
+  channel.on("saved", ({ record }) => {
+    if (editor !== mine) return;
+    mine.base = record;
+    if (mine.role !== "owner") fill(record);
+    $("#status").textContent = "Saved " + new Date().toLocaleTimeString();
+  });
+  channel.on("deleted", () => { if (editor === mine) closeEditor("That record was deleted."); });
+  channel.join()
+    .receive("ok", ({ role, owner, form, record, meta }) => {
+      if (editor !== mine) return;
+      mine.base = record;
+      mine.me = meta || mine.me;
+      setRole(role, owner);
+      fill(form || record);
+      renderEditors();
+    })
+    .receive("error", ({ reason }) => {
+      if (editor !== mine) return;
+      closeEditor(reason === "not_found" ? "There is no such record." : "Cannot open: " + reason);
+      location.hash = `#/list/${kind}`;
+    });
+  if (list) renderList();
+}
+
+fields().forEach((f) => f.addEventListener("input", () => {
+  if (!editor || editor.role !== "owner") return;
+  editor.channel.push("form_change", { params: readForm() });
+  $("#status").textContent = "Unsaved changes";
+}));
+
+$("#form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (!editor) return;
+  document.querySelectorAll("[data-error]").forEach((p) => { p.textContent = ""; });
+  editor.channel.push("save", { params: readForm() })
+    .receive("error", ({ errors, reason }) => {
+      if (errors) Object.entries(errors).forEach(([field, msgs]) => {
+        const p = document.querySelector(`[data-error="${field}"]`);
+        if (p) p.textContent = field + " " + msgs.join(", ");
+      });
+      else $("#status").textContent = "Not saved: " + reason;
+    });
+});
+
+$("#delete").addEventListener("click", () => {
+  if (editor) editor.channel.push("delete", {});
+});
+
+// ---- Routing: #/list/<kind> and #/edit/<kind>/<id> (ids may contain "/") ----
+function route() {
+  const hash = location.hash.replace(/^#\/?/, "");
+  const [view, kind, ...rest] = hash.split("/");
+  const kinds = ["entity", "data", "post"];
+  const k = kinds.includes(kind) ? kind : "entity";
+  showList(k);
+  if (view === "edit" && rest.length) {
+    const id = decodeURIComponent(rest.join("/"));
+    if (!editor || editor.kind !== k || editor.id !== id) openRecord(k, id);
+  } else if (editor) {
+    closeEditor();
+  }
+}
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,348 @@
+//! The collaborative-editing app phx-server hosts by default: record kinds
+//! `entity`, `data` and `post` kept in memory, plugged into the runtime's
+//! editing sessions (`phx_runtime::editing`), and the socket handler that counts
+//! connected sockets (anonymous and signed in) for the admin stats.
+//!
+//! The wire contract is `protocol-spec/editing.md`; the demo page is [`demo`].
+
+pub mod demo;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use phx_runtime::editing::{Denied, FieldErrors, Record, Records};
+use phx_runtime::{
+    Channel, ChannelContext, ConnectRequest, Connection, Editing, EndpointBuilder, HandleIn,
+    Payload, Refusal, RuntimeError, SocketHandler,
+};
+use serde_json::{json, Value};
+
+/// The kinds hosted by default.
+pub const KINDS: [&str; 3] = ["entity", "data", "post"];
+
+/// The records of one kind, in memory, in creation order.
+#[derive(Default)]
+pub struct MemoryRecords {
+    inner: Mutex<Store>,
+}
+
+#[derive(Default)]
+struct Store {
+    /// The last numeric id handed out.
+    last_id: u64,
+    /// Creation order → record.
+    by_order: BTreeMap<u64, Record>,
+    /// Record id → creation order.
+    order_of: HashMap<String, u64>,
+    next_order: u64,
+}
+
+impl Store {
+    fn insert(&mut self, record: Record) {
+        let Some(id) = record.get("id").and_then(Value::as_str).map(str::to_owned) else {
+            return;
+        };
+        if let Some(order) = self.order_of.get(&id) {
+            self.by_order.insert(*order, record);
+            return;
+        }
+        self.next_order += 1;
+        self.order_of.insert(id, self.next_order);
+        self.by_order.insert(self.next_order, record);
+    }
+}
+
+impl MemoryRecords {
+    /// A store holding `seed` (objects with a string `id`).
+    pub fn with(seed: impl IntoIterator<Item = Value>) -> MemoryRecords {
+        let store = MemoryRecords::default();
+        {
+            let mut inner = store.lock();
+            for value in seed {
+                if let Value::Object(record) = value {
+                    if let Some(n) = record
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .and_then(|id| id.parse::<u64>().ok())
+                    {
+                        inner.last_id = inner.last_id.max(n);
+                    }
+                    inner.insert(record);
+                }
+            }
+        }
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Records for MemoryRecords {
+    async fn load(&self, id: &str) -> Option<Record> {
+        let store = self.lock();
+        let order = store.order_of.get(id)?;
+        store.by_order.get(order).cloned()
+    }
+
+    fn validate(&self, params: &Record) -> Result<(), FieldErrors> {
+        match params.get("title") {
+            Some(Value::String(title)) if !title.trim().is_empty() => Ok(()),
+            Some(Value::String(_)) | None | Some(Value::Null) => Err(FieldErrors::from([(
+                "title".to_owned(),
+                vec!["can't be blank".to_owned()],
+            )])),
+            Some(_) => Err(FieldErrors::from([(
+                "title".to_owned(),
+                vec!["must be a string".to_owned()],
+            )])),
+        }
+    }
+
+    async fn save(&self, id: &str, mut params: Record) -> Option<Record> {
+        let mut store = self.lock();
+        store.order_of.get(id)?;
+        params.insert("id".to_owned(), Value::from(id));
+        store.insert(params.clone());
+        Some(params)
+    }
+
+    async fn delete(&self, id: &str) -> bool {
+        let mut store = self.lock();
+        match store.order_of.remove(id) {
+            Some(order) => store.by_order.remove(&order).is_some(),
+            None => false,
+        }
+    }
+
+    async fn list(&self) -> Vec<Record> {
+        self.lock().by_order.values().cloned().collect()
+    }
+
+    async fn create(&self, mut params: Record) -> Option<Record> {
+        let mut store = self.lock();
+        store.last_id += 1;
+        let id = store.last_id.to_string();
+        params.insert("id".to_owned(), Value::from(id));
+        store.insert(params.clone());
+        Some(params)
+    }
+}
+
+/// A few records per kind so that the demo has something to open.
+fn seed(kind: &str) -> Vec<Value> {
+    match kind {
+        "entity" => vec![
+            json!({"id": "1", "title": "Acme Corporation", "body": "Supplier of anvils and rockets."}),
+            json!({"id": "2", "title": "Globex", "body": "Cypress Creek campus."}),
+        ],
+        "data" => {
+            vec![json!({"id": "1", "title": "Quarterly figures", "body": "Q1 12, Q2 15, Q3 19."})]
+        }
+        "post" => vec![
+            json!({"id": "docs/my-post", "title": "Editing together", "body": "Open this post in two tabs."}),
+            json!({"id": "1", "title": "Release notes", "body": "What changed this week."}),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Mounts every default kind on `builder`; `edit:` and `events:` topics of any
+/// other kind are refused with `not_found`.
+pub fn mount(mut builder: EndpointBuilder) -> EndpointBuilder {
+    for kind in KINDS {
+        builder = Editing::new(kind, MemoryRecords::with(seed(kind))).mount(builder);
+    }
+    builder
+        .channel("edit:*", || UnknownKind)
+        .channel("events:*", || UnknownKind)
+}
+
+/// Answers a join of an unknown kind with `not_found`.
+struct UnknownKind;
+
+impl Channel for UnknownKind {
+    async fn join(
+        &mut self,
+        topic: &str,
+        _payload: Payload,
+        _ctx: &mut ChannelContext,
+    ) -> Result<Payload, Payload> {
+        tracing::debug!(%topic, "join of an unknown kind");
+        Err(Denied::NotFound.to_payload())
+    }
+
+    async fn handle_in(
+        &mut self,
+        _event: &str,
+        _payload: Payload,
+        _ctx: &mut ChannelContext,
+    ) -> Result<HandleIn, RuntimeError> {
+        Ok(HandleIn::Stop(None))
+    }
+}
+
+/// Connected sockets, anonymous and signed in (connect params carry `user_id`).
+#[derive(Default)]
+pub struct SocketSessions {
+    anonymous: AtomicU64,
+    signed_in: AtomicU64,
+    users: Mutex<HashMap<String, u64>>,
+}
+
+impl SocketSessions {
+    fn users(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Anonymous sockets connected now.
+    pub fn anonymous(&self) -> u64 {
+        self.anonymous.load(Ordering::Relaxed)
+    }
+
+    /// Signed-in sockets connected now.
+    pub fn signed_in(&self) -> u64 {
+        self.signed_in.load(Ordering::Relaxed)
+    }
+
+    /// Distinct users among the signed-in sockets.
+    pub fn distinct_users(&self) -> usize {
+        self.users().len()
+    }
+
+    fn open(self: &Arc<Self>, user_id: Option<String>) -> SessionGuard {
+        match &user_id {
+            Some(user) => {
+                self.signed_in.fetch_add(1, Ordering::Relaxed);
+                *self.users().entry(user.clone()).or_default() += 1;
+            }
+            None => {
+                self.anonymous.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        SessionGuard {
+            sessions: self.clone(),
+            user_id,
+        }
+    }
+}
+
+/// Kept in a socket's assigns: the socket is counted until they are dropped
+/// with the socket.
+struct SessionGuard {
+    sessions: Arc<SocketSessions>,
+    user_id: Option<String>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        match &self.user_id {
+            Some(user) => {
+                self.sessions.signed_in.fetch_sub(1, Ordering::Relaxed);
+                let mut users = self.sessions.users();
+                if let Some(n) = users.get_mut(user) {
+                    *n -= 1;
+                    if *n == 0 {
+                        users.remove(user);
+                    }
+                }
+            }
+            None => {
+                self.sessions.anonymous.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Wraps the app's socket handler and counts the sockets it accepts.
+pub struct Counted<H> {
+    /// The handler deciding who may connect.
+    pub inner: H,
+    /// Where the sockets are counted.
+    pub sessions: Arc<SocketSessions>,
+}
+
+impl<H: SocketHandler> SocketHandler for Counted<H> {
+    async fn connect(&self, req: &ConnectRequest) -> Result<Connection, Refusal> {
+        let conn = self.inner.connect(req).await?;
+        let user_id = req.params.get("user_id").filter(|u| !u.is_empty()).cloned();
+        Ok(conn.assign(self.sessions.open(user_id)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_records_keep_order_and_choose_ids() {
+        let store = MemoryRecords::with(seed("post"));
+        let created = store
+            .create(
+                json!({"title": "new"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+            .await
+            .unwrap_or_default();
+        assert_eq!(
+            created["id"], "2",
+            "ids continue after the seeded numeric ids"
+        );
+        let titles: Vec<Value> = store
+            .list()
+            .await
+            .into_iter()
+            .map(|r| r["title"].clone())
+            .collect();
+        assert_eq!(
+            titles,
+            vec![
+                json!("Editing together"),
+                json!("Release notes"),
+                json!("new")
+            ]
+        );
+        assert!(store.load("docs/my-post").await.is_some());
+        assert!(store.delete("docs/my-post").await);
+        assert!(store.load("docs/my-post").await.is_none());
+        assert!(
+            store.save("docs/my-post", Record::new()).await.is_none(),
+            "a deleted record is not saved again"
+        );
+        assert!(store.validate(&Record::new()).is_err());
+        assert!(store
+            .validate(json!({"title": " "}).as_object().unwrap_or(&Record::new()))
+            .is_err());
+    }
+
+    #[test]
+    fn sockets_are_counted_until_their_guard_drops() {
+        let sessions = Arc::new(SocketSessions::default());
+        let a = sessions.open(Some("u1".into()));
+        let b = sessions.open(Some("u1".into()));
+        let c = sessions.open(None);
+        assert_eq!(
+            (
+                sessions.signed_in(),
+                sessions.anonymous(),
+                sessions.distinct_users()
+            ),
+            (2, 1, 1)
+        );
+        drop((a, c));
+        assert_eq!(
+            (
+                sessions.signed_in(),
+                sessions.anonymous(),
+                sessions.distinct_users()
+            ),
+            (1, 0, 1)
+        );
+        drop(b);
+        assert_eq!(sessions.distinct_users(), 0);
+    }
+}

@@ -1,0 +1,105 @@
+//! Shared by the editing tests: start `phx-server` on free ports (killed on
+//! drop), install the Node packages of `tests/js`, and run a node script there.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+/// A running `phx-server`, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `127.0.0.1:<port>` of the main listener.
+    pub addr: String,
+    /// `127.0.0.1:<port>` of the admin listener.
+    pub admin: String,
+}
+
+fn address(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned()
+}
+
+impl Server {
+    /// Starts `phx-server --port 0 --admin-bind 127.0.0.1:0` with `extra` arguments
+    /// and `PHX_API_TOKEN` set to `token` (unset when `None`).
+    pub fn start(token: Option<&str>, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_phx-server"));
+        cmd.args(["--port", "0", "--admin-bind", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .env_remove("PHX_API_TOKEN")
+            .stdout(Stdio::piped());
+        if let Some(token) = token {
+            cmd.env("PHX_API_TOKEN", token);
+        }
+        let mut child = cmd.spawn().expect("phx-server starts");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let (mut main, mut admin) = (String::new(), String::new());
+        out.read_line(&mut main).expect("banner");
+        out.read_line(&mut admin).expect("admin banner");
+        Server {
+            child,
+            addr: address(&main),
+            admin: address(&admin),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `crates/server/tests/js`, with its packages installed from the lock file.
+pub fn js_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    if !dir.join("node_modules/phoenix").exists()
+        || !dir.join("node_modules/playwright-core").exists()
+    {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is needed for the phoenix.js tests (install Node.js and npm)");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    dir
+}
+
+/// Runs `node <script> <args>` in `tests/js`.
+pub fn node(script: &str, args: &[String]) -> Output {
+    Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(js_dir())
+        .output()
+        .expect("node is needed for the phoenix.js tests (install Node.js)")
+}
+
+/// One HTTP/1.1 request; returns the status code and the body.
+pub fn http(addr: &str, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let auth = auth.map_or(String::new(), |a| format!("authorization: {a}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}

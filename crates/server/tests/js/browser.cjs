@@ -1,0 +1,86 @@
+// The demo page in real headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core): two browser contexts on one record.
+// Usage: node browser.cjs http://127.0.0.1:PORT ARTIFACT_DIR
+// Prints "ok <step>" per step, saves a screenshot per step, exits 0 when all passed.
+const { chromium } = require("playwright-core");
+const path = require("node:path");
+const fs = require("node:fs");
+
+const [base, artifacts] = process.argv.slice(2);
+fs.mkdirSync(artifacts, { recursive: true });
+const fail = (why) => { console.error("FAIL", why); process.exit(1); };
+setTimeout(() => fail("timed out"), 60000).unref();
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    // playwright-core gives every launch a fresh temporary user-data-dir.
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const shot = async (page, name) => {
+      const file = path.join(artifacts, name + ".png");
+      await page.screenshot({ path: file, fullPage: true });
+      console.log("screenshot " + file);
+    };
+    const url = base + "/#/edit/entity/1";
+    const viewport = { width: 1100, height: 720 };
+    const first = await browser.newContext({ viewport });
+    const second = await browser.newContext({ viewport });
+    const logs = [];
+    for (const ctx of [first, second]) ctx.on("page", (p) => p.on("console", (m) => logs.push(m.text())));
+
+    const owner = await first.newPage();
+    owner.on("console", (m) => logs.push("owner: " + m.text()));
+    await owner.goto(url);
+    await owner.waitForSelector("#role.owner");
+    if (await owner.isDisabled("#title")) fail("the owner's inputs are disabled");
+    await owner.waitForFunction(() => document.querySelectorAll("#editors li").length === 1);
+    await shot(owner, "1-owner");
+    console.log("ok the first context is owner with enabled inputs");
+
+    const watcher = await second.newPage();
+    await watcher.goto(url);
+    await watcher.waitForSelector("#role.spectator");
+    for (const sel of ["#title", "#body", "#save", "#delete"]) {
+      if (!(await watcher.isDisabled(sel))) fail(sel + " is enabled for the spectator");
+    }
+    await watcher.waitForFunction(() => document.querySelectorAll("#editors li").length === 2);
+    await owner.waitForFunction(() => document.querySelectorAll("#editors li").length === 2);
+    await shot(watcher, "2-spectator");
+    console.log("ok the second context is spectator with disabled inputs and sees both editors");
+
+    const typed = "Acme Corporation — typed live";
+    await owner.fill("#title", "");
+    await owner.type("#title", typed, { delay: 15 });
+    await owner.fill("#body", "Edited in the first window.");
+    await watcher.waitForFunction((t) => document.querySelector("#title").value === t, typed);
+    await watcher.waitForFunction(() => document.querySelector("#body").value === "Edited in the first window.");
+    await shot(watcher, "3-spectator-sees-typing");
+    console.log("ok the owner types and the spectator sees it");
+
+    await owner.close();
+    await watcher.waitForSelector("#role.owner");
+    await watcher.waitForSelector("#notice:not([hidden])");
+    if (await watcher.isDisabled("#title")) fail("the promoted spectator's inputs are still disabled");
+    if ((await watcher.inputValue("#title")) !== typed) fail("the unsaved form was not kept");
+    await watcher.waitForFunction(() => document.querySelectorAll("#editors li").length === 1);
+    await shot(watcher, "4-promoted");
+    console.log("ok the owner's page closes and the spectator is promoted, keeping the unsaved form");
+
+    await watcher.fill("#title", "Acme Corporation (saved by the second window)");
+    await watcher.click("#save");
+    await watcher.waitForFunction(() => document.querySelector("#status").textContent.startsWith("Saved"));
+    await watcher.waitForFunction(() => [...document.querySelectorAll("#records a")].some((a) => a.textContent.includes("saved by the second window")));
+    await shot(watcher, "5-promoted-edits-and-saves");
+    console.log("ok the promoted spectator edits and saves; the list updates live");
+    console.log("5 steps passed");
+  } catch (err) {
+    fail(err && err.stack ? err.stack : String(err));
+  } finally {
+    await browser.close();
+  }
+  process.exit(0);
+})();
