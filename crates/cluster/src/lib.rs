@@ -30,6 +30,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 mod error;
 mod frame;
 mod node;

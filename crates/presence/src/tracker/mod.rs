@@ -52,9 +52,13 @@
 //! - `down_period` is 5 s by default (Phoenix: 30 s) so a dead node's users vanish
 //!   quickly; heartbeats go out every `broadcast_period` (1.5 s, as Phoenix) even
 //!   when idle (Phoenix stays silent up to 10 periods);
-//! - a restarted node is recognised on its first message, and an older
-//!   incarnation's late messages are ignored (Phoenix compares `vsn` too, but only
-//!   on heartbeats);
+//! - a restarted node is recognised on its first message of any kind, and `vsn`
+//!   is ordered: an older incarnation's late messages are ignored (Phoenix's
+//!   `Replica.put_heartbeat` takes any heartbeat with a different `vsn` as the
+//!   new incarnation, so a late heartbeat of the old one would swap them back);
+//! - a goodbye leaves a tombstone until `permdown_period`, so late messages of
+//!   the departed incarnation cannot revive it (Phoenix downs and permdowns it,
+//!   forgetting it at once);
 //! - a replica that comes back is hidden until its copy is complete (Phoenix
 //!   re-reports the stale copy as joins, then corrects it);
 //! - joining nodes say hello and get every state at once; a graceful shutdown
