@@ -279,3 +279,73 @@ async fn after_redis_restarts_presence_converges_without_ghosts_and_broadcasts_f
         "at most once: dropped while away"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_works_locally_when_redis_is_unreachable_from_the_start() {
+    // A port with nothing listening: bind it, note it, free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let config = phx_cluster::NodeConfig::new(format!("redis://127.0.0.1:{port}/"), "alone");
+    let (node, _events) = phx_cluster::Node::start(config).expect("starts without Redis");
+    assert!(node
+        .track("room:1", 1, "ann", meta("r1"))
+        .joins
+        .contains_key("ann"));
+    assert_eq!(node.list("room:1").len(), 1);
+    assert!(node.update("room:1", 1, "ann", meta("r2")).is_ok());
+    assert!(node.update("room:1", 9, "nobody", meta("r3")).is_err());
+    let _ = node.publish("room:1", "ev", Bytes::from_static(b"{}"));
+    wait_until(
+        "connection attempts counted",
+        Duration::from_secs(5),
+        || node.stats().link.errors >= 2,
+    )
+    .await;
+    assert_eq!(node.stats().link.state, LinkState::Connecting);
+    assert!(!node.shutdown().await, "no goodbye without Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_cluster_channel_is_counted_and_ignored() {
+    let redis = Redis::start();
+    let a = TestNode::start(&redis, "a", fast(100, 1_000));
+    let b = TestNode::start(&redis, "b", fast(100, 1_000));
+    connected(&[&a, &b]).await;
+    let config = phx_cluster::TransportConfig::new(redis.url(), vec![]);
+    let (raw, mut raw_events) = phx_cluster::Transport::start(config).expect("raw link");
+    assert_eq!(
+        raw_events.recv().await,
+        Some(phx_cluster::TransportEvent::Connected)
+    );
+    // Not a frame; a frame of an unknown version; a gossip frame whose JSON is bad.
+    let bad_gossip = phx_cluster::Frame::Gossip {
+        from: phx_presence::Replica::new("mallory", 1),
+        gossip: Bytes::from_static(b"{\"v\":1,\"msg\":{\"type\":\"heartbeat\"}}"),
+    }
+    .encode()
+    .expect("encodes");
+    for junk in [
+        Bytes::from_static(b"\xff\x00junk"),
+        Bytes::from_static(b"\x07\x00"),
+        bad_gossip,
+    ] {
+        assert!(
+            raw.publish_confirmed("phx:all", junk).await,
+            "Redis took it"
+        );
+    }
+    wait_until(
+        "both nodes counted 3 bad frames",
+        Duration::from_secs(5),
+        || a.node.stats().bad_frames == 3 && b.node.stats().bad_frames == 3,
+    )
+    .await;
+    // Still working.
+    b.node.track("room:1", 1, "bob", meta("rb"));
+    wait_until("a sees bob", Duration::from_secs(10), || {
+        a.keys("room:1") == ["bob"]
+    })
+    .await;
+}
