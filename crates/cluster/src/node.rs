@@ -278,6 +278,11 @@ impl Node {
     /// Starts a node on the current tokio runtime: a new incarnation of
     /// `config.name`. Fails on an invalid name, URL or tracker configuration;
     /// an unreachable Redis is retried in the background.
+    ///
+    /// The incarnation number is the wall clock in microseconds, as in
+    /// Phoenix. The others trust it to grow: a node restarted with its clock
+    /// set back before its previous start is ignored by them until they forget
+    /// the previous incarnation (`permdown_period`).
     pub fn start(config: NodeConfig) -> Result<(Node, mpsc::Receiver<Event>), ClusterError> {
         if config.name.is_empty() || config.name.len() > 1_024 {
             return Err(ClusterError::Invalid {
