@@ -36,7 +36,10 @@ pub use phx_protocol::presence::{Meta, PresenceDiff, PresenceEntry};
 pub use refs::RefGen;
 pub use state::{join_diff, leave_diff, ConnId, PresenceState};
 pub use stats::SessionStats;
-pub use tracker::{Gossip, Replica, ReplicaStatus, Tracker, TrackerConfig};
+pub use tracker::{
+    Delta, Gossip, Op, Replica, ReplicaData, ReplicaStatus, Tracker, TrackerConfig, Transfer,
+    WIRE_VERSION,
+};
 
 /// The `presence_state` payload type (key → entry), re-exported from the protocol crate.
 pub type PresenceList = phx_protocol::presence::PresenceState;
@@ -63,4 +66,7 @@ pub enum PresenceError {
     /// A tracker configuration that Phoenix would refuse to start with.
     #[error("invalid tracker configuration: {0}")]
     InvalidConfig(&'static str),
+    /// A tracker message that cannot be decoded (malformed, or another wire version).
+    #[error("bad tracker message: {0}")]
+    Wire(String),
 }

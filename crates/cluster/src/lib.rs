@@ -1,0 +1,43 @@
+//! Clustering for Phoenix Channels servers over Redis pub/sub, as Phoenix's own
+//! `phoenix_pubsub_redis` does: broadcasts from any node reach every node, and
+//! presence is replicated by `phx-presence`'s [`Tracker`](phx_presence::Tracker).
+//!
+//! - [`Transport`]: the Redis link (publish bytes, receive a stream, reconnect
+//!   with backoff, resubscribe, counters).
+//! - [`Frame`]: what nodes publish: the sender's identity, then a tracker
+//!   message or a broadcast.
+//! - [`Node`]: the driver the runtime embeds: presence of its local connections,
+//!   `presence_state` across the cluster, remote presence diffs and broadcasts as
+//!   [`Event`]s, graceful leave.
+//!
+//! Guarantees: broadcasts at most once and in order per publisher (as Phoenix);
+//! presence exact on every node once messages flow, a crashed node's presences
+//! gone within `down_period` plus a fraction of the heartbeat period, a leaving
+//! node's at once, a restarted node's old ones as soon as the new one is heard.
+//! Not guaranteed: broadcasts published while Redis is away are lost (counted).
+//!
+//! ```no_run
+//! use phx_cluster::{Event, Node, NodeConfig};
+//!
+//! # async fn demo() -> Result<(), phx_cluster::ClusterError> {
+//! let (node, mut events) = Node::start(NodeConfig::new("redis://127.0.0.1:6379/", "web-1"))?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::Presence { topic, diff } => { /* presence_diff to topic's local subscribers */ }
+//!         Event::Broadcast(b) => { /* b.event with b.payload to b.topic's local subscribers */ }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+mod error;
+mod frame;
+mod node;
+mod transport;
+
+pub use error::ClusterError;
+pub use frame::{Frame, RemoteBroadcast, FRAME_VERSION};
+pub use node::{Event, Node, NodeConfig, NodeStats};
+pub use transport::{LinkState, LinkStats, Transport, TransportConfig, TransportEvent};

@@ -1,0 +1,282 @@
+//! One replica's entries, indexed by topic, and the numbered operations that
+//! change them.
+//!
+//! A replica is the only writer of its own entries. Each change is an [`Op`]; the
+//! n-th op a replica makes is op number n, and its [`ReplicaData::clock`] is the
+//! number of ops applied. Copies of a replica's data on other nodes therefore
+//! converge by applying the same ops in the same order, or by taking a newer
+//! whole copy.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use phx_protocol::presence::Meta;
+use serde::{Deserialize, Serialize};
+
+use crate::PresenceError;
+
+/// One change a replica makes to its own entries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// An entry joins, or replaces the meta of the same entry.
+    Join {
+        /// The topic.
+        topic: String,
+        /// The connection, as numbered by the owning node.
+        conn: u64,
+        /// The presence key.
+        key: String,
+        /// Its meta.
+        meta: Meta,
+    },
+    /// An entry leaves.
+    Leave {
+        /// The topic.
+        topic: String,
+        /// The connection.
+        conn: u64,
+        /// The presence key.
+        key: String,
+    },
+}
+
+impl Op {
+    fn topic(&self) -> &str {
+        match self {
+            Op::Join { topic, .. } | Op::Leave { topic, .. } => topic,
+        }
+    }
+}
+
+/// Ops `start + 1 ..= start + ops.len()` of one replica.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The replica's clock before the first op.
+    pub start: u64,
+    /// The ops, in order.
+    pub ops: Vec<Op>,
+}
+
+impl Delta {
+    /// The clock after the last op.
+    pub fn end(&self) -> u64 {
+        self.start + self.ops.len() as u64
+    }
+}
+
+/// Entries of one topic: (connection, key) → (number of the op that added it, meta).
+pub(crate) type TopicEntries = BTreeMap<(u64, String), (u64, Meta)>;
+
+/// Presence changes, grouped by topic.
+pub(crate) type Diffs = BTreeMap<String, phx_protocol::presence::PresenceDiff>;
+
+/// Everything one replica owns, as of `clock` ops, indexed by topic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "WireData", into = "WireData")]
+pub struct ReplicaData {
+    clock: u64,
+    topics: BTreeMap<String, TopicEntries>,
+    len: usize,
+}
+
+impl ReplicaData {
+    /// The number of ops applied.
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// The number of live entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no live entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The entries of one topic.
+    pub(crate) fn topic(&self, topic: &str) -> Option<&TopicEntries> {
+        self.topics.get(topic)
+    }
+
+    /// Whether (topic, conn, key) is a live entry.
+    pub(crate) fn contains(&self, topic: &str, conn: u64, key: &str) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|t| t.contains_key(&(conn, key.to_owned())))
+    }
+
+    /// The topics with at least one entry.
+    pub(crate) fn topic_names(&self) -> impl Iterator<Item = &String> {
+        self.topics.keys()
+    }
+
+    /// Applies the next op; records what it changes in `diffs` when given.
+    pub(crate) fn apply(&mut self, op: &Op, diffs: Option<&mut Diffs>) {
+        self.clock += 1;
+        match op {
+            Op::Join {
+                topic,
+                conn,
+                key,
+                meta,
+            } => {
+                let entries = self.topics.entry(topic.clone()).or_default();
+                let old = entries.insert((*conn, key.clone()), (self.clock, meta.clone()));
+                if old.is_none() {
+                    self.len += 1;
+                }
+                if let Some(diffs) = diffs {
+                    let diff = diffs.entry(topic.clone()).or_default();
+                    if let Some((_, old)) = old {
+                        diff.add_leave(key.clone(), old);
+                    }
+                    diff.add_join(key.clone(), meta.clone());
+                }
+            }
+            Op::Leave { topic, conn, key } => {
+                let Some(entries) = self.topics.get_mut(topic) else {
+                    return;
+                };
+                let old = entries.remove(&(*conn, key.clone()));
+                if entries.is_empty() {
+                    self.topics.remove(topic);
+                }
+                if let Some((_, old)) = old {
+                    self.len -= 1;
+                    if let Some(diffs) = diffs {
+                        diffs
+                            .entry(op.topic().to_owned())
+                            .or_default()
+                            .add_leave(key.clone(), old);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the part of `delta` that continues this data; returns false when
+    /// the delta starts beyond this data's clock (a gap: ops are missing).
+    pub(crate) fn apply_delta(&mut self, delta: &Delta, mut diffs: Option<&mut Diffs>) -> bool {
+        if delta.start > self.clock {
+            return false;
+        }
+        let skip = usize::try_from(self.clock - delta.start).unwrap_or(usize::MAX);
+        for op in delta.ops.iter().skip(skip) {
+            self.apply(op, diffs.as_deref_mut());
+        }
+        true
+    }
+
+    /// Every entry as a join (`join = true`) or as a leave.
+    pub(crate) fn all_as(&self, join: bool, diffs: &mut Diffs) {
+        for (topic, entries) in &self.topics {
+            let diff = diffs.entry(topic.clone()).or_default();
+            for ((_, key), (_, meta)) in entries {
+                if join {
+                    diff.add_join(key.clone(), meta.clone());
+                } else {
+                    diff.add_leave(key.clone(), meta.clone());
+                }
+            }
+        }
+    }
+
+    /// The presence changes from `self` to `new`.
+    pub(crate) fn compare(&self, new: &ReplicaData, diffs: &mut Diffs) {
+        let topics: BTreeSet<&String> = self.topics.keys().chain(new.topics.keys()).collect();
+        let empty = TopicEntries::new();
+        for topic in topics {
+            let old = self.topics.get(topic).unwrap_or(&empty);
+            let cur = new.topics.get(topic).unwrap_or(&empty);
+            for (id, (_, meta)) in old {
+                if cur.get(id).map(|(_, m)| m) != Some(meta) {
+                    diffs
+                        .entry(topic.clone())
+                        .or_default()
+                        .add_leave(id.1.clone(), meta.clone());
+                }
+            }
+            for (id, (_, meta)) in cur {
+                if old.get(id).map(|(_, m)| m) != Some(meta) {
+                    diffs
+                        .entry(topic.clone())
+                        .or_default()
+                        .add_join(id.1.clone(), meta.clone());
+                }
+            }
+        }
+    }
+}
+
+/// One entry on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WireEntry {
+    topic: String,
+    conn: u64,
+    key: String,
+    /// The number of the op that added it.
+    seq: u64,
+    meta: Meta,
+}
+
+/// [`ReplicaData`] on the wire: the clock and a flat list of entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WireData {
+    clock: u64,
+    entries: Vec<WireEntry>,
+}
+
+impl From<ReplicaData> for WireData {
+    fn from(data: ReplicaData) -> WireData {
+        let mut entries = Vec::with_capacity(data.len);
+        for (topic, map) in data.topics {
+            for ((conn, key), (seq, meta)) in map {
+                entries.push(WireEntry {
+                    topic: topic.clone(),
+                    conn,
+                    key,
+                    seq,
+                    meta,
+                });
+            }
+        }
+        WireData {
+            clock: data.clock,
+            entries,
+        }
+    }
+}
+
+impl TryFrom<WireData> for ReplicaData {
+    type Error = PresenceError;
+
+    fn try_from(wire: WireData) -> Result<ReplicaData, PresenceError> {
+        let mut data = ReplicaData {
+            clock: wire.clock,
+            ..ReplicaData::default()
+        };
+        for e in wire.entries {
+            if e.seq == 0 || e.seq > wire.clock {
+                return Err(PresenceError::Wire(format!(
+                    "entry {:?} numbered {} outside the clock {}",
+                    e.key, e.seq, wire.clock
+                )));
+            }
+            let old = data
+                .topics
+                .entry(e.topic)
+                .or_default()
+                .insert((e.conn, e.key.clone()), (e.seq, e.meta));
+            if old.is_some() {
+                return Err(PresenceError::Wire(format!(
+                    "entry {:?} listed twice",
+                    e.key
+                )));
+            }
+            data.len += 1;
+        }
+        Ok(data)
+    }
+}
