@@ -3,21 +3,29 @@
 //!
 //! Each joined topic runs as its own task with a bounded mailbox, as a Phoenix
 //! channel is its own process (`phoenix/lib/phoenix/channel/server.ex`). The actor
-//! calls `join`, sends the join reply (always before anything the channel pushes),
-//! subscribes to the topic, and then handles client events, intercepted
-//! broadcasts and application messages one at a time. A panic or an `Err` from a
-//! callback crashes only this channel: its client gets `phx_error` and the socket's
-//! other channels go on. A normal stop or a leave sends `phx_close`.
+//! makes the channel with the route's factory, calls `join`, queues the join reply
+//! on the socket and tells the socket the join is done (the socket reads nothing
+//! more from its client until then, as a Phoenix socket runs the join
+//! synchronously), subscribes to the topic, runs `after_join`, and then handles
+//! client events, intercepted broadcasts, presence changes and application
+//! messages one at a time.
+//!
+//! A panic or an `Err` anywhere in a channel — the factory, `join`, `intercepts`,
+//! a handler — ends only this channel: a failed join is answered with an error
+//! reply, a crash after the join with `phx_error`, and the socket's other channels
+//! go on. A normal stop or a leave sends `phx_close`.
 
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
-use phx_protocol::{events, Broadcast, Frame, Message, Payload, Ref, Reply, Serializer};
+use phx_presence::PresenceDiff;
+use phx_protocol::{events, Broadcast, Message, Payload, Ref, Reply, Serializer};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::endpoint::Shared;
@@ -25,11 +33,8 @@ use crate::handler::{Assigns, TransportKind};
 use crate::metrics::Metrics;
 use crate::presence::PresenceGuard;
 use crate::pubsub::{SubId, Subscriber};
-use crate::socket::{ChannelExit, ExitKind, SocketHandle, SocketMsg};
+use crate::socket::{ChannelExit, CloseReason, ExitKind, SocketHandle, SocketMsg};
 use crate::RuntimeError;
-
-/// An application message for [`Channel::handle_info`]; downcast it to your type.
-pub type Info = Box<dyn Any + Send>;
 
 /// What [`Channel::handle_in`] asks the runtime to do.
 #[derive(Debug)]
@@ -54,7 +59,8 @@ impl HandleIn {
     }
 }
 
-/// Whether a channel goes on after `handle_info` or `handle_out`.
+/// Whether a channel goes on after `after_join`, `handle_info`, `handle_out` or
+/// `handle_presence`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     /// Keep going.
@@ -76,17 +82,27 @@ pub enum ExitReason {
     Crashed(String),
 }
 
-/// A channel implementation. One value per joined topic, created by the factory
+/// A channel implementation. One value per joined topic, made by the factory
 /// given to [`crate::EndpointBuilder::channel`].
 ///
+/// `Info` is the type of the application messages the channel receives in
+/// [`Channel::handle_info`] (from [`ChannelContext::send_self`] or a
+/// [`ChannelHandle`]); use `()` when it takes none.
+///
 /// ```
-/// use phx_runtime::{Channel, ChannelContext, HandleIn, Payload, RuntimeError};
+/// use phx_runtime::{Channel, ChannelContext, Flow, HandleIn, Payload, RuntimeError};
 ///
 /// struct Echo;
 /// impl Channel for Echo {
+///     type Info = ();
 ///     async fn join(&mut self, _topic: &str, _payload: Payload, _ctx: &mut ChannelContext)
 ///         -> Result<Payload, Payload> {
 ///         Ok(Payload::empty_object())
+///     }
+///     async fn after_join(&mut self, ctx: &mut ChannelContext) -> Result<Flow, RuntimeError> {
+///         // The join reply is out; this goes before the reply to anything sent later.
+///         ctx.push("welcome", serde_json::json!({"hello": ctx.topic()}))?;
+///         Ok(Flow::Continue)
 ///     }
 ///     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext)
 ///         -> Result<HandleIn, RuntimeError> {
@@ -102,30 +118,48 @@ pub enum ExitReason {
 /// }
 /// ```
 pub trait Channel: Send + 'static {
+    /// Application messages for [`Channel::handle_info`].
+    type Info: Send + 'static;
+
     /// A client joins `topic`. `Ok(response)` accepts (reply `ok`), `Err(response)`
     /// refuses (reply `error`; the channel ends without `phx_close`). A panic here
-    /// answers `{"reason":"join crashed"}`. Pushes made here are sent after the reply.
+    /// answers `{"reason":"join crashed"}`. The channel is not joined yet: `push`
+    /// and `broadcast` fail with [`RuntimeError::NotJoined`] (Phoenix raises);
+    /// do that in [`Channel::after_join`].
     fn join(
         &mut self,
         topic: &str,
         payload: Payload,
-        ctx: &mut ChannelContext,
+        ctx: &mut ChannelContext<Self::Info>,
     ) -> impl Future<Output = Result<Payload, Payload>> + Send;
+
+    /// Runs right after the ok join reply is queued and before anything else the
+    /// client sent is handled: what it pushes (a `presence_state`, say) reaches the
+    /// client after the join reply and before the reply to any later message.
+    /// Phoenix apps do this with `send(self(), :after_join)`. An `Err` crashes the
+    /// channel (`phx_error`, after whatever was pushed here).
+    fn after_join(
+        &mut self,
+        ctx: &mut ChannelContext<Self::Info>,
+    ) -> impl Future<Output = Result<Flow, RuntimeError>> + Send {
+        let _ = ctx;
+        async { Ok(Flow::Continue) }
+    }
 
     /// An event from the client. An `Err` crashes the channel (`phx_error`).
     fn handle_in(
         &mut self,
         event: &str,
         payload: Payload,
-        ctx: &mut ChannelContext,
+        ctx: &mut ChannelContext<Self::Info>,
     ) -> impl Future<Output = Result<HandleIn, RuntimeError>> + Send;
 
     /// An application message sent with [`ChannelHandle::send`] or
     /// [`ChannelContext::send_self`]. Ignored by default.
     fn handle_info(
         &mut self,
-        info: Info,
-        ctx: &mut ChannelContext,
+        info: Self::Info,
+        ctx: &mut ChannelContext<Self::Info>,
     ) -> impl Future<Output = Result<Flow, RuntimeError>> + Send {
         let _ = (info, ctx);
         async { Ok(Flow::Continue) }
@@ -143,70 +177,134 @@ pub trait Channel: Send + 'static {
         &mut self,
         event: &str,
         payload: Payload,
-        ctx: &mut ChannelContext,
+        ctx: &mut ChannelContext<Self::Info>,
     ) -> impl Future<Output = Result<Flow, RuntimeError>> + Send {
         let result = ctx.push(event, payload).map(|()| Flow::Continue);
         async move { result }
+    }
+
+    /// A presence change on this channel's topic, for channels that called
+    /// [`ChannelContext::watch_presence`] (the others pay nothing). The client
+    /// still gets its `presence_diff` as usual.
+    fn handle_presence(
+        &mut self,
+        diff: &PresenceDiff,
+        ctx: &mut ChannelContext<Self::Info>,
+    ) -> impl Future<Output = Result<Flow, RuntimeError>> + Send {
+        let _ = (diff, ctx);
+        async { Ok(Flow::Continue) }
     }
 
     /// The channel is ending. Pushes made here follow the `phx_close` on the wire.
     fn terminate(
         &mut self,
         reason: &ExitReason,
-        ctx: &mut ChannelContext,
+        ctx: &mut ChannelContext<Self::Info>,
     ) -> impl Future<Output = ()> + Send {
         let _ = (reason, ctx);
         async {}
     }
 }
 
-/// What reaches a channel's mailbox.
-pub(crate) enum ChannelMsg {
+/// What reaches a channel's mailbox. Two words wide, whatever `I` is.
+pub(crate) enum ChannelMsg<I> {
     /// An event from the client (`phx_leave` included).
     In(Box<Message>),
     /// A broadcast of an intercepted event.
     Intercept(Arc<Broadcast>),
-    /// An application message (boxed again to keep this enum two words wide).
-    Info(Box<Info>),
+    /// A presence change on the topic (only for channels watching presence).
+    Presence(Arc<PresenceDiff>),
+    /// An application message.
+    Info(Box<I>),
 }
 
-/// A sender into a channel's mailbox.
-#[derive(Clone)]
-pub(crate) struct ChannelSender(mpsc::Sender<ChannelMsg>);
+/// Whether a message reached a channel's mailbox.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Queued,
+    /// The mailbox is full: the message was not queued.
+    Full,
+    /// The channel has ended.
+    Gone,
+}
 
-impl ChannelSender {
-    /// Queues a message; false when the mailbox is full (the message is dropped).
-    pub(crate) fn try_send(&self, msg: ChannelMsg) -> bool {
-        match self.0.try_send(msg) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("channel mailbox full: message dropped");
-                false
-            }
+/// A channel's mailbox as the socket, PubSub and presence see it, whatever the
+/// channel's `Info` type.
+pub(crate) trait Inbox: Send + Sync {
+    /// Queues a client message, or hands it back when the mailbox is full.
+    fn try_client(&self, msg: Box<Message>) -> Result<(), Box<Message>>;
+    /// Waits for room and queues a client message; false when the channel is gone.
+    fn client(&self, msg: Box<Message>) -> BoxFuture<'static, bool>;
+    /// Queues an intercepted broadcast.
+    fn intercept(&self, b: Arc<Broadcast>) -> Delivery;
+    /// Queues a presence change.
+    fn presence(&self, diff: Arc<PresenceDiff>) -> Delivery;
+}
+
+fn delivery<T>(result: Result<(), mpsc::error::TrySendError<T>>) -> Delivery {
+    match result {
+        Ok(()) => Delivery::Queued,
+        Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
+        Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+    }
+}
+
+impl<I: Send + 'static> Inbox for mpsc::Sender<ChannelMsg<I>> {
+    fn try_client(&self, msg: Box<Message>) -> Result<(), Box<Message>> {
+        match self.try_send(ChannelMsg::In(msg)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(ChannelMsg::In(msg))) => Err(msg),
+            // Only `In` was sent.
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
         }
+    }
+
+    fn client(&self, msg: Box<Message>) -> BoxFuture<'static, bool> {
+        let tx = self.clone();
+        Box::pin(async move { tx.send(ChannelMsg::In(msg)).await.is_ok() })
+    }
+
+    fn intercept(&self, b: Arc<Broadcast>) -> Delivery {
+        delivery(self.try_send(ChannelMsg::Intercept(b)))
+    }
+
+    fn presence(&self, diff: Arc<PresenceDiff>) -> Delivery {
+        delivery(self.try_send(ChannelMsg::Presence(diff)))
     }
 }
 
 /// A handle for sending application messages to a running channel from anywhere.
-#[derive(Clone)]
-pub struct ChannelHandle {
-    tx: ChannelSender,
+pub struct ChannelHandle<I> {
+    tx: mpsc::Sender<ChannelMsg<I>>,
 }
 
-impl ChannelHandle {
-    /// Sends a message to the channel's [`Channel::handle_info`]. Fails when the
-    /// channel has ended or its mailbox is full.
-    pub fn send<T: Any + Send>(&self, info: T) -> Result<(), RuntimeError> {
-        match self
-            .tx
-            .0
-            .try_send(ChannelMsg::Info(Box::new(Box::new(info))))
-        {
+impl<I> Clone for ChannelHandle<I> {
+    fn clone(&self) -> Self {
+        ChannelHandle {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<I: Send + 'static> ChannelHandle<I> {
+    /// Sends a message to the channel's [`Channel::handle_info`]. Fails at once
+    /// with [`RuntimeError::MailboxFull`] when its mailbox is full (the caller
+    /// decides whether to retry or give up) and [`RuntimeError::Closed`] when the
+    /// channel has ended.
+    pub fn send(&self, info: I) -> Result<(), RuntimeError> {
+        match self.tx.try_send(ChannelMsg::Info(Box::new(info))) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(RuntimeError::SlowClient),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(RuntimeError::MailboxFull),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(RuntimeError::Closed),
         }
+    }
+
+    /// Sends a message, waiting while the channel's mailbox is full.
+    pub async fn send_wait(&self, info: I) -> Result<(), RuntimeError> {
+        self.tx
+            .send(ChannelMsg::Info(Box::new(info)))
+            .await
+            .map_err(|_| RuntimeError::Closed)
     }
 }
 
@@ -236,13 +334,28 @@ impl ReplyRef {
     }
 }
 
+/// Where a channel is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// `join` is running: nothing may be pushed or broadcast yet.
+    Joining,
+    /// Joined: handling messages.
+    Joined,
+    /// Ending: `terminate` runs; its pushes follow the `phx_close`.
+    Closing,
+}
+
 /// Everything a channel can do: push to its client, reply later, broadcast,
 /// read the socket's assigns, track presence. Phoenix's `socket` argument.
-pub struct ChannelContext {
+///
+/// `I` is the channel's [`Channel::Info`] type; `ChannelContext` alone means
+/// a channel that takes no application messages.
+pub struct ChannelContext<I = ()> {
     /// Declared first so that, when a channel is dropped (even by abort), its
     /// subscription goes before its presences leave: it never sees its own leave.
     registration: Registration,
     pub(crate) presence: PresenceGuard,
+    phase: Phase,
     topic: String,
     /// The channel's join_ref for pushes and replies: the join's join_ref, or its
     /// ref when the client sent none (Phoenix's `socket.join_ref`).
@@ -258,12 +371,10 @@ pub struct ChannelContext {
     shared: Arc<Shared>,
     assigns: Arc<Assigns>,
     socket_id: Option<Arc<str>>,
-    self_tx: ChannelSender,
-    /// Pushes made during `join`, sent right after the join reply.
-    pending: Option<Vec<Frame>>,
+    self_tx: mpsc::Sender<ChannelMsg<I>>,
 }
 
-impl ChannelContext {
+impl<I: Send + 'static> ChannelContext<I> {
     /// The channel's topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -304,8 +415,17 @@ impl ChannelContext {
         &self.shared.pubsub
     }
 
+    fn joined(&self) -> Result<(), RuntimeError> {
+        match self.phase {
+            Phase::Joining => Err(RuntimeError::NotJoined),
+            Phase::Joined | Phase::Closing => Ok(()),
+        }
+    }
+
     /// Pushes an event to this channel's client (ref null, join_ref of this join).
+    /// Fails with [`RuntimeError::NotJoined`] inside `join`.
     pub fn push(&mut self, event: &str, payload: impl Into<Payload>) -> Result<(), RuntimeError> {
+        self.joined()?;
         let msg = Message::new(
             self.join_ref.clone(),
             None,
@@ -314,28 +434,26 @@ impl ChannelContext {
             payload.into(),
         );
         let frame = self.serializer.encode_message(&msg)?;
-        match &mut self.pending {
-            Some(pending) => {
-                pending.push(frame);
-                Ok(())
-            }
-            None => self.socket.send_frame(frame),
-        }
+        self.socket.send_frame(frame)
     }
 
     /// Broadcasts to every subscriber of this channel's topic, this client included.
+    /// Fails with [`RuntimeError::NotJoined`] inside `join`.
     pub fn broadcast(&self, event: &str, payload: impl Into<Payload>) -> Result<(), RuntimeError> {
+        self.joined()?;
         let b = Broadcast::new(self.topic.clone(), event, payload.into());
         self.shared.pubsub.publish(Arc::new(b), None);
         Ok(())
     }
 
     /// Broadcasts to every subscriber of this channel's topic except this channel's client.
+    /// Fails with [`RuntimeError::NotJoined`] inside `join`.
     pub fn broadcast_from(
         &self,
         event: &str,
         payload: impl Into<Payload>,
     ) -> Result<(), RuntimeError> {
+        self.joined()?;
         let b = Broadcast::new(self.topic.clone(), event, payload.into());
         self.shared
             .pubsub
@@ -355,15 +473,53 @@ impl ChannelContext {
     }
 
     /// A handle to send this channel application messages from other tasks.
-    pub fn handle(&self) -> ChannelHandle {
+    pub fn handle(&self) -> ChannelHandle<I> {
         ChannelHandle {
             tx: self.self_tx.clone(),
         }
     }
 
     /// Queues a message to this channel's own `handle_info` (Phoenix's `send(self(), msg)`).
-    pub fn send_self<T: Any + Send>(&self, info: T) -> Result<(), RuntimeError> {
+    pub fn send_self(&self, info: I) -> Result<(), RuntimeError> {
         self.handle().send(info)
+    }
+
+    /// From now on, every presence change on this channel's topic also reaches
+    /// [`Channel::handle_presence`] (changes made by this channel included).
+    ///
+    /// ```
+    /// use phx_runtime::{Channel, ChannelContext, Flow, HandleIn, Payload, RuntimeError};
+    /// use phx_presence::PresenceDiff;
+    ///
+    /// /// Counts who is in the room and tells its client.
+    /// struct Counted(usize);
+    /// impl Channel for Counted {
+    ///     type Info = ();
+    ///     async fn join(&mut self, _t: &str, _p: Payload, ctx: &mut ChannelContext)
+    ///         -> Result<Payload, Payload> {
+    ///         ctx.watch_presence();
+    ///         Ok(Payload::empty_object())
+    ///     }
+    ///     async fn handle_in(&mut self, _e: &str, _p: Payload, _ctx: &mut ChannelContext)
+    ///         -> Result<HandleIn, RuntimeError> {
+    ///         Ok(HandleIn::NoReply)
+    ///     }
+    ///     async fn handle_presence(&mut self, diff: &PresenceDiff, ctx: &mut ChannelContext)
+    ///         -> Result<Flow, RuntimeError> {
+    ///         self.0 = self.0 + diff.joins.len() - diff.leaves.len().min(self.0 + diff.joins.len());
+    ///         ctx.push("count", serde_json::json!({"n": self.0}))?;
+    ///         Ok(Flow::Continue)
+    ///     }
+    /// }
+    /// ```
+    pub fn watch_presence(&mut self) {
+        if !self.registration.watching {
+            self.registration.watching = true;
+            let inbox: Arc<dyn Inbox> = Arc::new(self.self_tx.clone());
+            self.shared
+                .presence
+                .watch(&self.topic, self.chan_id, self.socket.clone(), inbox);
+        }
     }
 
     fn send_reply(&self, msg_ref: Option<Ref>, status: String, response: Payload) {
@@ -391,15 +547,6 @@ impl ChannelContext {
         self.registration.unsubscribe();
         self.presence.leave_all();
     }
-
-    fn exit(&self, kind: ExitKind) {
-        let _ = self.socket.send(SocketMsg::Exit(Box::new(ChannelExit {
-            topic: self.topic.clone(),
-            chan_id: self.chan_id,
-            join_ref: self.wire_join_ref.clone(),
-            kind,
-        })));
-    }
 }
 
 /// What a socket hands a route's spawner to start a channel.
@@ -419,26 +566,56 @@ pub(crate) struct ChannelStart {
     pub close_old: Option<Option<Ref>>,
 }
 
-/// Starts a channel actor; returns its mailbox and a handle to kill it.
-pub(crate) fn spawn<C: Channel>(channel: C, start: ChannelStart) -> (ChannelSender, AbortHandle) {
+/// How a join ended; sent to the socket once the join reply is queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JoinOutcome {
+    Joined,
+    /// Refused by the channel, or crashed: the reply said so.
+    Refused,
+}
+
+/// A started channel, as its socket holds it.
+pub(crate) struct Spawned {
+    pub inbox: Arc<dyn Inbox>,
+    pub task: AbortHandle,
+    /// Resolves once the join reply is queued; dropped unanswered if the task died.
+    pub outcome: oneshot::Receiver<JoinOutcome>,
+}
+
+/// Starts a channel actor made by `factory`.
+pub(crate) fn spawn<C, F>(factory: F, start: ChannelStart) -> Spawned
+where
+    C: Channel,
+    F: FnOnce(&str, &Assigns) -> C + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(start.shared.config.channel_mailbox.max(1));
-    let tx = ChannelSender(tx);
-    let task = tokio::spawn(run(channel, start, tx.clone(), rx));
-    (tx, task.abort_handle())
+    let (outcome_tx, outcome) = oneshot::channel();
+    let inbox: Arc<dyn Inbox> = Arc::new(tx.clone());
+    let task = tokio::spawn(run(factory, start, tx, rx, outcome_tx));
+    Spawned {
+        inbox,
+        task: task.abort_handle(),
+        outcome,
+    }
 }
 
 /// Undoes a channel's registrations when its task ends in any way (return, panic
-/// or abort): the PubSub subscription, the gauge.
+/// or abort): the PubSub subscription, the presence watch, the gauge.
 struct Registration {
     shared: Arc<Shared>,
     topic: String,
+    chan_id: u64,
     sub_id: Option<SubId>,
+    watching: bool,
 }
 
 impl Registration {
     fn unsubscribe(&mut self) {
         if let Some(id) = self.sub_id.take() {
             self.shared.pubsub.unsubscribe(&self.topic, id);
+        }
+        if std::mem::take(&mut self.watching) {
+            self.shared.presence.unwatch(&self.topic, self.chan_id);
         }
     }
 }
@@ -447,6 +624,34 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.unsubscribe();
         Metrics::dec(&self.shared.metrics.channels_open);
+    }
+}
+
+/// Tells the socket that its channel ended. If the task ends without saying how
+/// (a panic outside a callback, an abort), dropping the guard reports a crash, so
+/// the socket never keeps an entry for a dead channel.
+struct ExitGuard {
+    socket: SocketHandle,
+    exit: Option<ChannelExit>,
+}
+
+impl ExitGuard {
+    fn send(&mut self, kind: ExitKind) {
+        if let Some(mut exit) = self.exit.take() {
+            exit.kind = kind;
+            let _ = self.socket.send(SocketMsg::Exit(Box::new(exit)));
+        }
+    }
+
+    /// The join failed and its reply said so: nothing more to tell.
+    fn disarm(&mut self) {
+        self.exit = None;
+    }
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.send(ExitKind::Crash);
     }
 }
 
@@ -469,21 +674,77 @@ async fn guarded<T>(fut: impl Future<Output = Result<T, RuntimeError>>) -> Resul
     }
 }
 
-async fn run<C: Channel>(
-    mut channel: C,
+/// Makes the channel and runs its join; `Err` is why the join failed (a refusal's
+/// response, or a crash's text).
+async fn make_and_join<C, F>(
+    factory: F,
+    payload: Payload,
+    ctx: &mut ChannelContext<C::Info>,
+) -> (Option<C>, Result<(Payload, Vec<String>), JoinFailure>)
+where
+    C: Channel,
+    F: FnOnce(&str, &Assigns) -> C,
+{
+    let topic = ctx.topic.clone();
+    let assigns = ctx.assigns.clone();
+    let mut channel = match std::panic::catch_unwind(AssertUnwindSafe(|| factory(&topic, &assigns)))
+    {
+        Ok(channel) => channel,
+        Err(panic) => return (None, Err(JoinFailure::Crashed(panic_text(&*panic)))),
+    };
+    // The callbacks' futures are boxed: an idle channel then only holds what it
+    // needs to wait for its next message, not the largest callback's state.
+    let joined =
+        Box::pin(AssertUnwindSafe(channel.join(&topic, payload, ctx)).catch_unwind()).await;
+    let result = match joined {
+        Ok(Ok(response)) => {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| channel.intercepts())) {
+                Ok(intercepts) => Ok((response, intercepts)),
+                Err(panic) => Err(JoinFailure::Crashed(panic_text(&*panic))),
+            }
+        }
+        Ok(Err(response)) => Err(JoinFailure::Refused(response)),
+        Err(panic) => Err(JoinFailure::Crashed(panic_text(&*panic))),
+    };
+    (Some(channel), result)
+}
+
+enum JoinFailure {
+    Refused(Payload),
+    Crashed(String),
+}
+
+async fn run<C, F>(
+    factory: F,
     start: ChannelStart,
-    self_tx: ChannelSender,
-    mut rx: mpsc::Receiver<ChannelMsg>,
-) {
+    self_tx: mpsc::Sender<ChannelMsg<C::Info>>,
+    mut rx: mpsc::Receiver<ChannelMsg<C::Info>>,
+    outcome: oneshot::Sender<JoinOutcome>,
+) where
+    C: Channel,
+    F: FnOnce(&str, &Assigns) -> C,
+{
     let metrics = start.shared.metrics.clone();
     Metrics::inc(&metrics.channels_open);
     let socket = start.socket.clone();
+    let mut exit = ExitGuard {
+        socket: socket.clone(),
+        exit: Some(ChannelExit {
+            topic: start.topic.clone(),
+            chan_id: start.chan_id,
+            join_ref: start.join_ref.clone(),
+            kind: ExitKind::Crash,
+        }),
+    };
     let mut ctx = ChannelContext {
         registration: Registration {
             shared: start.shared.clone(),
             topic: start.topic.clone(),
+            chan_id: start.chan_id,
             sub_id: None,
+            watching: false,
         },
+        phase: Phase::Joining,
         topic: start.topic,
         join_ref: start.join_ref.clone().or_else(|| start.msg_ref.clone()),
         wire_join_ref: start.join_ref,
@@ -497,49 +758,46 @@ async fn run<C: Channel>(
         assigns: start.assigns,
         socket_id: start.socket_id,
         self_tx,
-        pending: Some(Vec::new()),
     };
 
-    let topic = ctx.topic.clone();
-    // The callbacks' futures are boxed: an idle channel then only holds what it
-    // needs to wait for its next message, not the largest callback's state.
-    let joined =
-        Box::pin(AssertUnwindSafe(channel.join(&topic, start.payload, &mut ctx)).catch_unwind())
-            .await;
-    let pending = ctx.pending.take().unwrap_or_default();
-    match joined {
-        Ok(Ok(response)) => {
+    let (channel, joined) = make_and_join(factory, start.payload, &mut ctx).await;
+    let (mut channel, intercepts) = match (channel, joined) {
+        (Some(channel), Ok((response, intercepts))) => {
             Metrics::inc(&metrics.joins_ok);
+            ctx.phase = Phase::Joined;
             ctx.send_reply_as(
                 ctx.wire_join_ref.clone(),
                 start.msg_ref,
                 "ok".to_owned(),
                 response,
             );
+            (channel, intercepts)
         }
-        Ok(Err(response)) => {
+        (_, failure) => {
             Metrics::inc(&metrics.joins_refused);
+            let response = match failure {
+                Err(JoinFailure::Refused(response)) => response,
+                Err(JoinFailure::Crashed(why)) => {
+                    Metrics::inc(&metrics.channel_crashes);
+                    tracing::error!(topic = %ctx.topic, panic = %why, "channel join crashed");
+                    join_crashed()
+                }
+                // A channel is always made when the join succeeded.
+                Ok(_) => join_crashed(),
+            };
             ctx.send_reply_as(
                 ctx.wire_join_ref.clone(),
                 start.msg_ref,
                 "error".to_owned(),
                 response,
             );
-            ctx.exit(ExitKind::JoinFailed);
+            // A refused join leaves no trace: no presence, no subscription.
+            ctx.unregister();
+            exit.disarm();
+            let _ = outcome.send(JoinOutcome::Refused);
             return;
         }
-        Err(panic) => {
-            Metrics::inc(&metrics.joins_refused);
-            tracing::error!(topic = %ctx.topic, panic = %panic_text(&*panic), "channel join crashed");
-            ctx.send_reply(
-                start.msg_ref,
-                "error".to_owned(),
-                Payload::from(json!({"reason": "join crashed"})),
-            );
-            ctx.exit(ExitKind::JoinFailed);
-            return;
-        }
-    }
+    };
     if let Some(old_join_ref) = start.close_old {
         if let Ok(frame) = ctx
             .serializer
@@ -548,10 +806,6 @@ async fn run<C: Channel>(
             let _ = ctx.socket.send_frame(frame);
         }
     }
-    for frame in pending {
-        let _ = ctx.socket.send_frame(frame);
-    }
-    let intercepts: Arc<[String]> = channel.intercepts().into();
     let sub_id = ctx.chan_id;
     ctx.shared.pubsub.insert(
         &ctx.topic,
@@ -559,35 +813,55 @@ async fn run<C: Channel>(
         Subscriber::Channel {
             socket: ctx.socket.clone(),
             serializer: ctx.serializer,
-            channel: ctx.self_tx.clone(),
-            intercepts,
+            channel: Arc::new(ctx.self_tx.clone()),
+            intercepts: intercepts.into(),
         },
     );
     ctx.registration.sub_id = Some(sub_id);
+    // The socket may read its client again: what it sends this channel waits in
+    // the mailbox until `after_join` is done.
+    let _ = outcome.send(JoinOutcome::Joined);
 
-    let reason = loop {
-        let msg = tokio::select! {
-            biased;
-            () = socket.closed() => break ExitReason::SocketClosed,
-            msg = rx.recv() => match msg {
-                Some(msg) => msg,
-                None => break ExitReason::SocketClosed,
-            },
-        };
-        match Box::pin(handle(&mut channel, &mut ctx, msg)).await {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Stop) => break ExitReason::Stopped,
-            Err(ExitReason::Left) => break ExitReason::Left,
-            Err(reason) => break reason,
-        }
+    let first = match guarded(Box::pin(channel.after_join(&mut ctx))).await {
+        Ok(Flow::Continue) => None,
+        Ok(Flow::Stop) => Some(ExitReason::Stopped),
+        Err(why) => Some(ExitReason::Crashed(why)),
     };
-    Box::pin(finish(channel, ctx, reason)).await;
+    let reason = match first {
+        Some(reason) => reason,
+        None => loop {
+            let msg = tokio::select! {
+                biased;
+                () = socket.closed() => break ExitReason::SocketClosed,
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break ExitReason::SocketClosed,
+                },
+            };
+            match Box::pin(handle(&mut channel, &mut ctx, msg)).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => break ExitReason::Stopped,
+                Err(reason) => break reason,
+            }
+        },
+    };
+    Box::pin(finish(channel, ctx, reason, exit)).await;
+}
+
+fn join_crashed() -> Payload {
+    Payload::from(json!({"reason": "join crashed"}))
 }
 
 /// Ends a channel: unsubscribes, leaves presence, runs terminate, tells the socket.
-async fn finish<C: Channel>(mut channel: C, mut ctx: ChannelContext, reason: ExitReason) {
+async fn finish<C: Channel>(
+    mut channel: C,
+    mut ctx: ChannelContext<C::Info>,
+    reason: ExitReason,
+    mut exit: ExitGuard,
+) {
     let metrics = ctx.shared.metrics.clone();
     ctx.msg_ref = None;
+    ctx.phase = Phase::Closing;
     match &reason {
         ExitReason::Crashed(why) => {
             Metrics::inc(&metrics.channel_crashes);
@@ -595,24 +869,29 @@ async fn finish<C: Channel>(mut channel: C, mut ctx: ChannelContext, reason: Exi
             // Phoenix runs terminate, then the socket sees the crash and sends phx_error.
             ctx.unregister();
             terminate(&mut channel, &reason, &mut ctx).await;
-            ctx.exit(ExitKind::Crash);
+            exit.send(ExitKind::Crash);
         }
         ExitReason::SocketClosed => {
             ctx.unregister();
+            exit.disarm();
             terminate(&mut channel, &reason, &mut ctx).await;
         }
         ExitReason::Left | ExitReason::Stopped => {
             // phx_close goes out before terminate runs; terminate's pushes follow it.
             ctx.unregister();
-            ctx.exit(ExitKind::Close);
+            exit.send(ExitKind::Close);
             terminate(&mut channel, &reason, &mut ctx).await;
         }
     }
 }
 
 /// Runs `terminate`, logging a panic instead of propagating it.
-async fn terminate<C: Channel>(channel: &mut C, reason: &ExitReason, ctx: &mut ChannelContext) {
-    if let Err(panic) = AssertUnwindSafe(channel.terminate(reason, ctx))
+async fn terminate<C: Channel>(
+    channel: &mut C,
+    reason: &ExitReason,
+    ctx: &mut ChannelContext<C::Info>,
+) {
+    if let Err(panic) = AssertUnwindSafe(Box::pin(channel.terminate(reason, ctx)))
         .catch_unwind()
         .await
     {
@@ -623,8 +902,8 @@ async fn terminate<C: Channel>(channel: &mut C, reason: &ExitReason, ctx: &mut C
 /// Handles one mailbox message. `Err` carries the reason the channel must end.
 async fn handle<C: Channel>(
     channel: &mut C,
-    ctx: &mut ChannelContext,
-    msg: ChannelMsg,
+    ctx: &mut ChannelContext<C::Info>,
+    msg: ChannelMsg<C::Info>,
 ) -> Result<Flow, ExitReason> {
     match msg {
         ChannelMsg::In(msg) => {
@@ -659,8 +938,20 @@ async fn handle<C: Channel>(
         ChannelMsg::Intercept(b) => guarded(channel.handle_out(&b.event, b.payload.clone(), ctx))
             .await
             .map_err(ExitReason::Crashed),
+        ChannelMsg::Presence(diff) => guarded(channel.handle_presence(&diff, ctx))
+            .await
+            .map_err(ExitReason::Crashed),
         ChannelMsg::Info(info) => guarded(channel.handle_info(*info, ctx))
             .await
             .map_err(ExitReason::Crashed),
     }
+}
+
+/// Tells a socket that one of its channels missed a message it had to see (its
+/// mailbox was full): the client's stream would have a hole, so the socket closes
+/// (1013) and the client rejoins and resyncs. Counted.
+pub(crate) fn missed(socket: &SocketHandle, metrics: &Metrics, topic: &str, what: &str) {
+    Metrics::inc(&metrics.dropped_messages);
+    tracing::warn!(%topic, what, "channel mailbox full: message dropped, closing the socket");
+    socket.close(CloseReason::MessagesDropped);
 }

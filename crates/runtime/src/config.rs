@@ -32,8 +32,17 @@ pub struct Config {
     /// Frames that may wait for a socket's writer; a client that lets it fill is
     /// disconnected as a slow client (close 1013). Default 1024.
     pub outbound_queue: usize,
-    /// Messages that may wait in a channel's mailbox. Default 1024.
+    /// Messages that may wait in a channel's mailbox. Default 1024. When it is
+    /// full, the socket stops reading its client until there is room again.
     pub channel_mailbox: usize,
+    /// How long a socket waits for one of its channels to take the client's next
+    /// message or to finish joining before it gives up and closes with 1013.
+    /// Default 30 s.
+    pub channel_stall_timeout: Duration,
+    /// Longest topic a client may join, in bytes; a longer one is refused with
+    /// `{"reason":"topic too long"}`. Default 1 KiB (Phoenix has none, but a
+    /// topic is copied into several places for as long as the channel lives).
+    pub max_topic_length: usize,
     /// Serve the long-poll transport at `<mount>/longpoll` (default on).
     pub longpoll: bool,
     /// How long a long-poll GET waits for messages (Phoenix: 10 s).
@@ -55,6 +64,8 @@ impl Default for Config {
             max_channels: 100,
             outbound_queue: 1024,
             channel_mailbox: 1024,
+            channel_stall_timeout: Duration::from_secs(30),
+            max_topic_length: 1024,
             longpoll: true,
             longpoll_window: Duration::from_secs(10),
             secret: rand::random::<[u8; 32]>().to_vec(),

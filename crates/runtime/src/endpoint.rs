@@ -6,19 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::channel::{self, Channel, ChannelSender, ChannelStart};
+use crate::channel::{self, Channel, ChannelStart, Spawned};
 use crate::config::Config;
-use crate::handler::{AcceptAll, DynHandler, SocketHandler};
+use crate::handler::{AcceptAll, Assigns, DynHandler, SocketHandler};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::presence::Presence;
 use crate::pubsub::{Adapter, PubSub};
 
-type Spawner = Box<dyn Fn(ChannelStart) -> (ChannelSender, AbortHandle) + Send + Sync>;
+type Spawner = Box<dyn Fn(ChannelStart) -> Spawned + Send + Sync>;
 
 /// A topic pattern and the channel that serves it.
 pub(crate) struct Route {
@@ -86,12 +85,40 @@ impl EndpointBuilder {
     }
 
     /// Routes topics matching `pattern` (`room:*` or an exact topic) to channels
-    /// made by `factory`, one per join. The first matching route wins.
+    /// made by `factory`, one per join; it sees the topic being joined and the
+    /// socket's assigns. The first matching route wins. A panic in the factory
+    /// fails only that join (`{"reason":"join crashed"}`).
+    ///
+    /// ```
+    /// use phx_runtime::{Assigns, Channel, ChannelContext, Endpoint, HandleIn, Payload, RuntimeError};
+    ///
+    /// struct Room { id: String, admin: bool }
+    /// impl Channel for Room {
+    ///     type Info = ();
+    ///     async fn join(&mut self, _t: &str, _p: Payload, _ctx: &mut ChannelContext)
+    ///         -> Result<Payload, Payload> {
+    ///         Ok(serde_json::json!({"room": self.id, "admin": self.admin}).into())
+    ///     }
+    ///     async fn handle_in(&mut self, _e: &str, _p: Payload, _ctx: &mut ChannelContext)
+    ///         -> Result<HandleIn, RuntimeError> {
+    ///         Ok(HandleIn::NoReply)
+    ///     }
+    /// }
+    ///
+    /// struct Admin;
+    /// let endpoint = Endpoint::builder()
+    ///     .channel("room:*", |topic: &str, assigns: &Assigns| Room {
+    ///         id: topic["room:".len()..].to_owned(),
+    ///         admin: assigns.get::<Admin>().is_some(),
+    ///     })
+    ///     .build();
+    /// ```
     pub fn channel<C, F>(mut self, pattern: &str, factory: F) -> Self
     where
         C: Channel,
-        F: Fn() -> C + Send + Sync + 'static,
+        F: Fn(&str, &Assigns) -> C + Send + Sync + 'static,
     {
+        let factory = Arc::new(factory);
         let (pattern, prefix) = match pattern.strip_suffix('*') {
             Some(p) => (p.to_owned(), true),
             None => (pattern.to_owned(), false),
@@ -99,7 +126,13 @@ impl EndpointBuilder {
         self.routes.push(Route {
             pattern,
             prefix,
-            spawn: Box::new(move |start| channel::spawn(factory(), start)),
+            spawn: Box::new(move |start| {
+                let factory = factory.clone();
+                channel::spawn(
+                    move |topic: &str, assigns: &Assigns| factory(topic, assigns),
+                    start,
+                )
+            }),
         });
         self
     }
@@ -116,7 +149,7 @@ impl EndpointBuilder {
         let pubsub = PubSub::build(self.adapter, metrics.clone());
         Endpoint {
             shared: Arc::new(Shared {
-                presence: Presence::new(pubsub.clone()),
+                presence: Presence::new(pubsub.clone(), metrics.clone()),
                 config: self.config,
                 routes: self.routes,
                 handler: self.handler,

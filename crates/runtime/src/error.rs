@@ -14,6 +14,13 @@ pub enum RuntimeError {
     /// A socket's outbound queue is full: the client is not reading.
     #[error("the socket's outbound queue is full (slow client)")]
     SlowClient,
+    /// A channel's mailbox is full: the message was not queued.
+    #[error("the channel's mailbox is full")]
+    MailboxFull,
+    /// `push` or `broadcast` inside `join`: the channel is not joined yet
+    /// (Phoenix raises); do it in `after_join`.
+    #[error("push and broadcast are only possible once the channel has joined (use after_join)")]
+    NotJoined,
     /// The socket or channel this handle points to has ended.
     #[error("the socket or channel has closed")]
     Closed,

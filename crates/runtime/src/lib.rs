@@ -15,6 +15,7 @@
 //!
 //! struct Room;
 //! impl Channel for Room {
+//!     type Info = ();
 //!     async fn join(&mut self, _topic: &str, _payload: Payload, _ctx: &mut ChannelContext)
 //!         -> Result<Payload, Payload> {
 //!         Ok(Payload::empty_object())
@@ -28,7 +29,7 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let endpoint = Endpoint::builder().channel("room:*", || Room).build();
+//!     let endpoint = Endpoint::builder().channel("room:*", |_topic, _assigns| Room).build();
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
 //!     phx_runtime::serve(listener, endpoint.routes("/socket"), phx_runtime::shutdown_signal()).await?;
 //!     endpoint.drain().await;
@@ -50,9 +51,7 @@ mod server;
 mod socket;
 mod websocket;
 
-pub use channel::{
-    Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, Info, ReplyRef,
-};
+pub use channel::{Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, ReplyRef};
 pub use config::Config;
 pub use endpoint::{Endpoint, EndpointBuilder};
 pub use error::RuntimeError;

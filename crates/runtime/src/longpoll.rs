@@ -25,7 +25,7 @@
 //! Server-to-client binary frames cannot travel over long-poll (as in Phoenix):
 //! they are dropped with a warning.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ use warp::Filter;
 use crate::endpoint::Shared;
 use crate::handler::{parse_query, TransportKind};
 use crate::metrics::Metrics;
-use crate::socket::{SocketCore, SocketMsg};
+use crate::socket::{SocketCore, SocketMsg, Step, Wait};
 use crate::websocket::{connect, connect_info, header, origin_allowed, raw_query, PeerAddr};
 
 /// Lines of an ndjson POST that are read (Phoenix's limit).
@@ -53,17 +53,16 @@ const MAX_BATCH: usize = 100;
 
 type SessionId = [u8; 16];
 
-/// What an HTTP request asks of a session.
-enum Request {
-    /// A poll: answered with the waiting frames (empty when the window passed).
-    Poll(oneshot::Sender<Vec<String>>),
-    /// Frames from the client; the sender is told when they are handled.
-    Post(Vec<Message>, oneshot::Sender<()>),
-}
+/// A poll: answered with the waiting frames (empty when the window passed).
+type Poll = oneshot::Sender<Vec<String>>;
+
+/// Frames from the client; the sender is told when they are all handed over.
+type Post = (Vec<Message>, oneshot::Sender<()>);
 
 #[derive(Clone)]
 struct SessionHandle {
-    tx: mpsc::Sender<Request>,
+    polls: mpsc::Sender<Poll>,
+    posts: mpsc::Sender<Post>,
     serializer: Serializer,
 }
 
@@ -223,7 +222,7 @@ impl LpRequest {
             return self.open().await;
         };
         let (tx, rx) = oneshot::channel();
-        if handle.tx.send(Request::Poll(tx)).await.is_err() {
+        if handle.polls.send(tx).await.is_err() {
             return self.open().await;
         }
         let token = sign(&self.shared.config.secret, &id);
@@ -252,11 +251,19 @@ impl LpRequest {
             return status(403);
         };
         let id: SessionId = rand::random();
-        let (tx, rx) = mpsc::channel(16);
-        shared.longpoll.insert(id, SessionHandle { tx, serializer });
+        let (polls, poll_rx) = mpsc::channel(4);
+        let (posts, post_rx) = mpsc::channel(4);
+        shared.longpoll.insert(
+            id,
+            SessionHandle {
+                polls,
+                posts,
+                serializer,
+            },
+        );
         let (core, mailbox) =
             SocketCore::new(shared.clone(), serializer, TransportKind::LongPoll, conn);
-        tokio::spawn(run(shared.clone(), id, core, mailbox, rx));
+        tokio::spawn(run(shared.clone(), id, core, mailbox, poll_rx, post_rx));
         tracing::debug!(vsn = serializer.vsn(), "long-poll session opened");
         answer(json!({"status": 410, "token": sign(&shared.config.secret, &id), "messages": []}))
     }
@@ -274,11 +281,17 @@ impl LpRequest {
                 return status(400);
             }
         };
+        // The POST waits while its session's channels are behind (flow control), as
+        // long as a channel may stall before the session gives up.
         let (ack, acked) = oneshot::channel();
-        if handle.tx.send(Request::Post(messages, ack)).await.is_err() {
-            return status(410);
-        }
-        match tokio::time::timeout(self.shared.config.longpoll_window, acked).await {
+        let bound = self.shared.config.channel_stall_timeout + self.shared.config.longpoll_window;
+        let handed = async {
+            if handle.posts.send((messages, ack)).await.is_err() {
+                return Err(());
+            }
+            acked.await.map_err(|_| ())
+        };
+        match tokio::time::timeout(bound, handed).await {
             Ok(Ok(())) => status(200),
             Ok(Err(_)) => status(410),
             Err(_) => status(408),
@@ -315,22 +328,26 @@ impl LpRequest {
     }
 }
 
-/// Keeps `frame` for the next poll; false when too many frames wait (slow client).
-fn buffer(shared: &Shared, waiting: &mut Vec<String>, frame: Frame) -> bool {
+/// Keeps `frame` for the next poll.
+fn buffer(waiting: &mut Vec<String>, frame: Frame) {
     match frame {
         Frame::Text(text) => waiting.push(text.as_str().to_owned()),
         Frame::Binary(_) => tracing::warn!("binary frames cannot be sent over long-poll: dropped"),
     }
-    waiting.len() <= shared.config.outbound_queue
 }
 
 /// Drives one session until it ends.
+///
+/// Client messages are handed to the socket one at a time; while it waits on a
+/// join or a full channel mailbox the rest of the POST waits too (and the next
+/// POST is not taken), and the session goes on answering polls.
 async fn run(
     shared: Arc<Shared>,
     id: SessionId,
     mut core: SocketCore,
     mut mailbox: mpsc::Receiver<SocketMsg>,
-    mut requests: mpsc::Receiver<Request>,
+    mut polls: mpsc::Receiver<Poll>,
+    mut posts: mpsc::Receiver<Post>,
 ) {
     Metrics::inc(&shared.metrics.longpoll_sessions);
     let window = shared.config.longpoll_window;
@@ -339,9 +356,33 @@ async fn run(
     check.tick().await;
     let mut drain = shared.drain.subscribe();
     let mut waiting: Vec<String> = Vec::new();
-    let mut poller: Option<oneshot::Sender<Vec<String>>> = None;
+    let mut poller: Option<Poll> = None;
     let mut last_poll = Instant::now();
+    let mut input: VecDeque<Message> = VecDeque::new();
+    let mut ack: Option<oneshot::Sender<()>> = None;
+    let mut blocked: Option<Wait> = None;
     loop {
+        while blocked.is_none() {
+            let Some(msg) = input.pop_front() else {
+                if let Some(ack) = ack.take() {
+                    let _ = ack.send(());
+                }
+                break;
+            };
+            Metrics::inc(&shared.metrics.frames_in);
+            match core.handle_in(msg) {
+                Step::Nothing => {}
+                Step::Reply(frame) => {
+                    let mut frames = Vec::new();
+                    core.drain_mailbox(&mut mailbox, &mut frames);
+                    frames.push(frame);
+                    for frame in frames {
+                        buffer(&mut waiting, frame);
+                    }
+                }
+                Step::Wait(wait) => blocked = Some(wait),
+            }
+        }
         tokio::select! {
             biased;
             reason = core.close_requested() => {
@@ -349,34 +390,35 @@ async fn run(
                 break;
             }
             _ = drain.wait_for(|d| *d) => break,
-            msg = mailbox.recv() => {
-                let Some(msg) = msg else { break };
-                if let Some(frame) = core.handle_mailbox(msg) {
-                    if !buffer(&shared, &mut waiting, frame) {
-                        Metrics::inc(&shared.metrics.slow_clients);
-                        tracing::info!("ending long-poll session: too many frames waiting (slow client)");
-                        break;
+            resumed = async { match &mut blocked { Some(w) => w.await, None => std::future::pending().await } } => {
+                blocked = None;
+                if let Some(frame) = core.resume(resumed) {
+                    let mut frames = Vec::new();
+                    core.drain_mailbox(&mut mailbox, &mut frames);
+                    frames.push(frame);
+                    for frame in frames {
+                        buffer(&mut waiting, frame);
                     }
                 }
             }
-            req = requests.recv() => match req {
-                None => break,
-                Some(Request::Poll(tx)) => {
-                    last_poll = Instant::now();
-                    if let Some(old) = poller.replace(tx) {
-                        let _ = old.send(Vec::new());
-                    }
+            msg = mailbox.recv() => {
+                let Some(msg) = msg else { break };
+                if let Some(frame) = core.handle_mailbox(msg) {
+                    buffer(&mut waiting, frame);
                 }
-                Some(Request::Post(messages, ack)) => {
-                    for msg in messages {
-                        Metrics::inc(&shared.metrics.frames_in);
-                        if let Some(frame) = core.handle_in(msg) {
-                            buffer(&shared, &mut waiting, frame);
-                        }
-                    }
-                    let _ = ack.send(());
+            }
+            poll = polls.recv() => {
+                let Some(tx) = poll else { break };
+                last_poll = Instant::now();
+                if let Some(old) = poller.replace(tx) {
+                    let _ = old.send(Vec::new());
                 }
-            },
+            }
+            post = posts.recv(), if input.is_empty() && ack.is_none() => {
+                let Some((messages, tx)) = post else { break };
+                input.extend(messages);
+                ack = Some(tx);
+            }
             _ = check.tick() => {
                 let polling = poller.as_ref().is_some_and(|p| !p.is_closed());
                 if !polling && last_poll.elapsed() > idle_limit {
@@ -384,6 +426,11 @@ async fn run(
                     break;
                 }
             }
+        }
+        if waiting.len() > shared.config.outbound_queue {
+            Metrics::inc(&shared.metrics.slow_clients);
+            tracing::info!("ending long-poll session: too many frames waiting (slow client)");
+            break;
         }
         if !waiting.is_empty() {
             if let Some(tx) = poller.take() {

@@ -70,6 +70,16 @@ metrics! {
     slow_clients,
     /// Sockets closed for sending nothing within the idle timeout.
     idle_timeouts,
+    /// Client messages that waited for room in a full channel mailbox (the socket
+    /// stopped reading its client meanwhile).
+    backpressure_waits,
+    /// Sockets closed because a channel took nothing within the stall timeout.
+    channels_stuck,
+    /// Messages a channel or a PubSub subscription had to see but could not queue;
+    /// the socket was closed so that its client resyncs.
+    dropped_messages,
+    /// Joins refused because the topic was over the length limit.
+    topics_too_long,
     /// Messages for a topic the socket has not joined.
     unmatched_topics,
     /// Long-poll sessions open now (gauge).

@@ -6,6 +6,7 @@
 //! them in the order the state changed (Phoenix serialises them through its
 //! tracker process; `phoenix/lib/phoenix/presence.ex`).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,14 +14,26 @@ use phx_presence::{ConnId, PresenceDiff, PresenceList, PresenceState, RefGen, Se
 use phx_protocol::{events, Broadcast, Payload};
 use serde_json::Value;
 
+use crate::channel::{ChannelContext, Delivery, Inbox};
 use crate::endpoint::Shared;
+use crate::metrics::Metrics;
 use crate::pubsub::PubSub;
+use crate::socket::SocketHandle;
 use crate::RuntimeError;
 
-/// The node's presence state and the generator of its `phx_ref`s.
+/// A channel that asked to see its topic's presence changes.
+struct Watcher {
+    chan_id: u64,
+    socket: SocketHandle,
+    inbox: Arc<dyn Inbox>,
+}
+
+/// The node's presence state, the generator of its `phx_ref`s, and the channels
+/// watching presence (empty unless a channel opts in).
 struct State {
     presences: PresenceState,
     refs: RefGen,
+    watchers: HashMap<String, Vec<Watcher>>,
 }
 
 impl State {
@@ -36,17 +49,20 @@ impl State {
 pub struct Presence {
     state: Mutex<State>,
     pubsub: PubSub,
+    metrics: Arc<Metrics>,
 }
 
 impl Presence {
-    pub(crate) fn new(pubsub: PubSub) -> Presence {
+    pub(crate) fn new(pubsub: PubSub, metrics: Arc<Metrics>) -> Presence {
         Presence {
             state: Mutex::new(State {
                 presences: PresenceState::new(),
                 // A random instance id makes refs differ across restarts.
                 refs: RefGen::new(rand::random()),
+                watchers: HashMap::new(),
             }),
             pubsub,
+            metrics,
         }
     }
 
@@ -65,9 +81,51 @@ impl Presence {
         self.lock().presences.stats().clone()
     }
 
-    fn broadcast(&self, topic: &str, diff: &PresenceDiff) {
+    /// Sends `diff` to the channels watching `topic`'s presence.
+    pub(crate) fn watch(
+        &self,
+        topic: &str,
+        chan_id: u64,
+        socket: SocketHandle,
+        inbox: Arc<dyn Inbox>,
+    ) {
+        self.lock()
+            .watchers
+            .entry(topic.to_owned())
+            .or_default()
+            .push(Watcher {
+                chan_id,
+                socket,
+                inbox,
+            });
+    }
+
+    pub(crate) fn unwatch(&self, topic: &str, chan_id: u64) {
+        let mut state = self.lock();
+        if let Some(list) = state.watchers.get_mut(topic) {
+            list.retain(|w| w.chan_id != chan_id);
+            if list.is_empty() {
+                state.watchers.remove(topic);
+            }
+        }
+    }
+
+    fn broadcast(
+        &self,
+        watchers: &HashMap<String, Vec<Watcher>>,
+        topic: &str,
+        diff: &PresenceDiff,
+    ) {
         if diff.is_empty() {
             return;
+        }
+        if let Some(list) = watchers.get(topic) {
+            let shared = Arc::new(diff.clone());
+            for w in list {
+                if w.inbox.presence(shared.clone()) == Delivery::Full {
+                    crate::channel::missed(&w.socket, &self.metrics, topic, "presence change");
+                }
+            }
         }
         match Payload::json(diff) {
             Ok(payload) => self.pubsub.publish(
@@ -90,7 +148,7 @@ impl Presence {
         let diff = state
             .presences
             .track(topic, key, ConnId(conn), meta, phx_ref)?;
-        self.broadcast(topic, &diff);
+        self.broadcast(&state.watchers, topic, &diff);
         Ok(())
     }
 
@@ -106,20 +164,21 @@ impl Presence {
         let diff = state
             .presences
             .update(topic, key, ConnId(conn), meta, phx_ref)?;
-        self.broadcast(topic, &diff);
+        self.broadcast(&state.watchers, topic, &diff);
         Ok(())
     }
 
     pub(crate) fn untrack(&self, topic: &str, key: &str, conn: u64) {
         let mut state = self.lock();
         let diff = state.presences.untrack(topic, key, ConnId(conn));
-        self.broadcast(topic, &diff);
+        self.broadcast(&state.watchers, topic, &diff);
     }
 
     pub(crate) fn untrack_all(&self, conn: u64) {
         let mut state = self.lock();
+        let state = &mut *state;
         for (topic, diff) in state.presences.untrack_all(ConnId(conn)) {
-            self.broadcast(&topic, &diff);
+            self.broadcast(&state.watchers, &topic, &diff);
         }
     }
 }
@@ -153,7 +212,7 @@ impl Drop for PresenceGuard {
     }
 }
 
-impl crate::ChannelContext {
+impl<I: Send + 'static> ChannelContext<I> {
     /// Tracks this connection's presence on the channel's topic under `key`; every
     /// member gets a `presence_diff` with the join. One key may have many
     /// connections (one user, several devices).

@@ -8,20 +8,34 @@
 //! feeds it decoded messages and writes the frames it returns and the frames that
 //! arrive in the socket's mailbox, in mailbox order.
 //!
-//! Everything that goes to a client passes through one bounded mailbox, so replies,
-//! pushes, broadcasts and closes keep their order; a client that stops reading
-//! fills it and is disconnected as a slow client instead of growing memory.
+//! Everything a channel sends a client passes through one bounded mailbox, so
+//! replies, pushes, broadcasts and closes keep their order; a client that stops
+//! reading fills it and is disconnected as a slow client instead of growing memory.
+//! Replies the socket makes itself (heartbeat, unmatched topic) are written after
+//! everything already in the mailbox, so they never overtake an earlier reply.
+//!
+//! A join runs synchronously, as in Phoenix: [`SocketCore::handle_in`] answers a
+//! `phx_join` with a [`Step::Wait`], and the transport reads nothing more from its
+//! client until it resolves (it keeps writing). The same wait is how flow control
+//! works: a client message for a channel whose mailbox is full waits for room, so
+//! TCP backpressure reaches the client; only a channel stuck for longer than
+//! `Config::channel_stall_timeout` ends the socket (1013).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
 use phx_protocol::{events, Frame, Message, Payload, Ref, Reply, Serializer};
 use serde_json::json;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
 
-use crate::channel::{ChannelMsg, ChannelSender, ChannelStart};
+use crate::channel::{ChannelStart, Inbox, JoinOutcome};
 use crate::endpoint::Shared;
 use crate::handler::{Assigns, Connection, TransportKind};
 use crate::metrics::Metrics;
@@ -45,8 +59,6 @@ pub(crate) enum ExitKind {
     Close,
     /// Crash: the client gets `phx_error`.
     Crash,
-    /// The join was refused or crashed; its reply said so, nothing more is sent.
-    JoinFailed,
 }
 
 pub(crate) struct ChannelExit {
@@ -63,8 +75,12 @@ pub enum CloseReason {
     Disconnected,
     /// The client let its outbound queue fill (close code 1013).
     SlowClient,
-    /// A channel's mailbox is full: the client floods it (close code 1013).
-    Flooding,
+    /// A channel did not take the client's next message (or finish its join)
+    /// within `Config::channel_stall_timeout` (close code 1013).
+    ChannelStuck,
+    /// A message the client had to see could not be queued for one of its
+    /// channels: its stream would have a hole, so it must rejoin (close code 1013).
+    MessagesDropped,
     /// The server is shutting down (close code 1012, Service Restart).
     Draining,
 }
@@ -74,7 +90,9 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             CloseReason::Disconnected => 1001,
-            CloseReason::SlowClient | CloseReason::Flooding => 1013,
+            CloseReason::SlowClient | CloseReason::ChannelStuck | CloseReason::MessagesDropped => {
+                1013
+            }
             CloseReason::Draining => 1012,
         }
     }
@@ -84,10 +102,48 @@ impl CloseReason {
         match self {
             CloseReason::Disconnected => "disconnected",
             CloseReason::SlowClient => "slow client: outbound queue full",
-            CloseReason::Flooding => "channel mailbox full",
+            CloseReason::ChannelStuck => "channel stuck",
+            CloseReason::MessagesDropped => "messages dropped: rejoin",
             CloseReason::Draining => "server restarting",
         }
     }
+}
+
+/// What the transport does after handing the socket one client message.
+pub(crate) enum Step {
+    /// Nothing to write now.
+    Nothing,
+    /// A reply from the socket itself: write it after what the mailbox holds.
+    Reply(Frame),
+    /// Read nothing more from the client until this resolves (writing goes on),
+    /// then hand the result to [`SocketCore::resume`].
+    Wait(Wait),
+}
+
+/// A pending join, or a client message waiting for room in a channel's mailbox.
+pub(crate) struct Wait(BoxFuture<'static, Resumed>);
+
+impl Future for Wait {
+    type Output = Resumed;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Resumed> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+/// How a [`Wait`] ended.
+pub(crate) enum Resumed {
+    /// A join finished (or its task died before saying how).
+    Join {
+        topic: String,
+        chan_id: u64,
+        join_ref: Option<Ref>,
+        msg_ref: Option<Ref>,
+        outcome: Option<JoinOutcome>,
+    },
+    /// The waiting message reached its channel's mailbox.
+    Delivered,
+    /// The channel took nothing within the stall timeout.
+    Stuck { topic: String },
 }
 
 /// State shared between a socket and everything that can reach it.
@@ -166,7 +222,7 @@ impl SocketHandle {
 struct Entry {
     chan_id: u64,
     join_ref: Option<Ref>,
-    tx: ChannelSender,
+    inbox: Arc<dyn Inbox>,
     task: AbortHandle,
 }
 
@@ -257,11 +313,10 @@ impl SocketCore {
         }
     }
 
-    /// Applies one message from the client. Returns a frame to write at once
-    /// (socket-level replies), if any.
-    pub(crate) fn handle_in(&mut self, msg: Message) -> Option<Frame> {
+    /// Applies one message from the client.
+    pub(crate) fn handle_in(&mut self, msg: Message) -> Step {
         if msg.is_heartbeat() {
-            return self.encode_reply(&Reply::ok(
+            return self.reply(Reply::ok(
                 None,
                 msg.msg_ref,
                 msg.topic,
@@ -274,7 +329,7 @@ impl SocketCore {
         let Some(entry) = self.channels.get(&msg.topic) else {
             if msg.event == events::LEAVE {
                 // Leaving a topic that is not joined: ok, echoing both refs.
-                return self.encode_reply(&Reply::ok(
+                return self.reply(Reply::ok(
                     msg.join_ref,
                     msg.msg_ref,
                     msg.topic,
@@ -283,7 +338,7 @@ impl SocketCore {
             }
             Metrics::inc(&self.shared.metrics.unmatched_topics);
             tracing::debug!(topic = %msg.topic, event = %msg.event, "message for a topic this socket has not joined");
-            return self.encode_reply(&Reply::error(
+            return self.reply(Reply::error(
                 None,
                 msg.msg_ref,
                 msg.topic,
@@ -295,20 +350,51 @@ impl SocketCore {
         // is strict, so the number 1 is not the string "1" (lib/phoenix/socket.ex).
         if msg.join_ref.is_some() && msg.join_ref != entry.join_ref {
             tracing::debug!(topic = %msg.topic, event = %msg.event, "dropping message with a stale join_ref");
-            return None;
+            return Step::Nothing;
         }
-        if !entry.tx.try_send(ChannelMsg::In(Box::new(msg))) {
-            self.handle.close(CloseReason::Flooding);
+        let inbox = entry.inbox.clone();
+        match inbox.try_client(Box::new(msg)) {
+            Ok(()) => Step::Nothing,
+            Err(msg) => {
+                // The channel is behind: stop reading this client until it catches up.
+                Metrics::inc(&self.shared.metrics.backpressure_waits);
+                let stall = self.shared.config.channel_stall_timeout;
+                let topic = msg.topic.clone();
+                Step::Wait(Wait(Box::pin(async move {
+                    match tokio::time::timeout(stall, inbox.client(msg)).await {
+                        Ok(_) => Resumed::Delivered,
+                        Err(_) => Resumed::Stuck { topic },
+                    }
+                })))
+            }
         }
-        None
     }
 
-    fn join(&mut self, msg: Message) -> Option<Frame> {
+    fn reply(&self, reply: Reply) -> Step {
+        match self.encode_reply(&reply) {
+            Some(frame) => Step::Reply(frame),
+            None => Step::Nothing,
+        }
+    }
+
+    fn join(&mut self, msg: Message) -> Step {
+        let limits = &self.shared.config;
+        if msg.topic.len() > limits.max_topic_length {
+            Metrics::inc(&self.shared.metrics.joins_refused);
+            Metrics::inc(&self.shared.metrics.topics_too_long);
+            tracing::warn!(
+                length = msg.topic.len(),
+                limit = limits.max_topic_length,
+                "refusing join: topic too long"
+            );
+            let reason = Payload::from(json!({"reason": "topic too long"}));
+            return self.reply(Reply::error(msg.join_ref, msg.msg_ref, msg.topic, reason));
+        }
         let Some(route) = self.shared.route(&msg.topic) else {
             Metrics::inc(&self.shared.metrics.unmatched_topics);
             Metrics::inc(&self.shared.metrics.joins_refused);
             tracing::warn!(topic = %msg.topic, "ignoring unmatched topic");
-            return self.encode_reply(&Reply::error(
+            return self.reply(Reply::error(
                 None,
                 msg.msg_ref,
                 msg.topic,
@@ -322,6 +408,7 @@ impl SocketCore {
         let close_old = self.channels.remove(&msg.topic).map(|old| {
             old.task.abort();
             self.shared.pubsub.unsubscribe(&msg.topic, old.chan_id);
+            self.shared.presence.unwatch(&msg.topic, old.chan_id);
             self.shared.presence.untrack_all(old.chan_id);
             tracing::debug!(topic = %msg.topic, "duplicate join: closing the previous channel");
             old.join_ref
@@ -330,13 +417,13 @@ impl SocketCore {
             Metrics::inc(&self.shared.metrics.joins_refused);
             tracing::error!(topic = %msg.topic, limit = self.shared.config.max_channels, "too many channels joined on one socket");
             let reason = Payload::from(json!({"reason": "too many channels joined"}));
-            return self.encode_reply(&Reply::error(msg.join_ref, msg.msg_ref, msg.topic, reason));
+            return self.reply(Reply::error(msg.join_ref, msg.msg_ref, msg.topic, reason));
         }
         let chan_id = self.shared.next_id();
         let start = ChannelStart {
             topic: msg.topic.clone(),
             join_ref: msg.join_ref.clone(),
-            msg_ref: msg.msg_ref,
+            msg_ref: msg.msg_ref.clone(),
             payload: msg.payload,
             chan_id,
             socket: self.handle.clone(),
@@ -347,17 +434,76 @@ impl SocketCore {
             shared: self.shared.clone(),
             close_old,
         };
-        let (tx, task) = (route.spawn)(start);
+        let spawned = (route.spawn)(start);
         self.channels.insert(
-            msg.topic,
+            msg.topic.clone(),
             Entry {
                 chan_id,
-                join_ref: msg.join_ref,
-                tx,
-                task,
+                join_ref: msg.join_ref.clone(),
+                inbox: spawned.inbox,
+                task: spawned.task,
             },
         );
-        None
+        let outcome: oneshot::Receiver<JoinOutcome> = spawned.outcome;
+        let stall = self.shared.config.channel_stall_timeout;
+        let (topic, join_ref, msg_ref) = (msg.topic, msg.join_ref, msg.msg_ref);
+        Step::Wait(Wait(Box::pin(async move {
+            match tokio::time::timeout(stall, outcome).await {
+                Ok(outcome) => Resumed::Join {
+                    topic,
+                    chan_id,
+                    join_ref,
+                    msg_ref,
+                    outcome: outcome.ok(),
+                },
+                Err(_) => Resumed::Stuck { topic },
+            }
+        })))
+    }
+
+    /// Applies the end of a [`Wait`]; returns a reply the socket makes itself.
+    pub(crate) fn resume(&mut self, resumed: Resumed) -> Option<Frame> {
+        match resumed {
+            Resumed::Delivered => None,
+            Resumed::Stuck { topic } => {
+                Metrics::inc(&self.shared.metrics.channels_stuck);
+                tracing::warn!(%topic, timeout = ?self.shared.config.channel_stall_timeout, "closing socket: channel stuck");
+                self.handle.close(CloseReason::ChannelStuck);
+                None
+            }
+            Resumed::Join {
+                topic,
+                chan_id,
+                join_ref,
+                msg_ref,
+                outcome,
+            } => {
+                match outcome {
+                    Some(JoinOutcome::Joined) => None,
+                    Some(JoinOutcome::Refused) => {
+                        self.remove(&topic, chan_id);
+                        None
+                    }
+                    // The channel's task died before answering: answer for it.
+                    None => {
+                        self.remove(&topic, chan_id);
+                        Metrics::inc(&self.shared.metrics.joins_refused);
+                        let reason = Payload::from(json!({"reason": "join crashed"}));
+                        self.encode_reply(&Reply::error(join_ref, msg_ref, topic, reason))
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, topic: &str, chan_id: u64) {
+        if self
+            .channels
+            .get(topic)
+            .is_some_and(|e| e.chan_id == chan_id)
+        {
+            self.channels.remove(topic);
+        }
     }
 
     /// Applies a channel's exit. Returns the `phx_close` / `phx_error` to write now.
@@ -370,7 +516,6 @@ impl SocketCore {
             _ => return None,
         }
         let msg = match exit.kind {
-            ExitKind::JoinFailed => return None,
             ExitKind::Close => Message::close(exit.join_ref, exit.topic),
             ExitKind::Crash => Message::error(exit.join_ref, exit.topic, channel_crash()),
         };
@@ -380,6 +525,18 @@ impl SocketCore {
                 tracing::warn!(%err, topic = %msg.topic, "close frame cannot be encoded");
                 None
             }
+        }
+    }
+
+    /// Moves everything waiting in the mailbox into `out`, in order. Called before
+    /// writing a reply the socket makes itself, so it cannot overtake them.
+    pub(crate) fn drain_mailbox(
+        &mut self,
+        rx: &mut mpsc::Receiver<SocketMsg>,
+        out: &mut Vec<Frame>,
+    ) {
+        while let Ok(msg) = rx.try_recv() {
+            out.extend(self.handle_mailbox(msg));
         }
     }
 

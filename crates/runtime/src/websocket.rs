@@ -41,7 +41,7 @@ use crate::endpoint::Shared;
 use crate::handler::{parse_query, ConnectInfo, ConnectRequest, TransportKind};
 use crate::metrics::Metrics;
 use crate::origin::Origin;
-use crate::socket::{SocketCore, SocketMsg};
+use crate::socket::{SocketCore, SocketMsg, Step, Wait};
 
 /// The peer address of a request, put in its extensions by [`crate::serve`].
 #[derive(Clone, Copy, Debug)]
@@ -378,6 +378,11 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 type Ending = Option<(u16, String)>;
 
 /// Drives one WebSocket connection until it ends.
+///
+/// The loop is fair: it takes mailbox frames and client frames in turn (an
+/// unbiased `select!`), so a socket under a sustained broadcast stream still reads
+/// its client. While the socket waits on a join or a full channel mailbox it reads
+/// nothing from the client (TCP backpressure) and keeps writing.
 async fn run(
     mut ws: Ws,
     mut core: SocketCore,
@@ -389,14 +394,22 @@ async fn run(
     tokio::pin!(deadline);
     let mut drain = shared.drain.subscribe();
     let mut batch: Vec<Frame> = Vec::new();
+    let mut waiting: Option<Wait> = None;
     let ending: Ending = loop {
         tokio::select! {
-            biased;
             reason = core.close_requested() => {
                 tracing::info!(code = reason.code(), reason = reason.text(), "closing socket");
                 break Some((reason.code(), reason.text().to_owned()));
             }
             _ = drain.wait_for(|d| *d) => break Some((1012, "server restarting".to_owned())),
+            resumed = async { match &mut waiting { Some(w) => w.await, None => std::future::pending().await } } => {
+                waiting = None;
+                deadline.as_mut().reset(Instant::now() + idle);
+                if let Some(frame) = core.resume(resumed) {
+                    core.drain_mailbox(&mut rx, &mut batch);
+                    batch.push(frame);
+                }
+            }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break None };
                 batch.extend(core.handle_mailbox(msg));
@@ -407,19 +420,23 @@ async fn run(
                     }
                 }
             }
-            incoming = ws.next() => {
+            incoming = ws.next(), if waiting.is_none() => {
                 deadline.as_mut().reset(Instant::now() + idle);
                 match incoming {
                     None => break None,
                     Some(Err(err)) => break read_error(&shared, err),
                     Some(Ok(msg)) => match inbound(&shared, &mut core, msg) {
-                        Inbound::Reply(frame) => batch.extend(frame),
-                        Inbound::Flush => {}
+                        Inbound::Step(Step::Nothing) | Inbound::Flush => {}
+                        Inbound::Step(Step::Reply(frame)) => {
+                            core.drain_mailbox(&mut rx, &mut batch);
+                            batch.push(frame);
+                        }
+                        Inbound::Step(Step::Wait(wait)) => waiting = Some(wait),
                         Inbound::End(ending) => break ending,
                     },
                 }
             }
-            _ = &mut deadline => {
+            _ = &mut deadline, if waiting.is_none() => {
                 Metrics::inc(&shared.metrics.idle_timeouts);
                 tracing::info!(timeout = ?idle, "closing socket: nothing received within the idle timeout");
                 break Some((1001, "idle timeout".to_owned()));
@@ -440,6 +457,7 @@ async fn run(
         };
         // Boxed, like the close below, so an idle connection's task stays small.
         let result = tokio::select! {
+            biased;
             r = Box::pin(write) => r,
             reason = core.close_requested() => {
                 tracing::info!(code = reason.code(), reason = reason.text(), "closing socket while writing");
@@ -456,17 +474,21 @@ async fn run(
             code: CloseCode::from(code),
             reason: reason.into(),
         };
-        let _ = Box::pin(tokio::time::timeout(
-            Duration::from_secs(1),
-            ws.close(Some(frame)),
-        ))
+        // The closing handshake: send our close, then read (and discard) what the
+        // client still sends until its close answers ours. Dropping the connection
+        // with unread input would reset it, and the client could lose the close code.
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), async {
+            ws.close(Some(frame)).await?;
+            while let Some(Ok(_)) = ws.next().await {}
+            Ok::<(), tungstenite::Error>(())
+        }))
         .await;
     }
     drop(core);
 }
 
 enum Inbound {
-    Reply(Option<Frame>),
+    Step(Step),
     Flush,
     End(Ending),
 }
@@ -474,6 +496,14 @@ enum Inbound {
 fn inbound(shared: &Shared, core: &mut SocketCore, msg: WsMessage) -> Inbound {
     let decoded = match msg {
         WsMessage::Text(text) => core.serializer().decode_text(text.as_str()),
+        // Phoenix's V1 serializer ignores the opcode: a binary frame on a V1 socket
+        // is JSON text like any other.
+        WsMessage::Binary(bytes) if core.serializer() == Serializer::V1Json => {
+            match std::str::from_utf8(&bytes) {
+                Ok(text) => core.serializer().decode_text(text),
+                Err(_) => core.serializer().decode_binary(bytes),
+            }
+        }
         WsMessage::Binary(bytes) => core.serializer().decode_binary(bytes),
         // tungstenite answers pings and closes itself; the write step flushes them.
         WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return Inbound::Flush,
@@ -481,7 +511,7 @@ fn inbound(shared: &Shared, core: &mut SocketCore, msg: WsMessage) -> Inbound {
     };
     Metrics::inc(&shared.metrics.frames_in);
     match decoded {
-        Ok(msg) => Inbound::Reply(core.handle_in(msg)),
+        Ok(msg) => Inbound::Step(core.handle_in(msg)),
         Err(err) => {
             Metrics::inc(&shared.metrics.malformed_frames);
             tracing::warn!(%err, "closing socket: malformed frame");

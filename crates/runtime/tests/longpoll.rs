@@ -185,7 +185,7 @@ async fn stale_join_refs_are_dropped_and_malformed_frames_end_the_session() {
 async fn an_unpolled_session_expires_and_its_presence_leaves() {
     let endpoint = phx_runtime::Endpoint::builder()
         .config(lp_config())
-        .channel("room:*", || PresenceRoom)
+        .channel("room:*", |_, _| PresenceRoom)
         .build();
     let s = support::start_endpoint(endpoint).await;
     let token = open(s.addr, "vsn=2.0.0").await;
@@ -315,25 +315,22 @@ async fn websocket_only_mode_does_not_serve_longpoll() {
     assert!(c.recv().await.contains("phx_reply"));
 }
 
-struct AfterJoin;
-
 struct PresenceRoom;
 
 impl phx_runtime::Channel for PresenceRoom {
+    type Info = ();
+
     async fn join(
         &mut self,
         _t: &str,
         _p: Payload,
-        ctx: &mut phx_runtime::ChannelContext,
+        _ctx: &mut phx_runtime::ChannelContext,
     ) -> Result<Payload, Payload> {
-        ctx.send_self(AfterJoin)
-            .map_err(|_| Payload::empty_object())?;
         Ok(Payload::empty_object())
     }
 
-    async fn handle_info(
+    async fn after_join(
         &mut self,
-        _info: phx_runtime::Info,
         ctx: &mut phx_runtime::ChannelContext,
     ) -> Result<phx_runtime::Flow, phx_runtime::RuntimeError> {
         ctx.track("lp-user", json!({}))?;
