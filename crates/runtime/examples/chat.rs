@@ -79,12 +79,7 @@ async fn main() -> std::io::Result<()> {
         .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
     println!("chat on ws://127.0.0.1:4000/socket (topics room:*)");
-    phx_runtime::serve(
-        listener,
-        endpoint.routes("/socket"),
-        phx_runtime::shutdown_signal(),
-    )
-    .await?;
+    phx_runtime::serve(listener, &endpoint, phx_runtime::shutdown_signal()).await?;
     endpoint.drain().await;
     Ok(())
 }

@@ -25,7 +25,9 @@ pub struct Config {
     /// Close a socket that sends nothing for this long (Phoenix: 60 s).
     pub idle_timeout: Duration,
     /// Largest frame or message accepted from a client; a larger one closes the
-    /// connection with 1009. Default 1 MiB (Phoenix: unlimited).
+    /// connection with 1009. Default 10 000 000 bytes, what Phoenix's WebSocket
+    /// adapter passes Bandit (`max_frame_size`), so payloads Phoenix accepts are
+    /// accepted here.
     pub max_frame_size: usize,
     /// Channels one socket may join at once (Phoenix: 100).
     pub max_channels: usize,
@@ -51,6 +53,24 @@ pub struct Config {
     pub secret: Vec<u8>,
     /// How long draining on shutdown may take before sockets are dropped.
     pub drain_timeout: Duration,
+    /// Sockets closed per drain batch (Phoenix's drainer: 10 000).
+    pub drain_batch_size: usize,
+    /// Time between drain batches (Phoenix's drainer: 2 s).
+    pub drain_batch_interval: Duration,
+    /// Deadline for a whole HTTP request head however slowly its bytes come, and
+    /// for a kept-alive connection to start its next request. Default 30 s.
+    pub http_header_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog. Default
+    /// 16 384 (Bandit's default connection count).
+    pub max_connections: usize,
+    /// Largest long-poll POST body, in bytes (413 past it). Default 10 000 000.
+    pub longpoll_max_body: usize,
+    /// Largest line of a long-poll ndjson POST, in bytes (400 past it).
+    /// Default 10 000 000, as the WebSocket frame limit.
+    pub longpoll_max_line: usize,
+    /// Long-poll sessions open at once; a new one past the cap is refused with
+    /// `{"status":403}` (the client reconnects later). Default 16 384.
+    pub max_longpoll_sessions: usize,
 }
 
 impl Default for Config {
@@ -60,7 +80,7 @@ impl Default for Config {
             auth_token: true,
             subprotocols: None,
             idle_timeout: Duration::from_secs(60),
-            max_frame_size: 1 << 20,
+            max_frame_size: 10_000_000,
             max_channels: 100,
             outbound_queue: 1024,
             channel_mailbox: 1024,
@@ -69,7 +89,14 @@ impl Default for Config {
             longpoll: true,
             longpoll_window: Duration::from_secs(10),
             secret: rand::random::<[u8; 32]>().to_vec(),
-            drain_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            drain_batch_size: 10_000,
+            drain_batch_interval: Duration::from_secs(2),
+            http_header_timeout: Duration::from_secs(30),
+            max_connections: 16_384,
+            longpoll_max_body: 10_000_000,
+            longpoll_max_line: 10_000_000,
+            max_longpoll_sessions: 16_384,
         }
     }
 }

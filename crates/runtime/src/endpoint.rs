@@ -16,6 +16,7 @@ use crate::handler::{AcceptAll, Assigns, DynHandler, SocketHandler};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::presence::Presence;
 use crate::pubsub::{Adapter, PubSub};
+use crate::server::EndpointService;
 
 type Spawner = Box<dyn Fn(ChannelStart) -> Spawned + Send + Sync>;
 
@@ -50,6 +51,10 @@ pub(crate) struct Shared {
     pub(crate) drain: watch::Sender<bool>,
     /// Live long-poll sessions.
     pub(crate) longpoll: crate::longpoll::Sessions,
+    /// Sockets that have taken their place in the drain order.
+    pub(crate) drained: std::sync::atomic::AtomicUsize,
+    mount: String,
+    metrics_path: Option<String>,
 }
 
 impl Shared {
@@ -69,6 +74,8 @@ pub struct EndpointBuilder {
     routes: Vec<Route>,
     handler: Box<dyn DynHandler>,
     adapter: Option<Arc<dyn Adapter>>,
+    mount: String,
+    metrics_path: Option<String>,
 }
 
 impl EndpointBuilder {
@@ -137,6 +144,73 @@ impl EndpointBuilder {
         self
     }
 
+    /// Also answers `GET <path>` with the endpoint's counters in the Prometheus
+    /// text format (e.g. `/metrics`). Off by default.
+    pub fn metrics_path(mut self, path: &str) -> Self {
+        self.metrics_path = Some(path.to_owned());
+        self
+    }
+
+    /// Where the transports are mounted (default `/socket`: `/socket/websocket`
+    /// and `/socket/longpoll`).
+    pub fn mount(mut self, path: &str) -> Self {
+        self.mount = path.trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Largest WebSocket frame or message a client may send (1009 past it).
+    /// Default 10 000 000 bytes, as Phoenix's Bandit adapter.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// Longest topic a client may join, in bytes (default 1 KiB).
+    pub fn max_topic_length(mut self, bytes: usize) -> Self {
+        self.config.max_topic_length = bytes;
+        self
+    }
+
+    /// How long a channel may leave its socket waiting (default 30 s).
+    pub fn channel_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.config.channel_stall_timeout = timeout;
+        self
+    }
+
+    /// Deadline for a whole HTTP request head, and for an idle kept-alive
+    /// connection's next request (default 30 s).
+    pub fn http_header_timeout(mut self, timeout: Duration) -> Self {
+        self.config.http_header_timeout = timeout;
+        self
+    }
+
+    /// Connections [`crate::serve`] keeps open at once (default 16 384).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = connections;
+        self
+    }
+
+    /// Largest long-poll POST body and largest line in it, in bytes.
+    pub fn longpoll_limits(mut self, max_body: usize, max_line: usize) -> Self {
+        self.config.longpoll_max_body = max_body;
+        self.config.longpoll_max_line = max_line;
+        self
+    }
+
+    /// Long-poll sessions open at once (default 16 384).
+    pub fn max_longpoll_sessions(mut self, sessions: usize) -> Self {
+        self.config.max_longpoll_sessions = sessions;
+        self
+    }
+
+    /// Closes sockets on drain `size` at a time, one batch every `interval`
+    /// (default 10 000 every 2 s, as Phoenix's drainer).
+    pub fn drain_batches(mut self, size: usize, interval: Duration) -> Self {
+        self.config.drain_batch_size = size;
+        self.config.drain_batch_interval = interval;
+        self
+    }
+
     /// Publishes broadcasts to other nodes through `adapter`.
     pub fn adapter(mut self, adapter: Arc<dyn Adapter>) -> Self {
         self.adapter = Some(adapter);
@@ -157,19 +231,23 @@ impl EndpointBuilder {
                 metrics,
                 drain: watch::Sender::new(false),
                 longpoll: crate::longpoll::Sessions::default(),
+                drained: std::sync::atomic::AtomicUsize::new(0),
+                mount: self.mount,
+                metrics_path: self.metrics_path,
             }),
         }
     }
 }
 
-/// A socket endpoint: serve it with [`Endpoint::routes`] and [`crate::serve`].
+/// A socket endpoint: run it with [`crate::serve`], or mount
+/// [`Endpoint::service`] in your own HTTP server.
 ///
 /// ```no_run
 /// use phx_runtime::{Endpoint, serve};
 /// # async fn run() -> std::io::Result<()> {
 /// let endpoint = Endpoint::builder().build();
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-/// serve(listener, endpoint.routes("/socket"), phx_runtime::shutdown_signal()).await?;
+/// serve(listener, &endpoint, phx_runtime::shutdown_signal()).await?;
 /// endpoint.drain().await;
 /// # Ok(()) }
 /// ```
@@ -186,6 +264,8 @@ impl Endpoint {
             routes: Vec::new(),
             handler: Box::new(AcceptAll),
             adapter: None,
+            mount: "/socket".to_owned(),
+            metrics_path: None,
         }
     }
 
@@ -209,21 +289,41 @@ impl Endpoint {
         self.shared.metrics.snapshot()
     }
 
-    /// The warp routes serving this endpoint's transports under `mount` (e.g. `/socket`):
-    /// `<mount>/websocket`, and `<mount>/longpoll` unless long-poll is turned off.
-    pub fn routes(&self, mount: &str) -> BoxedFilter<(Response,)> {
-        let mount = mount.trim_end_matches('/').to_owned();
-        let ws = crate::websocket::route(self.shared.clone(), format!("{mount}/websocket"));
+    /// The endpoint as a `tower::Service`, to mount in an application's own HTTP
+    /// server (see `examples/axum.rs`); [`crate::serve`] runs it by itself.
+    pub fn service(&self) -> EndpointService {
+        EndpointService::new(self.filter())
+    }
+
+    /// The warp filter of the endpoint's routes.
+    fn filter(&self) -> BoxedFilter<(Response,)> {
+        let mount = &self.shared.mount;
+        let mut routes = crate::websocket::route(self.shared.clone(), format!("{mount}/websocket"));
         if self.shared.config.longpoll {
             let lp = crate::longpoll::route(self.shared.clone(), format!("{mount}/longpoll"));
-            ws.or(lp).unify().boxed()
-        } else {
-            ws
+            routes = routes.or(lp).unify().boxed();
         }
+        if let Some(path) = &self.shared.metrics_path {
+            let shared = self.shared.clone();
+            let metrics = crate::transport::exact_path(path.clone())
+                .and(warp::get())
+                .map(move || {
+                    let mut resp = Response::new(shared.metrics.snapshot().to_prometheus().into());
+                    resp.headers_mut().insert(
+                        "content-type",
+                        warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    resp
+                });
+            routes = routes.or(metrics).unify().boxed();
+        }
+        routes
     }
 
     /// Closes every socket with code 1012 (Service Restart) so that clients
-    /// reconnect elsewhere, and waits until they are gone or the drain timeout passes.
+    /// reconnect elsewhere — in batches (`drain_batches`), so they do not all
+    /// reconnect at the same instant — and waits until they are gone or the drain
+    /// timeout passes.
     pub async fn drain(&self) {
         self.shared.drain.send_replace(true);
         let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;

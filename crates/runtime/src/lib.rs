@@ -31,7 +31,7 @@
 //! async fn main() -> std::io::Result<()> {
 //!     let endpoint = Endpoint::builder().channel("room:*", |_topic, _assigns| Room).build();
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-//!     phx_runtime::serve(listener, endpoint.routes("/socket"), phx_runtime::shutdown_signal()).await?;
+//!     phx_runtime::serve(listener, &endpoint, phx_runtime::shutdown_signal()).await?;
 //!     endpoint.drain().await;
 //!     Ok(())
 //! }
@@ -49,6 +49,7 @@ pub mod presence;
 pub mod pubsub;
 mod server;
 mod socket;
+mod transport;
 mod websocket;
 
 pub use channel::{Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, ReplyRef};
@@ -63,6 +64,6 @@ pub use metrics::{Metrics, MetricsSnapshot};
 pub use origin::{CheckOrigin, Origin, OriginFn};
 pub use phx_protocol::{Payload, Serializer};
 pub use pubsub::{PubSub, Subscription};
-pub use server::{serve, shutdown_signal};
+pub use server::{serve, shutdown_signal, BoxError, EndpointService, ResponseBody};
 pub use socket::CloseReason;
-pub use websocket::PeerAddr;
+pub use transport::PeerAddr;

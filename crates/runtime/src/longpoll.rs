@@ -46,7 +46,9 @@ use crate::endpoint::Shared;
 use crate::handler::{parse_query, TransportKind};
 use crate::metrics::Metrics;
 use crate::socket::{SocketCore, SocketMsg, Step, Wait};
-use crate::websocket::{connect, connect_info, header, origin_allowed, raw_query, PeerAddr};
+use crate::transport::{
+    connect, connect_info, exact_path, header, origin_allowed, raw_query, PeerAddr,
+};
 
 /// Lines of an ndjson POST that are read (Phoenix's limit).
 const MAX_BATCH: usize = 100;
@@ -88,6 +90,10 @@ impl Sessions {
             .insert(id, handle);
     }
 
+    fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     fn remove(&self, id: &SessionId) {
         self.map
             .lock()
@@ -126,13 +132,25 @@ fn verify(secret: &[u8], token: &str) -> Option<SessionId> {
     id.try_into().ok()
 }
 
+/// The request body, read only while it stays within `limit` bytes; `None` for
+/// a larger one (answered 413 before more of it is read).
+fn body_within(
+    limit: usize,
+) -> impl Filter<Extract = (Option<Bytes>,), Error = std::convert::Infallible> + Clone {
+    warp::body::content_length_limit(limit as u64)
+        .and(warp::body::bytes())
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+}
+
 pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,)> {
     let full_path = path.clone();
-    crate::websocket::exact_path(path)
+    exact_path(path)
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(raw_query())
-        .and(warp::body::bytes())
+        .and(body_within(shared.config.longpoll_max_body))
         .and(warp::ext::optional::<PeerAddr>())
         .then(
             move |method, headers, query, body, peer: Option<PeerAddr>| {
@@ -157,7 +175,7 @@ struct LpRequest {
     headers: HeaderMap,
     path: String,
     query: String,
-    body: Bytes,
+    body: Option<Bytes>,
     peer: Option<std::net::SocketAddr>,
 }
 
@@ -180,6 +198,10 @@ fn status(code: u16) -> Response {
 
 impl LpRequest {
     async fn handle(self) -> Response {
+        // Every request, not only the first, comes from an allowed origin.
+        if self.method != Method::OPTIONS && !origin_allowed(&self.shared, &self.headers) {
+            return status(403);
+        }
         match self.method {
             Method::OPTIONS => self.preflight(),
             Method::GET => self.get().await,
@@ -238,7 +260,12 @@ impl LpRequest {
     /// Creates a session: `{"status":410,"token":…}` or `{"status":403}`.
     async fn open(self) -> Response {
         let shared = self.shared.clone();
-        if !origin_allowed(&shared, &self.headers) {
+        if shared.longpoll.len() >= shared.config.max_longpoll_sessions {
+            Metrics::inc(&shared.metrics.longpoll_refused);
+            tracing::warn!(
+                limit = shared.config.max_longpoll_sessions,
+                "refusing long-poll session: too many open"
+            );
             return status(403);
         }
         let mut params = parse_query(&self.query);
@@ -269,10 +296,20 @@ impl LpRequest {
     }
 
     async fn post(self) -> Response {
+        let Some(body) = self.body.clone() else {
+            Metrics::inc(&self.shared.metrics.longpoll_refused);
+            tracing::warn!(
+                limit = self.shared.config.longpoll_max_body,
+                "long-poll POST body over the limit (or without a length)"
+            );
+            let mut resp = Response::new("".into());
+            *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return resp;
+        };
         let Some((id, handle)) = self.session() else {
             return status(410);
         };
-        let messages = match self.decode(handle.serializer) {
+        let messages = match self.decode(&body, handle.serializer) {
             Ok(messages) => messages,
             Err(why) => {
                 Metrics::inc(&self.shared.metrics.malformed_frames);
@@ -299,8 +336,8 @@ impl LpRequest {
     }
 
     /// The frames of a POST body.
-    fn decode(&self, serializer: Serializer) -> Result<Vec<Message>, String> {
-        let body = std::str::from_utf8(&self.body).map_err(|_| "body is not UTF-8".to_owned())?;
+    fn decode(&self, body: &[u8], serializer: Serializer) -> Result<Vec<Message>, String> {
+        let body = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
         if header(&self.headers, "content-type") != Some("application/x-ndjson") {
             return serializer
                 .decode_text(body)
@@ -314,6 +351,14 @@ impl LpRequest {
             .filter(|l| !l.is_empty())
             .take(MAX_BATCH)
         {
+            let limit = self.shared.config.longpoll_max_line;
+            if line.len() > limit {
+                Metrics::inc(&self.shared.metrics.longpoll_refused);
+                return Err(format!(
+                    "line of {} bytes over the limit of {limit}",
+                    line.len()
+                ));
+            }
             let msg = if line.starts_with('[') {
                 serializer.decode_text(line)
             } else {
@@ -354,7 +399,7 @@ async fn run(
     let idle_limit = window.mul_f32(1.5);
     let mut check = tokio::time::interval(idle_limit.max(Duration::from_millis(10)));
     check.tick().await;
-    let mut drain = shared.drain.subscribe();
+    let mut drained = Box::pin(crate::transport::drain_turn(shared.clone()));
     let mut waiting: Vec<String> = Vec::new();
     let mut poller: Option<Poll> = None;
     let mut last_poll = Instant::now();
@@ -389,7 +434,7 @@ async fn run(
                 tracing::info!(reason = reason.text(), "ending long-poll session");
                 break;
             }
-            _ = drain.wait_for(|d| *d) => break,
+            () = &mut drained => break,
             resumed = async { match &mut blocked { Some(w) => w.await, None => std::future::pending().await } } => {
                 blocked = None;
                 if let Some(frame) = core.resume(resumed) {

@@ -84,6 +84,16 @@ metrics! {
     unmatched_topics,
     /// Long-poll sessions open now (gauge).
     longpoll_sessions,
+    /// Long-poll requests refused by a limit (body or line size, session cap).
+    longpoll_refused,
+    /// HTTP connections open now, WebSockets included (gauge).
+    http_connections_open,
+    /// Times the connection cap was reached (new connections waited).
+    connections_limited,
+    /// HTTP connections closed because a request head did not arrive in time.
+    http_head_timeouts,
+    /// Sockets closed by a drain.
+    sockets_drained,
 }
 
 impl Metrics {

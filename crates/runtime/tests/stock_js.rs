@@ -85,13 +85,13 @@ async fn stock_phoenix_js_client_works_unchanged() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(phx_runtime::serve(
-        listener,
-        endpoint.routes("/socket"),
-        async {
+    let served = endpoint.clone();
+    let server = tokio::spawn(async move {
+        phx_runtime::serve(listener, &served, async {
             let _ = stopped.await;
-        },
-    ));
+        })
+        .await
+    });
 
     let url = format!("ws://{addr}/socket");
     let output = tokio::task::spawn_blocking(move || {

@@ -9,8 +9,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use phx_runtime::{
-    Channel, ChannelContext, Config, ConnectRequest, Connection, Endpoint, Flow, HandleIn, Payload,
-    Refusal, RuntimeError, SocketHandler,
+    Channel, ChannelContext, Config, ConnectRequest, Connection, Endpoint, EndpointBuilder, Flow,
+    HandleIn, Payload, Refusal, RuntimeError, SocketHandler,
 };
 use serde_json::{json, Map, Value};
 
@@ -30,14 +30,14 @@ impl SocketHandler for ConformanceSocket {
     }
 }
 
-/// Builds the endpoint hosting the conformance channels.
-pub fn endpoint(config: Config) -> Endpoint {
+/// Starts the endpoint hosting the conformance channels; the caller adds what it
+/// needs (a metrics path) and builds it.
+pub fn endpoint(config: Config) -> EndpointBuilder {
     Endpoint::builder()
         .config(config)
         .handler(ConformanceSocket)
         .channel("room:*", |topic, _| Room::new(true, topic == "room:admin"))
         .channel("private:*", |_, _| Room::new(false, false))
-        .build()
 }
 
 /// Milliseconds since the epoch, for `online_at`.

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use phx_runtime::{CheckOrigin, Config};
-use warp::Filter;
 
 /// Command-line options.
 #[derive(Parser, Debug)]
@@ -45,9 +44,36 @@ struct Args {
     /// Accept every origin (Phoenix's check_origin: false).
     #[arg(long)]
     no_check_origin: bool,
-    /// Largest frame accepted from a client, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Largest frame accepted from a client, in bytes (Phoenix/Bandit: 10 000 000).
+    #[arg(long, default_value_t = 10_000_000)]
     max_frame_size: usize,
+    /// Longest topic a client may join, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    max_topic_length: usize,
+    /// Seconds a channel may leave its socket waiting before the socket closes (1013).
+    #[arg(long, default_value_t = 30)]
+    channel_stall_secs: u64,
+    /// Seconds for a whole HTTP request head (and for an idle keep-alive connection).
+    #[arg(long, default_value_t = 30)]
+    http_header_timeout_secs: u64,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
+    /// Largest long-poll POST body, in bytes.
+    #[arg(long, default_value_t = 10_000_000)]
+    longpoll_max_body: usize,
+    /// Largest line of a long-poll ndjson POST, in bytes.
+    #[arg(long, default_value_t = 10_000_000)]
+    longpoll_max_line: usize,
+    /// Long-poll sessions open at once.
+    #[arg(long, default_value_t = 16_384)]
+    max_longpoll_sessions: usize,
+    /// Sockets closed per batch when draining on shutdown.
+    #[arg(long, default_value_t = 10_000)]
+    drain_batch_size: usize,
+    /// Milliseconds between drain batches.
+    #[arg(long, default_value_t = 2_000)]
+    drain_batch_interval_ms: u64,
 }
 
 impl Args {
@@ -65,6 +91,15 @@ impl Args {
             longpoll_window: Duration::from_millis(self.longpoll_window_ms),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_frame_size: self.max_frame_size,
+            max_topic_length: self.max_topic_length,
+            channel_stall_timeout: Duration::from_secs(self.channel_stall_secs),
+            http_header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            max_connections: self.max_connections,
+            longpoll_max_body: self.longpoll_max_body,
+            longpoll_max_line: self.longpoll_max_line,
+            max_longpoll_sessions: self.max_longpoll_sessions,
+            drain_batch_size: self.drain_batch_size,
+            drain_batch_interval: Duration::from_millis(self.drain_batch_interval_ms),
             ..Config::default()
         }
     }
@@ -82,21 +117,13 @@ async fn main() -> std::io::Result<()> {
     if !args.conformance {
         tracing::info!("no app chosen: hosting the conformance app (pass --conformance to say so)");
     }
-    let endpoint = conformance::endpoint(args.config());
+    let endpoint = conformance::endpoint(args.config())
+        .metrics_path("/metrics")
+        .build();
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
     let addr = listener.local_addr()?;
     println!("phx-server listening on http://{addr} (socket at ws://{addr}/socket/websocket)");
-
-    let metrics_endpoint = endpoint.clone();
-    let metrics = warp::path("metrics")
-        .and(warp::path::end())
-        .map(move || metrics_endpoint.metrics().to_prometheus());
-    let routes = endpoint
-        .routes("/socket")
-        .or(metrics)
-        .map(warp::reply::Reply::into_response)
-        .boxed();
-    phx_runtime::serve(listener, routes, phx_runtime::shutdown_signal()).await?;
+    phx_runtime::serve(listener, &endpoint, phx_runtime::shutdown_signal()).await?;
     tracing::info!("shutting down: draining sockets");
     endpoint.drain().await;
     Ok(())

@@ -191,9 +191,9 @@ pub async fn start_endpoint(endpoint: Endpoint) -> Server {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let routes = endpoint.routes("/socket");
+    let served = endpoint.clone();
     tokio::spawn(async move {
-        let _ = phx_runtime::serve(listener, routes, async {
+        let _ = phx_runtime::serve(listener, &served, async {
             let _ = stopped.await;
         })
         .await;
