@@ -30,12 +30,6 @@ pub enum RuntimeError {
     /// A channel handler failed; the channel crashes and its client gets `phx_error`.
     #[error("channel failed: {0}")]
     Channel(String),
-    /// Binding or serving the listening socket failed.
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The configuration is not usable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
 }
 
 impl RuntimeError {

@@ -346,3 +346,71 @@ impl phx_runtime::Channel for PresenceRoom {
         Ok(phx_runtime::HandleIn::NoReply)
     }
 }
+
+#[tokio::test]
+async fn pipelined_joins_in_one_post_are_answered_in_order() {
+    let s = support::start(lp_config()).await;
+    let token = open(s.addr, "vsn=2.0.0").await;
+    let mut lines: Vec<String> = (1..=40)
+        .map(|i| {
+            let topic = if i % 5 == 0 {
+                format!("nowhere:{i}")
+            } else {
+                format!("room:lp{i}")
+            };
+            json!([i.to_string(), i.to_string(), topic, "phx_join", {"quiet": true}]).to_string()
+        })
+        .collect();
+    lines.push(r#"[null,"hb","phoenix","heartbeat",{}]"#.to_owned());
+    assert_eq!(post(s.addr, &token, &lines).await, json!({"status": 200}));
+    let got = frames(s.addr, &token, 41).await;
+    let refs: Vec<Value> = got
+        .iter()
+        .filter(|f| f[3] == json!("phx_reply"))
+        .map(|f| f[1].clone())
+        .collect();
+    let mut expected: Vec<Value> = (1..=40).map(|i| json!(i.to_string())).collect();
+    expected.push(json!("hb"));
+    assert_eq!(refs, expected);
+}
+
+#[tokio::test]
+async fn long_poll_limits_body_line_sessions_and_origin() {
+    let s = support::start_endpoint(
+        phx_runtime::Endpoint::builder()
+            .config(Config {
+                check_origin: phx_runtime::CheckOrigin::Host("example.com".to_owned()),
+                ..lp_config()
+            })
+            .longpoll_limits(4_000, 300)
+            .max_longpoll_sessions(1)
+            .channel("room:*", |_, _| support::TestRoom::default())
+            .build(),
+    )
+    .await;
+    let good = [("origin", "https://example.com")];
+    let r = http(s.addr, "GET", "/socket/longpoll?vsn=2.0.0", &good, "").await;
+    assert_eq!(r.body["status"], json!(410));
+    let token = r.body["token"].as_str().expect("token").to_owned();
+    let path = format!("/socket/longpoll?vsn=2.0.0&token={token}");
+    // check_origin holds on every request, not only the one that opened the session.
+    let evil = [("origin", "https://evil.com")];
+    let r = http(s.addr, "POST", &path, &evil, &join("room:x")).await;
+    assert_eq!(r.body, json!({"status": 403}));
+    // The session cap: a second session is refused.
+    let r = http(s.addr, "GET", "/socket/longpoll?vsn=2.0.0", &good, "").await;
+    assert_eq!(r.body, json!({"status": 403}));
+    // A body over the limit is refused before it is read; a line over the limit too.
+    let big = "x".repeat(5_000);
+    let r = http(s.addr, "POST", &path, &good, &big).await;
+    assert_eq!(r.code, 413);
+    let long_line = json!(["1", "1", "room:y", "phx_join", {"pad": "y".repeat(400)}]).to_string();
+    let ndjson = [
+        ("origin", "https://example.com"),
+        ("content-type", "application/x-ndjson"),
+    ];
+    let r = http(s.addr, "POST", &path, &ndjson, &long_line).await;
+    assert_eq!(r.body, json!({"status": 400}));
+    let m = s.endpoint.metrics();
+    assert!(m.longpoll_refused >= 3, "{m:?}");
+}
