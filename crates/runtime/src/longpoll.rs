@@ -133,15 +133,35 @@ fn verify(secret: &[u8], token: &str) -> Option<SessionId> {
 }
 
 /// The request body, read only while it stays within `limit` bytes; `None` for
-/// a larger one (answered 413 before more of it is read).
+/// a larger one (answered 413): reading stops at the limit, chunked or not.
 fn body_within(
     limit: usize,
-) -> impl Filter<Extract = (Option<Bytes>,), Error = std::convert::Infallible> + Clone {
-    warp::body::content_length_limit(limit as u64)
-        .and(warp::body::bytes())
-        .map(Some)
-        .or(warp::any().map(|| None))
-        .unify()
+) -> impl Filter<Extract = (Option<Bytes>,), Error = warp::Rejection> + Clone {
+    warp::body::stream().then(move |stream| read_limited(stream, limit))
+}
+
+async fn read_limited<S, B>(stream: S, limit: usize) -> Option<Bytes>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use bytes::BufMut;
+    use futures::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.ok()?;
+        if body.len() + chunk.remaining() > limit {
+            return None;
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            let n = piece.len();
+            body.put_slice(piece);
+            chunk.advance(n);
+        }
+    }
+    Some(body.freeze())
 }
 
 pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,)> {
@@ -300,7 +320,7 @@ impl LpRequest {
             Metrics::inc(&self.shared.metrics.longpoll_refused);
             tracing::warn!(
                 limit = self.shared.config.longpoll_max_body,
-                "long-poll POST body over the limit (or without a length)"
+                "long-poll POST body over the limit"
             );
             let mut resp = Response::new("".into());
             *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
