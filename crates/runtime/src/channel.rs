@@ -231,8 +231,9 @@ pub(crate) enum Delivery {
 /// A channel's mailbox as the socket, PubSub and presence see it, whatever the
 /// channel's `Info` type.
 pub(crate) trait Inbox: Send + Sync {
-    /// Queues a client message, or hands it back when the mailbox is full.
-    fn try_client(&self, msg: Box<Message>) -> Result<(), Box<Message>>;
+    /// Queues a client message (`Ok(true)`), finds the channel gone (`Ok(false)`),
+    /// or hands the message back when the mailbox is full.
+    fn try_client(&self, msg: Box<Message>) -> Result<bool, Box<Message>>;
     /// Waits for room and queues a client message; false when the channel is gone.
     fn client(&self, msg: Box<Message>) -> BoxFuture<'static, bool>;
     /// Queues an intercepted broadcast.
@@ -250,12 +251,13 @@ fn delivery<T>(result: Result<(), mpsc::error::TrySendError<T>>) -> Delivery {
 }
 
 impl<I: Send + 'static> Inbox for mpsc::Sender<ChannelMsg<I>> {
-    fn try_client(&self, msg: Box<Message>) -> Result<(), Box<Message>> {
+    fn try_client(&self, msg: Box<Message>) -> Result<bool, Box<Message>> {
         match self.try_send(ChannelMsg::In(msg)) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(false),
             Err(mpsc::error::TrySendError::Full(ChannelMsg::In(msg))) => Err(msg),
             // Only `In` was sent.
-            Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
         }
     }
 
@@ -331,6 +333,35 @@ impl ReplyRef {
         );
         let frame = self.serializer.encode_reply(&reply)?;
         self.socket.send_frame(frame)
+    }
+}
+
+/// A channel's mailbox, receiving end. Client messages count toward their
+/// socket's inbound byte budget until the channel takes them; whatever is still
+/// queued when the channel ends (however it ends) is released too.
+struct Mailbox<I> {
+    rx: mpsc::Receiver<ChannelMsg<I>>,
+    socket: SocketHandle,
+}
+
+impl<I> Mailbox<I> {
+    async fn recv(&mut self) -> Option<ChannelMsg<I>> {
+        let msg = self.rx.recv().await;
+        if let Some(ChannelMsg::In(m)) = &msg {
+            self.socket.release_inbound(crate::socket::message_size(m));
+        }
+        msg
+    }
+}
+
+impl<I> Drop for Mailbox<I> {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(msg) = self.rx.try_recv() {
+            if let ChannelMsg::In(m) = msg {
+                self.socket.release_inbound(crate::socket::message_size(&m));
+            }
+        }
     }
 }
 
@@ -718,12 +749,16 @@ async fn run<C, F>(
     factory: F,
     start: ChannelStart,
     self_tx: mpsc::Sender<ChannelMsg<C::Info>>,
-    mut rx: mpsc::Receiver<ChannelMsg<C::Info>>,
+    rx: mpsc::Receiver<ChannelMsg<C::Info>>,
     outcome: oneshot::Sender<JoinOutcome>,
 ) where
     C: Channel,
     F: FnOnce(&str, &Assigns) -> C,
 {
+    let mut rx = Mailbox {
+        rx,
+        socket: start.socket.clone(),
+    };
     let metrics = start.shared.metrics.clone();
     Metrics::inc(&metrics.channels_open);
     let socket = start.socket.clone();

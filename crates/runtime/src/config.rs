@@ -34,6 +34,12 @@ pub struct Config {
     /// Frames that may wait for a socket's writer; a client that lets it fill is
     /// disconnected as a slow client (close 1013). Default 1024.
     pub outbound_queue: usize,
+    /// Bytes that may wait per socket in each direction: frames queued for the
+    /// client (past it the client is too slow: 1013), and client messages queued
+    /// in its channels' mailboxes (past it the socket stops reading the client
+    /// until they are taken). A single message always fits. Default 32 MiB, so
+    /// 1 024 queued 10 MB frames cannot pile up behind one slow channel.
+    pub socket_buffer_bytes: usize,
     /// Messages that may wait in a channel's mailbox. Default 1024. When it is
     /// full, the socket stops reading its client until there is room again.
     pub channel_mailbox: usize,
@@ -83,6 +89,7 @@ impl Default for Config {
             max_frame_size: 10_000_000,
             max_channels: 100,
             outbound_queue: 1024,
+            socket_buffer_bytes: 32 << 20,
             channel_mailbox: 1024,
             channel_stall_timeout: Duration::from_secs(30),
             max_topic_length: 1024,

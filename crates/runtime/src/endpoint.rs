@@ -165,6 +165,13 @@ impl EndpointBuilder {
         self
     }
 
+    /// Bytes that may wait per socket in each direction (default 32 MiB); see
+    /// [`Config::socket_buffer_bytes`].
+    pub fn socket_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.config.socket_buffer_bytes = bytes;
+        self
+    }
+
     /// Longest topic a client may join, in bytes (default 1 KiB).
     pub fn max_topic_length(mut self, bytes: usize) -> Self {
         self.config.max_topic_length = bytes;

@@ -3,12 +3,38 @@
 //!
 //! An [`Endpoint`] holds a [`SocketHandler`] (who may connect), channel routes
 //! (`room:*` → a type implementing [`Channel`]), a [`PubSub`], presence and
-//! metrics. [`Endpoint::routes`] gives the warp routes of its transports
-//! (`<mount>/websocket`, `<mount>/longpoll`) and [`serve`] runs them.
+//! metrics. [`serve`] runs it on a listener (`<mount>/websocket`,
+//! `<mount>/longpoll`); [`Endpoint::service`] mounts it as a `tower::Service` in
+//! an application's own HTTP server.
 //!
 //! Each connection is one task that owns the transport; each joined channel is
 //! one actor with a bounded mailbox. Broadcasts are encoded once per serializer
 //! and the same bytes go to every subscriber.
+//!
+//! The layers, from the network down:
+//!
+//! ```text
+//!  server       serve (accept loop, connection cap, head deadline), EndpointService
+//!    │
+//!  websocket    longpoll          the two wires: read frames, write batches, close
+//!    │             │
+//!  transport                      shared by both: connect info, origin, vsn + connect, drain turn
+//!    │
+//!  socket                         one per connection: heartbeats, joins (synchronous), flow control
+//!    │
+//!  channel                        one actor per joined topic: the Channel trait and its context
+//!    │
+//!  presence     pubsub            topics, subscribers, broadcasts; live presence
+//!    │
+//!  endpoint::Shared, config, handler, origin, metrics, error   node-wide state and policies
+//! ```
+//!
+//! The transports, `transport` and `server` use only what is below them, and
+//! `longpoll` no longer borrows from `websocket`. Not yet one-way: `socket` and
+//! `channel` know each other's message types, and `endpoint::Shared` (the node's
+//! state) names the channel spawner, so the middle layers still import each other
+//! through it; moving the socket handle and mailbox types into their own module at
+//! the bottom is the next step.
 //!
 //! ```no_run
 //! use phx_runtime::{Channel, ChannelContext, Endpoint, HandleIn, Payload, RuntimeError};

@@ -22,7 +22,7 @@
 //! `Config::channel_stall_timeout` ends the socket (1013).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::future::Future;
@@ -157,6 +157,13 @@ pub(crate) struct SocketShared {
     closed: AtomicBool,
     closed_notify: Notify,
     metrics: Arc<Metrics>,
+    /// `Config::socket_buffer_bytes`: the most bytes that may wait in each
+    /// direction (frames for the client; client messages in channel mailboxes).
+    budget: usize,
+    out_bytes: AtomicUsize,
+    in_bytes: AtomicUsize,
+    /// Wakes a socket waiting for inbound room.
+    in_room: Notify,
 }
 
 /// A sender into a socket's mailbox. Never blocks: when the mailbox is full the
@@ -169,17 +176,63 @@ pub(crate) struct SocketHandle {
 
 impl SocketHandle {
     pub(crate) fn send(&self, msg: SocketMsg) -> Result<(), crate::RuntimeError> {
+        let bytes = match &msg {
+            SocketMsg::Frame(frame) => frame.len(),
+            SocketMsg::Exit(_) => 0,
+        };
+        let queued = self.shared.out_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if queued > 0 && queued + bytes > self.shared.budget {
+            self.shared.out_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(self.slow());
+        }
         match self.tx.try_send(msg) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.shared.slow.swap(true, Ordering::Relaxed) {
-                    Metrics::inc(&self.shared.metrics.slow_clients);
-                    self.close(CloseReason::SlowClient);
-                }
-                Err(crate::RuntimeError::SlowClient)
+                self.shared.out_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                Err(self.slow())
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(crate::RuntimeError::Closed),
         }
+    }
+
+    /// The client does not read what is queued for it (frames or bytes): close it.
+    fn slow(&self) -> crate::RuntimeError {
+        if !self.shared.slow.swap(true, Ordering::Relaxed) {
+            Metrics::inc(&self.shared.metrics.slow_clients);
+            self.close(CloseReason::SlowClient);
+        }
+        crate::RuntimeError::SlowClient
+    }
+
+    /// Counts a client message of `bytes` as waiting for a channel, if the inbound
+    /// budget has room (a message alone always fits). False: wait for room.
+    fn reserve_inbound(&self, bytes: usize) -> bool {
+        let budget = self.shared.budget;
+        self.shared
+            .in_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued == 0 || queued + bytes <= budget).then_some(queued + bytes)
+            })
+            .is_ok()
+    }
+
+    /// Waits until `bytes` more fit in the inbound budget, and counts them.
+    async fn wait_inbound(&self, bytes: usize) {
+        loop {
+            let room = self.shared.in_room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.reserve_inbound(bytes) {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    /// A channel took (or dropped) a client message of `bytes`.
+    pub(crate) fn release_inbound(&self, bytes: usize) {
+        self.shared.in_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.shared.in_room.notify_waiters();
     }
 
     pub(crate) fn send_frame(&self, frame: Frame) -> Result<(), crate::RuntimeError> {
@@ -256,6 +309,10 @@ impl SocketCore {
                 closed: AtomicBool::new(false),
                 closed_notify: Notify::new(),
                 metrics: shared.metrics.clone(),
+                budget: shared.config.socket_buffer_bytes.max(1),
+                out_bytes: AtomicUsize::new(0),
+                in_bytes: AtomicUsize::new(0),
+                in_room: Notify::new(),
             }),
         };
         let id: Option<Arc<str>> = conn.id.map(Arc::from);
@@ -353,21 +410,44 @@ impl SocketCore {
             return Step::Nothing;
         }
         let inbox = entry.inbox.clone();
-        match inbox.try_client(Box::new(msg)) {
-            Ok(()) => Step::Nothing,
-            Err(msg) => {
-                // The channel is behind: stop reading this client until it catches up.
-                Metrics::inc(&self.shared.metrics.backpressure_waits);
-                let stall = self.shared.config.channel_stall_timeout;
-                let topic = msg.topic.clone();
-                Step::Wait(Wait(Box::pin(async move {
-                    match tokio::time::timeout(stall, inbox.client(msg)).await {
-                        Ok(_) => Resumed::Delivered,
-                        Err(_) => Resumed::Stuck { topic },
-                    }
-                })))
+        let bytes = message_size(&msg);
+        let msg = Box::new(msg);
+        let msg = if self.handle.reserve_inbound(bytes) {
+            match inbox.try_client(msg) {
+                Ok(true) => return Step::Nothing,
+                Ok(false) => {
+                    self.handle.release_inbound(bytes);
+                    return Step::Nothing;
+                }
+                Err(msg) => Pending::Reserved(msg),
             }
-        }
+        } else {
+            Pending::OverBudget(msg)
+        };
+        // The channel is behind (its mailbox or this socket's inbound bytes are
+        // full): read nothing more from this client until it catches up.
+        Metrics::inc(&self.shared.metrics.backpressure_waits);
+        let stall = self.shared.config.channel_stall_timeout;
+        let socket = self.handle.clone();
+        let topic = entry_topic(&msg);
+        Step::Wait(Wait(Box::pin(async move {
+            let deliver = async {
+                let msg = match msg {
+                    Pending::Reserved(msg) => msg,
+                    Pending::OverBudget(msg) => {
+                        socket.wait_inbound(bytes).await;
+                        msg
+                    }
+                };
+                if !inbox.client(msg).await {
+                    socket.release_inbound(bytes);
+                }
+            };
+            match tokio::time::timeout(stall, deliver).await {
+                Ok(()) => Resumed::Delivered,
+                Err(_) => Resumed::Stuck { topic },
+            }
+        })))
     }
 
     fn reply(&self, reply: Reply) -> Step {
@@ -543,7 +623,13 @@ impl SocketCore {
     /// Applies one mailbox message, returning the frame to write, if any.
     pub(crate) fn handle_mailbox(&mut self, msg: SocketMsg) -> Option<Frame> {
         match msg {
-            SocketMsg::Frame(frame) => Some(Arc::unwrap_or_clone(frame)),
+            SocketMsg::Frame(frame) => {
+                self.handle
+                    .shared
+                    .out_bytes
+                    .fetch_sub(frame.len(), Ordering::Relaxed);
+                Some(Arc::unwrap_or_clone(frame))
+            }
             SocketMsg::Exit(exit) => self.handle_exit(*exit),
         }
     }
@@ -559,6 +645,29 @@ impl Drop for SocketCore {
         }
         Metrics::dec(&self.shared.metrics.sockets_open);
     }
+}
+
+/// A client message waiting for its channel.
+enum Pending {
+    /// Its bytes are counted; the channel's mailbox is full.
+    Reserved(Box<Message>),
+    /// The socket's inbound bytes are over budget.
+    OverBudget(Box<Message>),
+}
+
+fn entry_topic(pending: &Pending) -> String {
+    match pending {
+        Pending::Reserved(m) | Pending::OverBudget(m) => m.topic.clone(),
+    }
+}
+
+/// The bytes a client message holds while it waits for its channel.
+pub(crate) fn message_size(msg: &Message) -> usize {
+    let payload = match &msg.payload {
+        Payload::Json(raw) => raw.get().len(),
+        Payload::Binary(bytes) => bytes.len(),
+    };
+    payload + msg.topic.len() + msg.event.len()
 }
 
 /// `{"reason":"unmatched topic"}`.

@@ -16,7 +16,8 @@
 //! Close codes this transport sends: 1001 on a socket-id `disconnect` and on the
 //! idle timeout, 1007 for a frame that is not a valid Phoenix message, 1009 for a
 //! frame over the size limit, 1012 when the server drains, 1013 for a client too
-//! slow to read its messages (or flooding a channel).
+//! slow to read its messages, a channel stuck past the stall timeout, or a message
+//! one of its channels could not queue.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

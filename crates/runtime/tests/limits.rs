@@ -217,3 +217,73 @@ async fn a_hundred_joins_with_megabyte_topics_are_refused_and_memory_stays_bound
         "RSS grew from {before} to {after} KiB"
     );
 }
+
+#[tokio::test]
+async fn client_bytes_over_the_socket_budget_wait_and_all_arrive_in_order() {
+    let s = start(Config {
+        socket_buffer_bytes: 6_000,
+        ..config()
+    })
+    .await;
+    let c = s.connect("vsn=2.0.0").await;
+    let (mut tx, mut rx) = futures::StreamExt::split(c.ws);
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    tx.send(WsMessage::text(join(
+        "1",
+        "room:budget",
+        r#"{"quiet":true}"#,
+    )))
+    .await
+    .expect("send");
+    let pad = "b".repeat(5_000);
+    let writer = tokio::spawn(async move {
+        for i in 0..200 {
+            let f = format!(r#"["1","{i}","room:budget","echo",{{"pad":"{pad}"}}]"#);
+            tx.feed(WsMessage::text(f)).await.expect("feed");
+        }
+        tx.flush().await.expect("flush");
+        tx
+    });
+    let mut next = -1i64;
+    while next < 199 {
+        let msg = tokio::time::timeout(WAIT, rx.next())
+            .await
+            .expect("replies keep coming")
+            .expect("open")
+            .expect("frame");
+        let WsMessage::Text(t) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+        let want = if next < 0 {
+            "1".to_owned()
+        } else {
+            next.to_string()
+        };
+        assert_eq!(v[1], json!(want), "replies in order");
+        next += 1;
+    }
+    let _tx = writer.await.expect("writer");
+    let m = s.endpoint.metrics();
+    assert!(m.backpressure_waits >= 1, "{m:?}");
+    assert_eq!(m.sockets_open, 1, "no disconnect");
+}
+
+#[tokio::test]
+async fn frames_over_the_socket_byte_budget_mark_a_slow_client() {
+    let s = start(Config {
+        socket_buffer_bytes: 200_000,
+        outbound_queue: 1_000_000,
+        ..config()
+    })
+    .await;
+    let mut c = s.connect("vsn=2.0.0").await;
+    joined(&mut c, "1", "room:flood", r#"{"quiet":true}"#).await;
+    c.send(r#"["1","2","room:flood","flood",{}]"#).await;
+    // Do not read: 16 KiB pushes pile up until the byte budget says stop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.endpoint.metrics().slow_clients == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.endpoint.metrics().slow_clients, 1);
+    drop(c);
+}

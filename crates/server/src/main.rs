@@ -47,6 +47,10 @@ struct Args {
     /// Largest frame accepted from a client, in bytes (Phoenix/Bandit: 10 000 000).
     #[arg(long, default_value_t = 10_000_000)]
     max_frame_size: usize,
+    /// Bytes that may wait per socket in each direction (frames for the client,
+    /// client messages for its channels).
+    #[arg(long, default_value_t = 32 << 20)]
+    socket_buffer_bytes: usize,
     /// Longest topic a client may join, in bytes.
     #[arg(long, default_value_t = 1024)]
     max_topic_length: usize,
@@ -92,6 +96,7 @@ impl Args {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_frame_size: self.max_frame_size,
             max_topic_length: self.max_topic_length,
+            socket_buffer_bytes: self.socket_buffer_bytes,
             channel_stall_timeout: Duration::from_secs(self.channel_stall_secs),
             http_header_timeout: Duration::from_secs(self.http_header_timeout_secs),
             max_connections: self.max_connections,
