@@ -24,16 +24,17 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use phx_presence::PresenceDiff;
 use phx_protocol::{events, Broadcast, Message, Payload, Ref, Reply, Serializer};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
 
-use crate::endpoint::Shared;
 use crate::handler::{Assigns, TransportKind};
+use crate::mailbox::{
+    delivery, message_size, ChannelExit, Delivery, ExitKind, Inbox, JoinOutcome, SocketHandle,
+    SocketMsg,
+};
 use crate::metrics::Metrics;
-use crate::presence::PresenceGuard;
+use crate::node::{ChannelStart, Shared, Spawned};
 use crate::pubsub::{SubId, Subscriber};
-use crate::socket::{ChannelExit, CloseReason, ExitKind, SocketHandle, SocketMsg};
 use crate::RuntimeError;
 
 /// What [`Channel::handle_in`] asks the runtime to do.
@@ -218,38 +219,6 @@ pub(crate) enum ChannelMsg<I> {
     Info(Box<I>),
 }
 
-/// Whether a message reached a channel's mailbox.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Delivery {
-    Queued,
-    /// The mailbox is full: the message was not queued.
-    Full,
-    /// The channel has ended.
-    Gone,
-}
-
-/// A channel's mailbox as the socket, PubSub and presence see it, whatever the
-/// channel's `Info` type.
-pub(crate) trait Inbox: Send + Sync {
-    /// Queues a client message (`Ok(true)`), finds the channel gone (`Ok(false)`),
-    /// or hands the message back when the mailbox is full.
-    fn try_client(&self, msg: Box<Message>) -> Result<bool, Box<Message>>;
-    /// Waits for room and queues a client message; false when the channel is gone.
-    fn client(&self, msg: Box<Message>) -> BoxFuture<'static, bool>;
-    /// Queues an intercepted broadcast.
-    fn intercept(&self, b: Arc<Broadcast>) -> Delivery;
-    /// Queues a presence change.
-    fn presence(&self, diff: Arc<PresenceDiff>) -> Delivery;
-}
-
-fn delivery<T>(result: Result<(), mpsc::error::TrySendError<T>>) -> Delivery {
-    match result {
-        Ok(()) => Delivery::Queued,
-        Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
-        Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
-    }
-}
-
 impl<I: Send + 'static> Inbox for mpsc::Sender<ChannelMsg<I>> {
     fn try_client(&self, msg: Box<Message>) -> Result<bool, Box<Message>> {
         match self.try_send(ChannelMsg::In(msg)) {
@@ -348,7 +317,7 @@ impl<I> Mailbox<I> {
     async fn recv(&mut self) -> Option<ChannelMsg<I>> {
         let msg = self.rx.recv().await;
         if let Some(ChannelMsg::In(m)) = &msg {
-            self.socket.release_inbound(crate::socket::message_size(m));
+            self.socket.release_inbound(message_size(m));
         }
         msg
     }
@@ -359,7 +328,7 @@ impl<I> Drop for Mailbox<I> {
         self.rx.close();
         while let Ok(msg) = self.rx.try_recv() {
             if let ChannelMsg::In(m) = msg {
-                self.socket.release_inbound(crate::socket::message_size(&m));
+                self.socket.release_inbound(message_size(&m));
             }
         }
     }
@@ -578,39 +547,6 @@ impl<I: Send + 'static> ChannelContext<I> {
         self.registration.unsubscribe();
         self.presence.leave_all();
     }
-}
-
-/// What a socket hands a route's spawner to start a channel.
-pub(crate) struct ChannelStart {
-    pub topic: String,
-    pub join_ref: Option<Ref>,
-    pub msg_ref: Option<Ref>,
-    pub payload: Payload,
-    pub chan_id: u64,
-    pub socket: SocketHandle,
-    pub serializer: Serializer,
-    pub transport: TransportKind,
-    pub assigns: Arc<Assigns>,
-    pub socket_id: Option<Arc<str>>,
-    pub shared: Arc<Shared>,
-    /// The join_ref of a channel this join replaced: its `phx_close` follows our reply.
-    pub close_old: Option<Option<Ref>>,
-}
-
-/// How a join ended; sent to the socket once the join reply is queued.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum JoinOutcome {
-    Joined,
-    /// Refused by the channel, or crashed: the reply said so.
-    Refused,
-}
-
-/// A started channel, as its socket holds it.
-pub(crate) struct Spawned {
-    pub inbox: Arc<dyn Inbox>,
-    pub task: AbortHandle,
-    /// Resolves once the join reply is queued; dropped unanswered if the task died.
-    pub outcome: oneshot::Receiver<JoinOutcome>,
 }
 
 /// Starts a channel actor made by `factory`.
@@ -982,11 +918,64 @@ async fn handle<C: Channel>(
     }
 }
 
-/// Tells a socket that one of its channels missed a message it had to see (its
-/// mailbox was full): the client's stream would have a hole, so the socket closes
-/// (1013) and the client rejoins and resyncs. Counted.
-pub(crate) fn missed(socket: &SocketHandle, metrics: &Metrics, topic: &str, what: &str) {
-    Metrics::inc(&metrics.dropped_messages);
-    tracing::warn!(%topic, what, "channel mailbox full: message dropped, closing the socket");
-    socket.close(CloseReason::MessagesDropped);
+/// Makes sure a channel's presences leave when the channel ends, even by panic or abort.
+pub(crate) struct PresenceGuard {
+    shared: Arc<Shared>,
+    conn: u64,
+    tracked: bool,
+}
+
+impl PresenceGuard {
+    pub(crate) fn new(shared: Arc<Shared>, conn: u64) -> PresenceGuard {
+        PresenceGuard {
+            shared,
+            conn,
+            tracked: false,
+        }
+    }
+
+    pub(crate) fn leave_all(&mut self) {
+        if std::mem::take(&mut self.tracked) {
+            self.shared.presence.untrack_all(self.conn);
+        }
+    }
+}
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        self.leave_all();
+    }
+}
+
+/// Presence from a channel.
+impl<I: Send + 'static> ChannelContext<I> {
+    /// Tracks this connection's presence on the channel's topic under `key`; every
+    /// member gets a `presence_diff` with the join. One key may have many
+    /// connections (one user, several devices).
+    pub fn track(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
+        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
+        shared.presence.track(self.topic(), key, conn, meta)?;
+        self.presence.tracked = true;
+        Ok(())
+    }
+
+    /// Replaces this connection's meta under `key` (new `phx_ref`, `phx_ref_prev` =
+    /// the old one); members get one diff with the leave and the join.
+    pub fn update(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
+        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
+        shared.presence.update(self.topic(), key, conn, meta)
+    }
+
+    /// Stops tracking this connection under `key`.
+    pub fn untrack(&mut self, key: &str) {
+        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
+        shared.presence.untrack(self.topic(), key, conn);
+    }
+
+    /// The topic's presences, ready to push as `presence_state`.
+    pub fn presence_list(&self) -> Result<Payload, RuntimeError> {
+        Ok(Payload::json(
+            &self.presence.shared.presence.list(self.topic()),
+        )?)
+    }
 }

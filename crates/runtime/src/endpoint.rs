@@ -10,63 +10,14 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::channel::{self, Channel, ChannelStart, Spawned};
+use crate::channel::{self, Channel};
 use crate::config::Config;
 use crate::handler::{AcceptAll, Assigns, DynHandler, SocketHandler};
+use crate::longpoll::Sessions;
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::node::{Route, Shared};
 use crate::presence::Presence;
 use crate::pubsub::{Adapter, PubSub};
-use crate::server::EndpointService;
-
-type Spawner = Box<dyn Fn(ChannelStart) -> Spawned + Send + Sync>;
-
-/// A topic pattern and the channel that serves it.
-pub(crate) struct Route {
-    pattern: String,
-    prefix: bool,
-    pub(crate) spawn: Spawner,
-}
-
-impl Route {
-    /// Phoenix's matching: `room:*` matches every topic starting with `room:`
-    /// (the splat must be last); anything else matches exactly.
-    fn matches(&self, topic: &str) -> bool {
-        if self.prefix {
-            topic.starts_with(&self.pattern)
-        } else {
-            topic == self.pattern
-        }
-    }
-}
-
-/// What every socket, channel and transport of an endpoint shares.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    routes: Vec<Route>,
-    pub(crate) handler: Box<dyn DynHandler>,
-    pub(crate) pubsub: PubSub,
-    pub(crate) presence: Presence,
-    pub(crate) metrics: Arc<Metrics>,
-    /// Flips to true when the endpoint drains: every socket closes with 1012.
-    pub(crate) drain: watch::Sender<bool>,
-    /// Live long-poll sessions.
-    pub(crate) longpoll: crate::longpoll::Sessions,
-    /// Sockets that have taken their place in the drain order.
-    pub(crate) drained: std::sync::atomic::AtomicUsize,
-    mount: String,
-    metrics_path: Option<String>,
-}
-
-impl Shared {
-    pub(crate) fn route(&self, topic: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(topic))
-    }
-
-    /// A channel id: also the channel's PubSub subscription id.
-    pub(crate) fn next_id(&self) -> u64 {
-        self.pubsub.next_id()
-    }
-}
 
 /// Builds an [`Endpoint`].
 pub struct EndpointBuilder {
@@ -229,6 +180,7 @@ impl EndpointBuilder {
         let metrics = Arc::new(Metrics::default());
         let pubsub = PubSub::build(self.adapter, metrics.clone());
         Endpoint {
+            sessions: Arc::new(Sessions::default()),
             shared: Arc::new(Shared {
                 presence: Presence::new(pubsub.clone(), metrics.clone()),
                 config: self.config,
@@ -237,7 +189,6 @@ impl EndpointBuilder {
                 pubsub,
                 metrics,
                 drain: watch::Sender::new(false),
-                longpoll: crate::longpoll::Sessions::default(),
                 drained: std::sync::atomic::AtomicUsize::new(0),
                 mount: self.mount,
                 metrics_path: self.metrics_path,
@@ -261,6 +212,8 @@ impl EndpointBuilder {
 #[derive(Clone)]
 pub struct Endpoint {
     pub(crate) shared: Arc<Shared>,
+    /// Live long-poll sessions.
+    sessions: Arc<Sessions>,
 }
 
 impl Endpoint {
@@ -296,18 +249,16 @@ impl Endpoint {
         self.shared.metrics.snapshot()
     }
 
-    /// The endpoint as a `tower::Service`, to mount in an application's own HTTP
-    /// server (see `examples/axum.rs`); [`crate::serve`] runs it by itself.
-    pub fn service(&self) -> EndpointService {
-        EndpointService::new(self.filter())
-    }
-
     /// The warp filter of the endpoint's routes.
-    fn filter(&self) -> BoxedFilter<(Response,)> {
+    pub(crate) fn filter(&self) -> BoxedFilter<(Response,)> {
         let mount = &self.shared.mount;
         let mut routes = crate::websocket::route(self.shared.clone(), format!("{mount}/websocket"));
         if self.shared.config.longpoll {
-            let lp = crate::longpoll::route(self.shared.clone(), format!("{mount}/longpoll"));
+            let lp = crate::longpoll::route(
+                self.shared.clone(),
+                self.sessions.clone(),
+                format!("{mount}/longpoll"),
+            );
             routes = routes.or(lp).unify().boxed();
         }
         if let Some(path) = &self.shared.metrics_path {

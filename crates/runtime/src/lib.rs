@@ -11,30 +11,20 @@
 //! one actor with a bounded mailbox. Broadcasts are encoded once per serializer
 //! and the same bytes go to every subscriber.
 //!
-//! The layers, from the network down:
+//! The layers, each module using only modules below it (no import cycle):
 //!
 //! ```text
-//!  server       serve (accept loop, connection cap, head deadline), EndpointService
-//!    │
-//!  websocket    longpoll          the two wires: read frames, write batches, close
-//!    │             │
-//!  transport                      shared by both: connect info, origin, vsn + connect, drain turn
-//!    │
-//!  socket                         one per connection: heartbeats, joins (synchronous), flow control
-//!    │
-//!  channel                        one actor per joined topic: the Channel trait and its context
-//!    │
-//!  presence     pubsub            topics, subscribers, broadcasts; live presence
-//!    │
-//!  endpoint::Shared, config, handler, origin, metrics, error   node-wide state and policies
+//!  server                 serve (accept loop, connection cap, head deadline), EndpointService
+//!  endpoint               Endpoint and its builder: routes, limits, drain; starts what is below
+//!  websocket  longpoll    the two wires: read frames, write batches, close with a reason
+//!  socket    transport    one per connection (heartbeats, synchronous joins, flow control);
+//!                         what both transports share (connect info, origin, vsn + connect)
+//!  channel                one actor per joined topic: the Channel trait and its context
+//!  node                   the node-wide state (config, routes, handler, PubSub, presence)
+//!  presence   pubsub      live presence; topics, subscribers, broadcasts
+//!  mailbox                socket and channel mailboxes as others see them, close reasons
+//!  config handler origin metrics error    policies, the application's handler, counters
 //! ```
-//!
-//! The transports, `transport` and `server` use only what is below them, and
-//! `longpoll` no longer borrows from `websocket`. Not yet one-way: `socket` and
-//! `channel` know each other's message types, and `endpoint::Shared` (the node's
-//! state) names the channel spawner, so the middle layers still import each other
-//! through it; moving the socket handle and mailbox types into their own module at
-//! the bottom is the next step.
 //!
 //! ```no_run
 //! use phx_runtime::{Channel, ChannelContext, Endpoint, HandleIn, Payload, RuntimeError};
@@ -69,7 +59,9 @@ mod endpoint;
 mod error;
 mod handler;
 mod longpoll;
+mod mailbox;
 mod metrics;
+mod node;
 mod origin;
 pub mod presence;
 pub mod pubsub;
@@ -86,10 +78,10 @@ pub use handler::{
     AcceptAll, Assigns, ConnectInfo, ConnectRequest, Connection, Params, Refusal, SocketHandler,
     TransportKind,
 };
+pub use mailbox::CloseReason;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use origin::{CheckOrigin, Origin, OriginFn};
 pub use phx_protocol::{Payload, Serializer};
 pub use pubsub::{PubSub, Subscription};
 pub use server::{serve, shutdown_signal, BoxError, EndpointService, ResponseBody};
-pub use socket::CloseReason;
 pub use transport::PeerAddr;

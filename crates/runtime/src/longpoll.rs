@@ -42,10 +42,11 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::endpoint::Shared;
 use crate::handler::{parse_query, TransportKind};
+use crate::mailbox::SocketMsg;
 use crate::metrics::Metrics;
-use crate::socket::{SocketCore, SocketMsg, Step, Wait};
+use crate::node::Shared;
+use crate::socket::{SocketCore, Step, Wait};
 use crate::transport::{
     connect, connect_info, exact_path, header, origin_allowed, raw_query, PeerAddr,
 };
@@ -164,7 +165,11 @@ where
     Some(body.freeze())
 }
 
-pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,)> {
+pub(crate) fn route(
+    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
+    path: String,
+) -> BoxedFilter<(Response,)> {
     let full_path = path.clone();
     exact_path(path)
         .and(warp::method())
@@ -176,6 +181,7 @@ pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,
             move |method, headers, query, body, peer: Option<PeerAddr>| {
                 let req = LpRequest {
                     shared: shared.clone(),
+                    sessions: sessions.clone(),
                     method,
                     headers,
                     path: full_path.clone(),
@@ -191,6 +197,7 @@ pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,
 
 struct LpRequest {
     shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
     method: Method,
     headers: HeaderMap,
     path: String,
@@ -255,7 +262,7 @@ impl LpRequest {
             .map(str::to_owned)
             .or_else(|| params.get("token").cloned())?;
         let id = verify(&self.shared.config.secret, &token)?;
-        let handle = self.shared.longpoll.get(&id)?;
+        let handle = self.sessions.get(&id)?;
         Some((id, handle))
     }
 
@@ -280,7 +287,7 @@ impl LpRequest {
     /// Creates a session: `{"status":410,"token":…}` or `{"status":403}`.
     async fn open(self) -> Response {
         let shared = self.shared.clone();
-        if shared.longpoll.len() >= shared.config.max_longpoll_sessions {
+        if self.sessions.len() >= shared.config.max_longpoll_sessions {
             Metrics::inc(&shared.metrics.longpoll_refused);
             tracing::warn!(
                 limit = shared.config.max_longpoll_sessions,
@@ -300,7 +307,7 @@ impl LpRequest {
         let id: SessionId = rand::random();
         let (polls, poll_rx) = mpsc::channel(4);
         let (posts, post_rx) = mpsc::channel(4);
-        shared.longpoll.insert(
+        self.sessions.insert(
             id,
             SessionHandle {
                 polls,
@@ -310,7 +317,15 @@ impl LpRequest {
         );
         let (core, mailbox) =
             SocketCore::new(shared.clone(), serializer, TransportKind::LongPoll, conn);
-        tokio::spawn(run(shared.clone(), id, core, mailbox, poll_rx, post_rx));
+        tokio::spawn(run(
+            shared.clone(),
+            self.sessions.clone(),
+            id,
+            core,
+            mailbox,
+            poll_rx,
+            post_rx,
+        ));
         tracing::debug!(vsn = serializer.vsn(), "long-poll session opened");
         answer(json!({"status": 410, "token": sign(&shared.config.secret, &id), "messages": []}))
     }
@@ -334,7 +349,7 @@ impl LpRequest {
             Err(why) => {
                 Metrics::inc(&self.shared.metrics.malformed_frames);
                 tracing::warn!(%why, "ending long-poll session: malformed frame");
-                self.shared.longpoll.remove(&id);
+                self.sessions.remove(&id);
                 return status(400);
             }
         };
@@ -408,6 +423,7 @@ fn buffer(waiting: &mut Vec<String>, frame: Frame) {
 /// POST is not taken), and the session goes on answering polls.
 async fn run(
     shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
     id: SessionId,
     mut core: SocketCore,
     mut mailbox: mpsc::Receiver<SocketMsg>,
@@ -513,7 +529,7 @@ async fn run(
             }
         }
     }
-    shared.longpoll.remove(&id);
+    sessions.remove(&id);
     Metrics::dec(&shared.metrics.longpoll_sessions);
     drop(core);
 }

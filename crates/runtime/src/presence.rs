@@ -14,11 +14,9 @@ use phx_presence::{ConnId, PresenceDiff, PresenceList, PresenceState, RefGen, Se
 use phx_protocol::{events, Broadcast, Payload};
 use serde_json::Value;
 
-use crate::channel::{ChannelContext, Delivery, Inbox};
-use crate::endpoint::Shared;
+use crate::mailbox::{missed, Delivery, Inbox, SocketHandle};
 use crate::metrics::Metrics;
 use crate::pubsub::PubSub;
-use crate::socket::SocketHandle;
 use crate::RuntimeError;
 
 /// A channel that asked to see its topic's presence changes.
@@ -123,7 +121,7 @@ impl Presence {
             let shared = Arc::new(diff.clone());
             for w in list {
                 if w.inbox.presence(shared.clone()) == Delivery::Full {
-                    crate::channel::missed(&w.socket, &self.metrics, topic, "presence change");
+                    missed(&w.socket, &self.metrics, topic, "presence change");
                 }
             }
         }
@@ -180,66 +178,5 @@ impl Presence {
         for (topic, diff) in state.presences.untrack_all(ConnId(conn)) {
             self.broadcast(&state.watchers, &topic, &diff);
         }
-    }
-}
-
-/// Makes sure a channel's presences leave when the channel ends, even by panic or abort.
-pub(crate) struct PresenceGuard {
-    shared: Arc<Shared>,
-    conn: u64,
-    tracked: bool,
-}
-
-impl PresenceGuard {
-    pub(crate) fn new(shared: Arc<Shared>, conn: u64) -> PresenceGuard {
-        PresenceGuard {
-            shared,
-            conn,
-            tracked: false,
-        }
-    }
-
-    pub(crate) fn leave_all(&mut self) {
-        if std::mem::take(&mut self.tracked) {
-            self.shared.presence.untrack_all(self.conn);
-        }
-    }
-}
-
-impl Drop for PresenceGuard {
-    fn drop(&mut self) {
-        self.leave_all();
-    }
-}
-
-impl<I: Send + 'static> ChannelContext<I> {
-    /// Tracks this connection's presence on the channel's topic under `key`; every
-    /// member gets a `presence_diff` with the join. One key may have many
-    /// connections (one user, several devices).
-    pub fn track(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
-        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
-        shared.presence.track(self.topic(), key, conn, meta)?;
-        self.presence.tracked = true;
-        Ok(())
-    }
-
-    /// Replaces this connection's meta under `key` (new `phx_ref`, `phx_ref_prev` =
-    /// the old one); members get one diff with the leave and the join.
-    pub fn update(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
-        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
-        shared.presence.update(self.topic(), key, conn, meta)
-    }
-
-    /// Stops tracking this connection under `key`.
-    pub fn untrack(&mut self, key: &str) {
-        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
-        shared.presence.untrack(self.topic(), key, conn);
-    }
-
-    /// The topic's presences, ready to push as `presence_state`.
-    pub fn presence_list(&self) -> Result<Payload, RuntimeError> {
-        Ok(Payload::json(
-            &self.presence.shared.presence.list(self.topic()),
-        )?)
     }
 }

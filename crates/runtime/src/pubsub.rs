@@ -19,9 +19,8 @@ use std::sync::{Arc, RwLock};
 use phx_protocol::{events, Broadcast, Frame, Payload, Serializer};
 use tokio::sync::mpsc;
 
-use crate::channel::{Delivery, Inbox};
+use crate::mailbox::{missed, Delivery, Inbox, SocketHandle};
 use crate::metrics::Metrics;
-use crate::socket::SocketHandle;
 
 /// Carries broadcasts to the other nodes of a cluster.
 ///
@@ -239,7 +238,7 @@ impl PubSub {
                 } => {
                     if intercepts.iter().any(|e| *e == b.event) {
                         if channel.intercept(b.clone()) == Delivery::Full {
-                            crate::channel::missed(
+                            missed(
                                 socket,
                                 &self.inner.metrics,
                                 &b.topic,

@@ -24,14 +24,22 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use crate::metrics::Metrics;
-use crate::transport::PeerAddr;
+use crate::transport::{ConnSlot, PeerAddr};
 use crate::Endpoint;
+
+impl Endpoint {
+    /// The endpoint as a `tower::Service`, to mount in an application's own HTTP
+    /// server (see `examples/axum.rs`); [`serve`] runs it by itself.
+    pub fn service(&self) -> EndpointService {
+        EndpointService::new(self.filter())
+    }
+}
 
 /// The error type of [`ResponseBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -131,13 +139,6 @@ impl<B: Body> Body for SyncBody<B> {
     }
 }
 
-/// A connection's slot under `Config::max_connections`; a WebSocket keeps it for
-/// as long as it lives (it is taken from the request's extensions).
-#[derive(Clone)]
-pub(crate) struct ConnSlot {
-    _permit: Arc<OwnedSemaphorePermit>,
-}
-
 /// Serves `endpoint` on `listener` until `shutdown` resolves.
 ///
 /// Every accepted connection gets `TCP_NODELAY` (frames are small and latency
@@ -172,7 +173,7 @@ pub async fn serve(
         let slot = tokio::select! {
             _ = &mut shutdown => break,
             slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => ConnSlot { _permit: Arc::new(slot) },
+                Ok(slot) => ConnSlot::new(slot),
                 Err(_) => break,
             },
         };

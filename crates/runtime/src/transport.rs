@@ -10,9 +10,9 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::endpoint::Shared;
 use crate::handler::{ConnectInfo, ConnectRequest, TransportKind};
 use crate::metrics::Metrics;
+use crate::node::Shared;
 use crate::origin::Origin;
 
 /// The peer address of a request, put in its extensions by [`crate::serve`].
@@ -161,4 +161,19 @@ pub(crate) async fn drain_turn(shared: std::sync::Arc<Shared>) {
         .saturating_mul(u32::try_from(batch).unwrap_or(u32::MAX));
     tokio::time::sleep(wait).await;
     Metrics::inc(&shared.metrics.sockets_drained);
+}
+
+/// A connection's slot under `Config::max_connections`; a WebSocket keeps it for
+/// as long as it lives (it is taken from the request's extensions).
+#[derive(Clone)]
+pub(crate) struct ConnSlot {
+    _permit: std::sync::Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl ConnSlot {
+    pub(crate) fn new(permit: tokio::sync::OwnedSemaphorePermit) -> ConnSlot {
+        ConnSlot {
+            _permit: std::sync::Arc::new(permit),
+        }
+    }
 }

@@ -38,14 +38,14 @@ use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::endpoint::Shared;
 use crate::handler::{parse_query, TransportKind};
+use crate::mailbox::SocketMsg;
 use crate::metrics::Metrics;
-use crate::server::ConnSlot;
-use crate::socket::{SocketCore, SocketMsg, Step, Wait};
+use crate::node::Shared;
+use crate::socket::{SocketCore, Step, Wait};
 use crate::transport::{
     connect, connect_info, drain_turn, exact_path, header, origin_allowed, raw_query, status,
-    PeerAddr,
+    ConnSlot, PeerAddr,
 };
 
 /// The prefix of the Phoenix 1.8 auth-token subprotocol.
