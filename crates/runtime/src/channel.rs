@@ -681,6 +681,8 @@ enum JoinFailure {
     Crashed(String),
 }
 
+/// A channel's whole life: made and joined, then (if joined) subscribed,
+/// `after_join`, its messages one at a time, and its end.
 async fn run<C, F>(
     factory: F,
     start: ChannelStart,
@@ -697,9 +699,8 @@ async fn run<C, F>(
     };
     let metrics = start.shared.metrics.clone();
     Metrics::inc(&metrics.channels_open);
-    let socket = start.socket.clone();
     let mut exit = ExitGuard {
-        socket: socket.clone(),
+        socket: start.socket.clone(),
         exit: Some(ChannelExit {
             topic: start.topic.clone(),
             chan_id: start.chan_id,
@@ -707,69 +708,34 @@ async fn run<C, F>(
             kind: ExitKind::Crash,
         }),
     };
-    let mut ctx = ChannelContext {
-        registration: Registration {
-            shared: start.shared.clone(),
-            topic: start.topic.clone(),
-            chan_id: start.chan_id,
-            sub_id: None,
-            watching: false,
-        },
-        phase: Phase::Joining,
-        topic: start.topic,
-        join_ref: start.join_ref.clone().or_else(|| start.msg_ref.clone()),
-        wire_join_ref: start.join_ref,
-        msg_ref: start.msg_ref.clone(),
-        chan_id: start.chan_id,
-        serializer: start.serializer,
-        transport: start.transport,
-        socket: start.socket,
-        presence: PresenceGuard::new(start.shared.clone(), start.chan_id),
-        shared: start.shared,
-        assigns: start.assigns,
-        socket_id: start.socket_id,
-        self_tx,
-    };
+    let msg_ref = start.msg_ref.clone();
+    let close_old = start.close_old.clone();
+    let (mut ctx, payload) = ChannelContext::joining(start, self_tx);
 
-    let (channel, joined) = make_and_join(factory, start.payload, &mut ctx).await;
+    let (channel, joined) = make_and_join(factory, payload, &mut ctx).await;
     let (mut channel, intercepts) = match (channel, joined) {
         (Some(channel), Ok((response, intercepts))) => {
             Metrics::inc(&metrics.joins_ok);
             ctx.phase = Phase::Joined;
             ctx.send_reply_as(
                 ctx.wire_join_ref.clone(),
-                start.msg_ref,
+                msg_ref,
                 "ok".to_owned(),
                 response,
             );
             (channel, intercepts)
         }
         (_, failure) => {
-            Metrics::inc(&metrics.joins_refused);
-            let response = match failure {
-                Err(JoinFailure::Refused(response)) => response,
-                Err(JoinFailure::Crashed(why)) => {
-                    Metrics::inc(&metrics.channel_crashes);
-                    tracing::error!(topic = %ctx.topic, panic = %why, "channel join crashed");
-                    join_crashed()
-                }
-                // A channel is always made when the join succeeded.
-                Ok(_) => join_crashed(),
-            };
-            ctx.send_reply_as(
-                ctx.wire_join_ref.clone(),
-                start.msg_ref,
-                "error".to_owned(),
-                response,
-            );
-            // A refused join leaves no trace: no presence, no subscription.
-            ctx.unregister();
+            let failure = failure.err().unwrap_or(JoinFailure::Crashed(
+                "no channel after a successful join".to_owned(),
+            ));
+            refuse(&mut ctx, msg_ref, failure);
             exit.disarm();
             let _ = outcome.send(JoinOutcome::Refused);
             return;
         }
     };
-    if let Some(old_join_ref) = start.close_old {
+    if let Some(old_join_ref) = close_old {
         if let Ok(frame) = ctx
             .serializer
             .encode_message(&Message::close(old_join_ref, ctx.topic.clone()))
@@ -777,46 +743,113 @@ async fn run<C, F>(
             let _ = ctx.socket.send_frame(frame);
         }
     }
-    let sub_id = ctx.chan_id;
-    ctx.shared.pubsub.insert(
-        &ctx.topic,
-        sub_id,
-        Subscriber::Channel {
-            socket: ctx.socket.clone(),
-            serializer: ctx.serializer,
-            channel: Arc::new(ctx.self_tx.clone()),
-            intercepts: intercepts.into(),
-        },
-    );
-    ctx.registration.sub_id = Some(sub_id);
+    ctx.subscribe(intercepts);
     // The socket may read its client again: what it sends this channel waits in
     // the mailbox until `after_join` is done.
     let _ = outcome.send(JoinOutcome::Joined);
 
-    let first = match guarded(Box::pin(channel.after_join(&mut ctx))).await {
-        Ok(Flow::Continue) => None,
-        Ok(Flow::Stop) => Some(ExitReason::Stopped),
-        Err(why) => Some(ExitReason::Crashed(why)),
-    };
-    let reason = match first {
-        Some(reason) => reason,
-        None => loop {
-            let msg = tokio::select! {
-                biased;
-                () = socket.closed() => break ExitReason::SocketClosed,
-                msg = rx.recv() => match msg {
-                    Some(msg) => msg,
-                    None => break ExitReason::SocketClosed,
-                },
-            };
-            match Box::pin(handle(&mut channel, &mut ctx, msg)).await {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Stop) => break ExitReason::Stopped,
-                Err(reason) => break reason,
-            }
-        },
+    let reason = match guarded(Box::pin(channel.after_join(&mut ctx))).await {
+        Ok(Flow::Continue) => serve(&mut channel, &mut ctx, &mut rx).await,
+        Ok(Flow::Stop) => ExitReason::Stopped,
+        Err(why) => ExitReason::Crashed(why),
     };
     Box::pin(finish(channel, ctx, reason, exit)).await;
+}
+
+/// Answers a failed join with an error reply; the channel leaves no trace.
+fn refuse<I: Send + 'static>(
+    ctx: &mut ChannelContext<I>,
+    msg_ref: Option<Ref>,
+    failure: JoinFailure,
+) {
+    let metrics = ctx.shared.metrics.clone();
+    Metrics::inc(&metrics.joins_refused);
+    let response = match failure {
+        JoinFailure::Refused(response) => response,
+        JoinFailure::Crashed(why) => {
+            Metrics::inc(&metrics.channel_crashes);
+            tracing::error!(topic = %ctx.topic, panic = %why, "channel join crashed");
+            join_crashed()
+        }
+    };
+    ctx.send_reply_as(
+        ctx.wire_join_ref.clone(),
+        msg_ref,
+        "error".to_owned(),
+        response,
+    );
+    ctx.unregister();
+}
+
+/// Handles the channel's messages one at a time until it must end.
+async fn serve<C: Channel>(
+    channel: &mut C,
+    ctx: &mut ChannelContext<C::Info>,
+    rx: &mut Mailbox<C::Info>,
+) -> ExitReason {
+    let socket = ctx.socket.clone();
+    loop {
+        let msg = tokio::select! {
+            biased;
+            () = socket.closed() => return ExitReason::SocketClosed,
+            msg = rx.recv() => match msg {
+                Some(msg) => msg,
+                None => return ExitReason::SocketClosed,
+            },
+        };
+        match Box::pin(handle(channel, ctx, msg)).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Stop) => return ExitReason::Stopped,
+            Err(reason) => return reason,
+        }
+    }
+}
+
+impl<I: Send + 'static> ChannelContext<I> {
+    /// The context of a channel about to join, and the join's payload.
+    fn joining(start: ChannelStart, self_tx: mpsc::Sender<ChannelMsg<I>>) -> (Self, Payload) {
+        let ctx = ChannelContext {
+            registration: Registration {
+                shared: start.shared.clone(),
+                topic: start.topic.clone(),
+                chan_id: start.chan_id,
+                sub_id: None,
+                watching: false,
+            },
+            phase: Phase::Joining,
+            topic: start.topic,
+            join_ref: start.join_ref.clone().or_else(|| start.msg_ref.clone()),
+            wire_join_ref: start.join_ref,
+            msg_ref: start.msg_ref,
+            chan_id: start.chan_id,
+            serializer: start.serializer,
+            transport: start.transport,
+            socket: start.socket,
+            presence: PresenceGuard::new(start.shared.clone(), start.chan_id),
+            shared: start.shared,
+            assigns: start.assigns,
+            socket_id: start.socket_id,
+            self_tx,
+        };
+        (ctx, start.payload)
+    }
+
+    /// Subscribes the joined channel to its topic (after its join reply is queued,
+    /// so no broadcast overtakes it).
+    fn subscribe(&mut self, intercepts: Vec<String>) {
+        let sub_id = self.chan_id;
+        self.shared.pubsub.insert(
+            &self.topic,
+            sub_id,
+            Subscriber::Channel {
+                socket: self.socket.clone(),
+                serializer: self.serializer,
+                channel: Arc::new(self.self_tx.clone()),
+                intercepts: intercepts.into(),
+            },
+        );
+        self.registration.sub_id = Some(sub_id);
+    }
 }
 
 fn join_crashed() -> Payload {
