@@ -414,3 +414,27 @@ async fn long_poll_limits_body_line_sessions_and_origin() {
     let m = s.endpoint.metrics();
     assert!(m.longpoll_refused >= 3, "{m:?}");
 }
+
+#[tokio::test]
+async fn a_post_behind_a_full_channel_mailbox_waits_and_loses_nothing() {
+    let s = support::start(Config {
+        channel_mailbox: 1,
+        ..lp_config()
+    })
+    .await;
+    let token = open(s.addr, "vsn=2.0.0").await;
+    let mut lines = vec![join("room:lpflow")];
+    lines.extend(
+        (0..60).map(|i| json!(["1", i.to_string(), "room:lpflow", "echo", {"i": i}]).to_string()),
+    );
+    assert_eq!(post(s.addr, &token, &lines).await, json!({"status": 200}));
+    let got = frames(s.addr, &token, 61).await;
+    let refs: Vec<Value> = got
+        .iter()
+        .filter(|f| f[3] == json!("phx_reply"))
+        .map(|f| f[1].clone())
+        .collect();
+    let mut expected = vec![json!("1")];
+    expected.extend((0..60).map(|i| json!(i.to_string())));
+    assert_eq!(refs, expected, "every line handled, in order");
+}
