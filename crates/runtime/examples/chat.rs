@@ -12,7 +12,7 @@
 //!
 //! Run it with `cargo run -p phx-runtime --example chat`.
 
-use phx_runtime::{Channel, ChannelContext, Endpoint, Flow, HandleIn, Info, Payload, RuntimeError};
+use phx_runtime::{Channel, ChannelContext, Endpoint, Flow, HandleIn, Payload, RuntimeError};
 use serde_json::{json, Value};
 
 /// One member of a room.
@@ -21,10 +21,9 @@ struct ChatRoom {
     nick: String,
 }
 
-/// Sent to ourselves from `join`, handled once the join reply is out.
-struct AfterJoin;
-
 impl Channel for ChatRoom {
+    type Info = ();
+
     async fn join(
         &mut self,
         _topic: &str,
@@ -36,22 +35,16 @@ impl Channel for ChatRoom {
             Some(nick) if !nick.trim().is_empty() => self.nick = nick.trim().to_owned(),
             _ => return Err(json!({"reason": "a nick is required"}).into()),
         }
-        ctx.send_self(AfterJoin)
-            .map_err(|_| Payload::empty_object())?;
+        let _ = ctx;
         Ok(json!({"nick": self.nick}).into())
     }
 
-    async fn handle_info(
-        &mut self,
-        info: Info,
-        ctx: &mut ChannelContext,
-    ) -> Result<Flow, RuntimeError> {
-        if info.downcast::<AfterJoin>().is_ok() {
-            // Everyone sees us arrive; we get the full list of who is here.
-            ctx.track(&self.nick, json!({"online_at": now_ms()}))?;
-            let who = ctx.presence_list()?;
-            ctx.push("presence_state", who)?;
-        }
+    /// Runs once the join reply is out: everyone sees us arrive; we get the full
+    /// list of who is here before anything else.
+    async fn after_join(&mut self, ctx: &mut ChannelContext) -> Result<Flow, RuntimeError> {
+        ctx.track(&self.nick, json!({"online_at": now_ms()}))?;
+        let who = ctx.presence_list()?;
+        ctx.push("presence_state", who)?;
         Ok(Flow::Continue)
     }
 
@@ -82,16 +75,11 @@ fn now_ms() -> u64 {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let endpoint = Endpoint::builder()
-        .channel("room:*", ChatRoom::default)
+        .channel("room:*", |_, _| ChatRoom::default())
         .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
     println!("chat on ws://127.0.0.1:4000/socket (topics room:*)");
-    phx_runtime::serve(
-        listener,
-        endpoint.routes("/socket"),
-        phx_runtime::shutdown_signal(),
-    )
-    .await?;
+    phx_runtime::serve(listener, &endpoint, phx_runtime::shutdown_signal()).await?;
     endpoint.drain().await;
     Ok(())
 }

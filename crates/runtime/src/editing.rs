@@ -29,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use phx_protocol::Payload;
 use serde_json::{json, Map, Value};
 
-use crate::{Channel, ChannelContext, EndpointBuilder, Flow, HandleIn, Info, RuntimeError};
+use crate::{Channel, ChannelContext, EndpointBuilder, Flow, HandleIn, RuntimeError};
 
 /// Validation errors: field name → messages, sent as `{"errors": {...}}`.
 pub type FieldErrors = BTreeMap<String, Vec<String>>;
@@ -370,11 +370,12 @@ impl<R: Records> Editing<R> {
     pub fn mount(&self, builder: EndpointBuilder) -> EndpointBuilder {
         let (edit, events) = (self.clone(), self.clone());
         builder
-            .channel(&format!("edit:{}:*", self.kind), move || EditorChannel {
+            .channel(&format!("edit:{}:*", self.kind), move |_, _| EditorChannel {
                 editing: edit.clone(),
                 seat: None,
+                joined_version: 0,
             })
-            .channel(&self.events_topic(), move || EventsChannel {
+            .channel(&self.events_topic(), move |_, _| EventsChannel {
                 editing: events.clone(),
             })
     }
@@ -549,7 +550,11 @@ fn record_id_of(record: &Record) -> Value {
     record.get("id").cloned().unwrap_or(Value::Null)
 }
 
-fn reply(result: Result<Value, Denied>, ctx: &ChannelContext, event: &str) -> HandleIn {
+fn reply<I: Send + 'static>(
+    result: Result<Value, Denied>,
+    ctx: &ChannelContext<I>,
+    event: &str,
+) -> HandleIn {
     match result {
         Ok(response) => HandleIn::ok(response),
         Err(denied) => {
@@ -566,23 +571,22 @@ fn reply(result: Result<Value, Denied>, ctx: &ChannelContext, event: &str) -> Ha
     }
 }
 
-/// Sent to itself by an editor channel once its join reply is out.
-struct AfterJoin {
-    version: u64,
-}
-
 /// The channel of one editor on `edit:<kind>:<id>`.
 pub struct EditorChannel<R> {
     editing: Editing<R>,
     seat: Option<Seat>,
+    /// The form's version when the join read it.
+    joined_version: u64,
 }
 
 impl<R: Records> Channel for EditorChannel<R> {
+    type Info = Notice;
+
     async fn join(
         &mut self,
         topic: &str,
         payload: Payload,
-        ctx: &mut ChannelContext,
+        ctx: &mut ChannelContext<Notice>,
     ) -> Result<Payload, Payload> {
         let not_found = || Denied::NotFound.to_payload();
         let id = self.editing.record_id(topic).ok_or_else(not_found)?;
@@ -600,11 +604,7 @@ impl<R: Records> Channel for EditorChannel<R> {
             .open(id, editor, notify)
             .await
             .map_err(|denied| denied.to_payload())?;
-        if let Err(err) = ctx.send_self(AfterJoin {
-            version: opened.version,
-        }) {
-            tracing::warn!(%topic, %err, "editor cannot schedule its presence");
-        }
+        self.joined_version = opened.version;
         self.seat = Some(opened.seat);
         Ok(Payload::from(json!({
             "role": opened.role.as_str(),
@@ -615,46 +615,43 @@ impl<R: Records> Channel for EditorChannel<R> {
         })))
     }
 
-    async fn handle_info(
-        &mut self,
-        info: Info,
-        ctx: &mut ChannelContext,
-    ) -> Result<Flow, RuntimeError> {
+    async fn after_join(&mut self, ctx: &mut ChannelContext<Notice>) -> Result<Flow, RuntimeError> {
         let Some(seat) = &self.seat else {
             return Ok(Flow::Stop);
         };
-        let info = match info.downcast::<AfterJoin>() {
-            Ok(after) => {
-                let meta = self
-                    .editing
-                    .editors(seat.id())
-                    .into_iter()
-                    .find(|m| m["seq"] == seat.seq())
-                    .unwrap_or(Value::Null);
-                ctx.track(seat.key(), meta)?;
-                let state = ctx.presence_list()?;
-                ctx.push("presence_state", state)?;
-                // A change made between the join and the subscription was missed.
-                let (form, version) = self.editing.form(seat.id());
-                if version != after.version {
-                    let by = self
-                        .editing
-                        .editors(seat.id())
-                        .first()
-                        .map(|m| m["key"].clone());
-                    ctx.push("form_change", json!({"params": form, "by": by}))?;
-                }
-                return Ok(Flow::Continue);
-            }
-            Err(info) => info,
-        };
-        match info.downcast::<Notice>().map(|n| *n) {
-            Ok(Notice::Promoted { owner }) => {
+        let meta = self
+            .editing
+            .editors(seat.id())
+            .into_iter()
+            .find(|m| m["seq"] == seat.seq())
+            .unwrap_or(Value::Null);
+        ctx.track(seat.key(), meta)?;
+        let state = ctx.presence_list()?;
+        ctx.push("presence_state", state)?;
+        // A change made between the join and the subscription was missed.
+        let (form, version) = self.editing.form(seat.id());
+        if version != self.joined_version {
+            let by = self
+                .editing
+                .editors(seat.id())
+                .first()
+                .map(|m| m["key"].clone());
+            ctx.push("form_change", json!({"params": form, "by": by}))?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn handle_info(
+        &mut self,
+        notice: Notice,
+        ctx: &mut ChannelContext<Notice>,
+    ) -> Result<Flow, RuntimeError> {
+        match notice {
+            Notice::Promoted { owner } => {
                 ctx.push("role", json!({"role": "owner", "owner": owner}))?;
                 Ok(Flow::Continue)
             }
-            Ok(Notice::Closed) => Ok(Flow::Stop),
-            Err(_) => Ok(Flow::Continue),
+            Notice::Closed => Ok(Flow::Stop),
         }
     }
 
@@ -662,7 +659,7 @@ impl<R: Records> Channel for EditorChannel<R> {
         &mut self,
         event: &str,
         payload: Payload,
-        ctx: &mut ChannelContext,
+        ctx: &mut ChannelContext<Notice>,
     ) -> Result<HandleIn, RuntimeError> {
         let Some(seat) = &self.seat else {
             return Ok(HandleIn::Stop(None));
@@ -724,6 +721,8 @@ pub struct EventsChannel<R> {
 }
 
 impl<R: Records> Channel for EventsChannel<R> {
+    type Info = ();
+
     async fn join(
         &mut self,
         _topic: &str,

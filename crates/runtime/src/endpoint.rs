@@ -6,63 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::channel::{self, Channel, ChannelSender, ChannelStart};
+use crate::channel::{self, Channel};
 use crate::config::Config;
-use crate::handler::{AcceptAll, DynHandler, SocketHandler};
+use crate::handler::{AcceptAll, Assigns, DynHandler, SocketHandler};
+use crate::longpoll::Sessions;
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::node::{Route, Shared};
 use crate::presence::Presence;
 use crate::pubsub::{Adapter, PubSub};
-
-type Spawner = Box<dyn Fn(ChannelStart) -> (ChannelSender, AbortHandle) + Send + Sync>;
-
-/// A topic pattern and the channel that serves it.
-pub(crate) struct Route {
-    pattern: String,
-    prefix: bool,
-    pub(crate) spawn: Spawner,
-}
-
-impl Route {
-    /// Phoenix's matching: `room:*` matches every topic starting with `room:`
-    /// (the splat must be last); anything else matches exactly.
-    fn matches(&self, topic: &str) -> bool {
-        if self.prefix {
-            topic.starts_with(&self.pattern)
-        } else {
-            topic == self.pattern
-        }
-    }
-}
-
-/// What every socket, channel and transport of an endpoint shares.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    routes: Vec<Route>,
-    pub(crate) handler: Box<dyn DynHandler>,
-    pub(crate) pubsub: PubSub,
-    pub(crate) presence: Presence,
-    pub(crate) metrics: Arc<Metrics>,
-    /// Flips to true when the endpoint drains: every socket closes with 1012.
-    pub(crate) drain: watch::Sender<bool>,
-    /// Live long-poll sessions.
-    pub(crate) longpoll: crate::longpoll::Sessions,
-}
-
-impl Shared {
-    pub(crate) fn route(&self, topic: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(topic))
-    }
-
-    /// A channel id: also the channel's PubSub subscription id.
-    pub(crate) fn next_id(&self) -> u64 {
-        self.pubsub.next_id()
-    }
-}
 
 /// Builds an [`Endpoint`].
 pub struct EndpointBuilder {
@@ -70,6 +25,8 @@ pub struct EndpointBuilder {
     routes: Vec<Route>,
     handler: Box<dyn DynHandler>,
     adapter: Option<Arc<dyn Adapter>>,
+    mount: String,
+    metrics_path: Option<String>,
 }
 
 impl EndpointBuilder {
@@ -86,12 +43,40 @@ impl EndpointBuilder {
     }
 
     /// Routes topics matching `pattern` (`room:*` or an exact topic) to channels
-    /// made by `factory`, one per join. The first matching route wins.
+    /// made by `factory`, one per join; it sees the topic being joined and the
+    /// socket's assigns. The first matching route wins. A panic in the factory
+    /// fails only that join (`{"reason":"join crashed"}`).
+    ///
+    /// ```
+    /// use phx_runtime::{Assigns, Channel, ChannelContext, Endpoint, HandleIn, Payload, RuntimeError};
+    ///
+    /// struct Room { id: String, admin: bool }
+    /// impl Channel for Room {
+    ///     type Info = ();
+    ///     async fn join(&mut self, _t: &str, _p: Payload, _ctx: &mut ChannelContext)
+    ///         -> Result<Payload, Payload> {
+    ///         Ok(serde_json::json!({"room": self.id, "admin": self.admin}).into())
+    ///     }
+    ///     async fn handle_in(&mut self, _e: &str, _p: Payload, _ctx: &mut ChannelContext)
+    ///         -> Result<HandleIn, RuntimeError> {
+    ///         Ok(HandleIn::NoReply)
+    ///     }
+    /// }
+    ///
+    /// struct Admin;
+    /// let endpoint = Endpoint::builder()
+    ///     .channel("room:*", |topic: &str, assigns: &Assigns| Room {
+    ///         id: topic["room:".len()..].to_owned(),
+    ///         admin: assigns.get::<Admin>().is_some(),
+    ///     })
+    ///     .build();
+    /// ```
     pub fn channel<C, F>(mut self, pattern: &str, factory: F) -> Self
     where
         C: Channel,
-        F: Fn() -> C + Send + Sync + 'static,
+        F: Fn(&str, &Assigns) -> C + Send + Sync + 'static,
     {
+        let factory = Arc::new(factory);
         let (pattern, prefix) = match pattern.strip_suffix('*') {
             Some(p) => (p.to_owned(), true),
             None => (pattern.to_owned(), false),
@@ -99,8 +84,88 @@ impl EndpointBuilder {
         self.routes.push(Route {
             pattern,
             prefix,
-            spawn: Box::new(move |start| channel::spawn(factory(), start)),
+            spawn: Box::new(move |start| {
+                let factory = factory.clone();
+                channel::spawn(
+                    move |topic: &str, assigns: &Assigns| factory(topic, assigns),
+                    start,
+                )
+            }),
         });
+        self
+    }
+
+    /// Also answers `GET <path>` with the endpoint's counters in the Prometheus
+    /// text format (e.g. `/metrics`). Off by default.
+    pub fn metrics_path(mut self, path: &str) -> Self {
+        self.metrics_path = Some(path.to_owned());
+        self
+    }
+
+    /// Where the transports are mounted (default `/socket`: `/socket/websocket`
+    /// and `/socket/longpoll`).
+    pub fn mount(mut self, path: &str) -> Self {
+        self.mount = path.trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// Largest WebSocket frame or message a client may send (1009 past it).
+    /// Default 10 000 000 bytes, as Phoenix's Bandit adapter.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// Bytes that may wait per socket in each direction (default 32 MiB); see
+    /// [`Config::socket_buffer_bytes`].
+    pub fn socket_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.config.socket_buffer_bytes = bytes;
+        self
+    }
+
+    /// Longest topic a client may join, in bytes (default 1 KiB).
+    pub fn max_topic_length(mut self, bytes: usize) -> Self {
+        self.config.max_topic_length = bytes;
+        self
+    }
+
+    /// How long a channel may leave its socket waiting (default 30 s).
+    pub fn channel_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.config.channel_stall_timeout = timeout;
+        self
+    }
+
+    /// Deadline for a whole HTTP request head, and for an idle kept-alive
+    /// connection's next request (default 30 s).
+    pub fn http_header_timeout(mut self, timeout: Duration) -> Self {
+        self.config.http_header_timeout = timeout;
+        self
+    }
+
+    /// Connections [`crate::serve`] keeps open at once (default 16 384).
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = connections;
+        self
+    }
+
+    /// Largest long-poll POST body and largest line in it, in bytes.
+    pub fn longpoll_limits(mut self, max_body: usize, max_line: usize) -> Self {
+        self.config.longpoll_max_body = max_body;
+        self.config.longpoll_max_line = max_line;
+        self
+    }
+
+    /// Long-poll sessions open at once (default 16 384).
+    pub fn max_longpoll_sessions(mut self, sessions: usize) -> Self {
+        self.config.max_longpoll_sessions = sessions;
+        self
+    }
+
+    /// Closes sockets on drain `size` at a time, one batch every `interval`
+    /// (default 10 000 every 2 s, as Phoenix's drainer).
+    pub fn drain_batches(mut self, size: usize, interval: Duration) -> Self {
+        self.config.drain_batch_size = size;
+        self.config.drain_batch_interval = interval;
         self
     }
 
@@ -115,34 +180,40 @@ impl EndpointBuilder {
         let metrics = Arc::new(Metrics::default());
         let pubsub = PubSub::build(self.adapter, metrics.clone());
         Endpoint {
+            sessions: Arc::new(Sessions::default()),
             shared: Arc::new(Shared {
-                presence: Presence::new(pubsub.clone()),
+                presence: Presence::new(pubsub.clone(), metrics.clone()),
                 config: self.config,
                 routes: self.routes,
                 handler: self.handler,
                 pubsub,
                 metrics,
                 drain: watch::Sender::new(false),
-                longpoll: crate::longpoll::Sessions::default(),
+                drained: std::sync::atomic::AtomicUsize::new(0),
+                mount: self.mount,
+                metrics_path: self.metrics_path,
             }),
         }
     }
 }
 
-/// A socket endpoint: serve it with [`Endpoint::routes`] and [`crate::serve`].
+/// A socket endpoint: run it with [`crate::serve`], or mount
+/// [`Endpoint::service`] in your own HTTP server.
 ///
 /// ```no_run
 /// use phx_runtime::{Endpoint, serve};
 /// # async fn run() -> std::io::Result<()> {
 /// let endpoint = Endpoint::builder().build();
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-/// serve(listener, endpoint.routes("/socket"), phx_runtime::shutdown_signal()).await?;
+/// serve(listener, &endpoint, phx_runtime::shutdown_signal()).await?;
 /// endpoint.drain().await;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct Endpoint {
     pub(crate) shared: Arc<Shared>,
+    /// Live long-poll sessions.
+    sessions: Arc<Sessions>,
 }
 
 impl Endpoint {
@@ -153,6 +224,8 @@ impl Endpoint {
             routes: Vec::new(),
             handler: Box::new(AcceptAll),
             adapter: None,
+            mount: "/socket".to_owned(),
+            metrics_path: None,
         }
     }
 
@@ -176,21 +249,39 @@ impl Endpoint {
         self.shared.metrics.snapshot()
     }
 
-    /// The warp routes serving this endpoint's transports under `mount` (e.g. `/socket`):
-    /// `<mount>/websocket`, and `<mount>/longpoll` unless long-poll is turned off.
-    pub fn routes(&self, mount: &str) -> BoxedFilter<(Response,)> {
-        let mount = mount.trim_end_matches('/').to_owned();
-        let ws = crate::websocket::route(self.shared.clone(), format!("{mount}/websocket"));
+    /// The warp filter of the endpoint's routes.
+    pub(crate) fn filter(&self) -> BoxedFilter<(Response,)> {
+        let mount = &self.shared.mount;
+        let mut routes = crate::websocket::route(self.shared.clone(), format!("{mount}/websocket"));
         if self.shared.config.longpoll {
-            let lp = crate::longpoll::route(self.shared.clone(), format!("{mount}/longpoll"));
-            ws.or(lp).unify().boxed()
-        } else {
-            ws
+            let lp = crate::longpoll::route(
+                self.shared.clone(),
+                self.sessions.clone(),
+                format!("{mount}/longpoll"),
+            );
+            routes = routes.or(lp).unify().boxed();
         }
+        if let Some(path) = &self.shared.metrics_path {
+            let shared = self.shared.clone();
+            let metrics = crate::transport::exact_path(path.clone())
+                .and(warp::get())
+                .map(move || {
+                    let mut resp = Response::new(shared.metrics.snapshot().to_prometheus().into());
+                    resp.headers_mut().insert(
+                        "content-type",
+                        warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    resp
+                });
+            routes = routes.or(metrics).unify().boxed();
+        }
+        routes
     }
 
     /// Closes every socket with code 1012 (Service Restart) so that clients
-    /// reconnect elsewhere, and waits until they are gone or the drain timeout passes.
+    /// reconnect elsewhere — in batches (`drain_batches`), so they do not all
+    /// reconnect at the same instant — and waits until they are gone or the drain
+    /// timeout passes.
     pub async fn drain(&self) {
         self.shared.drain.send_replace(true);
         let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;

@@ -14,6 +14,13 @@ pub enum RuntimeError {
     /// A socket's outbound queue is full: the client is not reading.
     #[error("the socket's outbound queue is full (slow client)")]
     SlowClient,
+    /// A channel's mailbox is full: the message was not queued.
+    #[error("the channel's mailbox is full")]
+    MailboxFull,
+    /// `push` or `broadcast` inside `join`: the channel is not joined yet
+    /// (Phoenix raises); do it in `after_join`.
+    #[error("push and broadcast are only possible once the channel has joined (use after_join)")]
+    NotJoined,
     /// The socket or channel this handle points to has ended.
     #[error("the socket or channel has closed")]
     Closed,
@@ -23,12 +30,6 @@ pub enum RuntimeError {
     /// A channel handler failed; the channel crashes and its client gets `phx_error`.
     #[error("channel failed: {0}")]
     Channel(String),
-    /// Binding or serving the listening socket failed.
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
-    /// The configuration is not usable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
 }
 
 impl RuntimeError {

@@ -38,7 +38,17 @@ impl TransportKind {
 }
 
 /// What the server knows about the connect request (Phoenix's `connect_info`).
-#[derive(Clone, Debug, Default)]
+///
+/// Its `Debug` output never shows the auth token:
+///
+/// ```
+/// let info = phx_runtime::ConnectInfo {
+///     auth_token: Some("s3cr3t".to_owned()),
+///     ..Default::default()
+/// };
+/// assert!(!format!("{info:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone, Default)]
 pub struct ConnectInfo {
     /// The peer's address.
     pub peer: Option<SocketAddr>,
@@ -58,6 +68,46 @@ pub struct ConnectInfo {
     pub sec_websocket_headers: Vec<(String, String)>,
     /// The Phoenix 1.8 auth token (`authToken` client option), when one was sent.
     pub auth_token: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectInfo")
+            .field("peer", &self.peer)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("host", &self.host)
+            .field("user_agent", &self.user_agent)
+            .field("x_headers", &self.x_headers)
+            .field("trace_context_headers", &self.trace_context_headers)
+            .field(
+                "sec_websocket_headers",
+                &Redacted(&self.sec_websocket_headers),
+            )
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// `sec-websocket-protocol` carries the auth token: its value is not shown.
+struct Redacted<'a>(&'a [(String, String)]);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, value)| {
+                let shown = if name == "sec-websocket-protocol" && value.contains("bearer") {
+                    "<redacted>"
+                } else {
+                    value.as_str()
+                };
+                (name.as_str(), shown)
+            }))
+            .finish()
+    }
 }
 
 /// The connect request handed to [`SocketHandler::connect`].

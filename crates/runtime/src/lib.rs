@@ -3,18 +3,35 @@
 //!
 //! An [`Endpoint`] holds a [`SocketHandler`] (who may connect), channel routes
 //! (`room:*` → a type implementing [`Channel`]), a [`PubSub`], presence and
-//! metrics. [`Endpoint::routes`] gives the warp routes of its transports
-//! (`<mount>/websocket`, `<mount>/longpoll`) and [`serve`] runs them.
+//! metrics. [`serve`] runs it on a listener (`<mount>/websocket`,
+//! `<mount>/longpoll`); [`Endpoint::service`] mounts it as a `tower::Service` in
+//! an application's own HTTP server.
 //!
 //! Each connection is one task that owns the transport; each joined channel is
 //! one actor with a bounded mailbox. Broadcasts are encoded once per serializer
 //! and the same bytes go to every subscriber.
+//!
+//! The layers, each module using only modules below it (no import cycle):
+//!
+//! ```text
+//!  server                 serve (accept loop, connection cap, head deadline), EndpointService
+//!  endpoint               Endpoint and its builder: routes, limits, drain; starts what is below
+//!  websocket  longpoll    the two wires: read frames, write batches, close with a reason
+//!  socket    transport    one per connection (heartbeats, synchronous joins, flow control);
+//!                         what both transports share (connect info, origin, vsn + connect)
+//!  channel                one actor per joined topic: the Channel trait and its context
+//!  node                   the node-wide state (config, routes, handler, PubSub, presence)
+//!  presence   pubsub      live presence; topics, subscribers, broadcasts
+//!  mailbox                socket and channel mailboxes as others see them, close reasons
+//!  config handler origin metrics error    policies, the application's handler, counters
+//! ```
 //!
 //! ```no_run
 //! use phx_runtime::{Channel, ChannelContext, Endpoint, HandleIn, Payload, RuntimeError};
 //!
 //! struct Room;
 //! impl Channel for Room {
+//!     type Info = ();
 //!     async fn join(&mut self, _topic: &str, _payload: Payload, _ctx: &mut ChannelContext)
 //!         -> Result<Payload, Payload> {
 //!         Ok(Payload::empty_object())
@@ -28,9 +45,9 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let endpoint = Endpoint::builder().channel("room:*", || Room).build();
+//!     let endpoint = Endpoint::builder().channel("room:*", |_topic, _assigns| Room).build();
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-//!     phx_runtime::serve(listener, endpoint.routes("/socket"), phx_runtime::shutdown_signal()).await?;
+//!     phx_runtime::serve(listener, &endpoint, phx_runtime::shutdown_signal()).await?;
 //!     endpoint.drain().await;
 //!     Ok(())
 //! }
@@ -43,17 +60,18 @@ mod endpoint;
 mod error;
 mod handler;
 mod longpoll;
+mod mailbox;
 mod metrics;
+mod node;
 mod origin;
 pub mod presence;
 pub mod pubsub;
 mod server;
 mod socket;
+mod transport;
 mod websocket;
 
-pub use channel::{
-    Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, Info, ReplyRef,
-};
+pub use channel::{Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, ReplyRef};
 pub use config::Config;
 pub use editing::{Editing, Records};
 pub use endpoint::{Endpoint, EndpointBuilder};
@@ -62,10 +80,10 @@ pub use handler::{
     AcceptAll, Assigns, ConnectInfo, ConnectRequest, Connection, Params, Refusal, SocketHandler,
     TransportKind,
 };
+pub use mailbox::CloseReason;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use origin::{CheckOrigin, Origin, OriginFn};
 pub use phx_protocol::{Payload, Serializer};
 pub use pubsub::{PubSub, Subscription};
-pub use server::{serve, shutdown_signal};
-pub use socket::CloseReason;
-pub use websocket::PeerAddr;
+pub use server::{serve, shutdown_signal, BoxError, EndpointService, RequestBody, ResponseBody};
+pub use transport::PeerAddr;

@@ -25,7 +25,7 @@
 //! Server-to-client binary frames cannot travel over long-poll (as in Phoenix):
 //! they are dropped with a warning.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,28 +42,30 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::endpoint::Shared;
 use crate::handler::{parse_query, TransportKind};
+use crate::mailbox::SocketMsg;
 use crate::metrics::Metrics;
-use crate::socket::{SocketCore, SocketMsg};
-use crate::websocket::{connect, connect_info, header, origin_allowed, raw_query, PeerAddr};
+use crate::node::Shared;
+use crate::socket::{SocketCore, Step, Wait};
+use crate::transport::{
+    connect, connect_info, exact_path, header, origin_allowed, raw_query, PeerAddr,
+};
 
 /// Lines of an ndjson POST that are read (Phoenix's limit).
 const MAX_BATCH: usize = 100;
 
 type SessionId = [u8; 16];
 
-/// What an HTTP request asks of a session.
-enum Request {
-    /// A poll: answered with the waiting frames (empty when the window passed).
-    Poll(oneshot::Sender<Vec<String>>),
-    /// Frames from the client; the sender is told when they are handled.
-    Post(Vec<Message>, oneshot::Sender<()>),
-}
+/// A poll: answered with the waiting frames (empty when the window passed).
+type Poll = oneshot::Sender<Vec<String>>;
+
+/// Frames from the client; the sender is told when they are all handed over.
+type Post = (Vec<Message>, oneshot::Sender<()>);
 
 #[derive(Clone)]
 struct SessionHandle {
-    tx: mpsc::Sender<Request>,
+    polls: mpsc::Sender<Poll>,
+    posts: mpsc::Sender<Post>,
     serializer: Serializer,
 }
 
@@ -87,6 +89,10 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, handle);
+    }
+
+    fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn remove(&self, id: &SessionId) {
@@ -127,18 +133,55 @@ fn verify(secret: &[u8], token: &str) -> Option<SessionId> {
     id.try_into().ok()
 }
 
-pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,)> {
+/// The request body, read only while it stays within `limit` bytes; `None` for
+/// a larger one (answered 413): reading stops at the limit, chunked or not.
+fn body_within(
+    limit: usize,
+) -> impl Filter<Extract = (Option<Bytes>,), Error = warp::Rejection> + Clone {
+    warp::body::stream().then(move |stream| read_limited(stream, limit))
+}
+
+async fn read_limited<S, B>(stream: S, limit: usize) -> Option<Bytes>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use bytes::BufMut;
+    use futures::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.ok()?;
+        if body.len() + chunk.remaining() > limit {
+            return None;
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            let n = piece.len();
+            body.put_slice(piece);
+            chunk.advance(n);
+        }
+    }
+    Some(body.freeze())
+}
+
+pub(crate) fn route(
+    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
+    path: String,
+) -> BoxedFilter<(Response,)> {
     let full_path = path.clone();
-    crate::websocket::exact_path(path)
+    exact_path(path)
         .and(warp::method())
         .and(warp::header::headers_cloned())
         .and(raw_query())
-        .and(warp::body::bytes())
+        .and(body_within(shared.config.longpoll_max_body))
         .and(warp::ext::optional::<PeerAddr>())
         .then(
             move |method, headers, query, body, peer: Option<PeerAddr>| {
                 let req = LpRequest {
                     shared: shared.clone(),
+                    sessions: sessions.clone(),
                     method,
                     headers,
                     path: full_path.clone(),
@@ -154,11 +197,12 @@ pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,
 
 struct LpRequest {
     shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
     method: Method,
     headers: HeaderMap,
     path: String,
     query: String,
-    body: Bytes,
+    body: Option<Bytes>,
     peer: Option<std::net::SocketAddr>,
 }
 
@@ -181,6 +225,10 @@ fn status(code: u16) -> Response {
 
 impl LpRequest {
     async fn handle(self) -> Response {
+        // Every request, not only the first, comes from an allowed origin.
+        if self.method != Method::OPTIONS && !origin_allowed(&self.shared, &self.headers) {
+            return status(403);
+        }
         match self.method {
             Method::OPTIONS => self.preflight(),
             Method::GET => self.get().await,
@@ -214,7 +262,7 @@ impl LpRequest {
             .map(str::to_owned)
             .or_else(|| params.get("token").cloned())?;
         let id = verify(&self.shared.config.secret, &token)?;
-        let handle = self.shared.longpoll.get(&id)?;
+        let handle = self.sessions.get(&id)?;
         Some((id, handle))
     }
 
@@ -223,7 +271,7 @@ impl LpRequest {
             return self.open().await;
         };
         let (tx, rx) = oneshot::channel();
-        if handle.tx.send(Request::Poll(tx)).await.is_err() {
+        if handle.polls.send(tx).await.is_err() {
             return self.open().await;
         }
         let token = sign(&self.shared.config.secret, &id);
@@ -239,7 +287,12 @@ impl LpRequest {
     /// Creates a session: `{"status":410,"token":…}` or `{"status":403}`.
     async fn open(self) -> Response {
         let shared = self.shared.clone();
-        if !origin_allowed(&shared, &self.headers) {
+        if self.sessions.len() >= shared.config.max_longpoll_sessions {
+            Metrics::inc(&shared.metrics.longpoll_refused);
+            tracing::warn!(
+                limit = shared.config.max_longpoll_sessions,
+                "refusing long-poll session: too many open"
+            );
             return status(403);
         }
         let mut params = parse_query(&self.query);
@@ -252,33 +305,65 @@ impl LpRequest {
             return status(403);
         };
         let id: SessionId = rand::random();
-        let (tx, rx) = mpsc::channel(16);
-        shared.longpoll.insert(id, SessionHandle { tx, serializer });
+        let (polls, poll_rx) = mpsc::channel(4);
+        let (posts, post_rx) = mpsc::channel(4);
+        self.sessions.insert(
+            id,
+            SessionHandle {
+                polls,
+                posts,
+                serializer,
+            },
+        );
         let (core, mailbox) =
             SocketCore::new(shared.clone(), serializer, TransportKind::LongPoll, conn);
-        tokio::spawn(run(shared.clone(), id, core, mailbox, rx));
+        tokio::spawn(run(
+            shared.clone(),
+            self.sessions.clone(),
+            id,
+            core,
+            mailbox,
+            poll_rx,
+            post_rx,
+        ));
         tracing::debug!(vsn = serializer.vsn(), "long-poll session opened");
         answer(json!({"status": 410, "token": sign(&shared.config.secret, &id), "messages": []}))
     }
 
     async fn post(self) -> Response {
+        let Some(body) = self.body.clone() else {
+            Metrics::inc(&self.shared.metrics.longpoll_refused);
+            tracing::warn!(
+                limit = self.shared.config.longpoll_max_body,
+                "long-poll POST body over the limit"
+            );
+            let mut resp = Response::new("".into());
+            *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return resp;
+        };
         let Some((id, handle)) = self.session() else {
             return status(410);
         };
-        let messages = match self.decode(handle.serializer) {
+        let messages = match self.decode(&body, handle.serializer) {
             Ok(messages) => messages,
             Err(why) => {
                 Metrics::inc(&self.shared.metrics.malformed_frames);
                 tracing::warn!(%why, "ending long-poll session: malformed frame");
-                self.shared.longpoll.remove(&id);
+                self.sessions.remove(&id);
                 return status(400);
             }
         };
+        // The POST waits while its session's channels are behind (flow control), as
+        // long as a channel may stall before the session gives up.
         let (ack, acked) = oneshot::channel();
-        if handle.tx.send(Request::Post(messages, ack)).await.is_err() {
-            return status(410);
-        }
-        match tokio::time::timeout(self.shared.config.longpoll_window, acked).await {
+        let bound = self.shared.config.channel_stall_timeout + self.shared.config.longpoll_window;
+        let handed = async {
+            if handle.posts.send((messages, ack)).await.is_err() {
+                return Err(());
+            }
+            acked.await.map_err(|_| ())
+        };
+        match tokio::time::timeout(bound, handed).await {
             Ok(Ok(())) => status(200),
             Ok(Err(_)) => status(410),
             Err(_) => status(408),
@@ -286,8 +371,8 @@ impl LpRequest {
     }
 
     /// The frames of a POST body.
-    fn decode(&self, serializer: Serializer) -> Result<Vec<Message>, String> {
-        let body = std::str::from_utf8(&self.body).map_err(|_| "body is not UTF-8".to_owned())?;
+    fn decode(&self, body: &[u8], serializer: Serializer) -> Result<Vec<Message>, String> {
+        let body = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
         if header(&self.headers, "content-type") != Some("application/x-ndjson") {
             return serializer
                 .decode_text(body)
@@ -301,6 +386,14 @@ impl LpRequest {
             .filter(|l| !l.is_empty())
             .take(MAX_BATCH)
         {
+            let limit = self.shared.config.longpoll_max_line;
+            if line.len() > limit {
+                Metrics::inc(&self.shared.metrics.longpoll_refused);
+                return Err(format!(
+                    "line of {} bytes over the limit of {limit}",
+                    line.len()
+                ));
+            }
             let msg = if line.starts_with('[') {
                 serializer.decode_text(line)
             } else {
@@ -315,68 +408,98 @@ impl LpRequest {
     }
 }
 
-/// Keeps `frame` for the next poll; false when too many frames wait (slow client).
-fn buffer(shared: &Shared, waiting: &mut Vec<String>, frame: Frame) -> bool {
+/// Keeps `frame` for the next poll.
+fn buffer(waiting: &mut Vec<String>, frame: Frame) {
     match frame {
         Frame::Text(text) => waiting.push(text.as_str().to_owned()),
         Frame::Binary(_) => tracing::warn!("binary frames cannot be sent over long-poll: dropped"),
     }
-    waiting.len() <= shared.config.outbound_queue
 }
 
 /// Drives one session until it ends.
+///
+/// Client messages are handed to the socket one at a time; while it waits on a
+/// join or a full channel mailbox the rest of the POST waits too (and the next
+/// POST is not taken), and the session goes on answering polls.
 async fn run(
     shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
     id: SessionId,
     mut core: SocketCore,
     mut mailbox: mpsc::Receiver<SocketMsg>,
-    mut requests: mpsc::Receiver<Request>,
+    mut polls: mpsc::Receiver<Poll>,
+    mut posts: mpsc::Receiver<Post>,
 ) {
     Metrics::inc(&shared.metrics.longpoll_sessions);
     let window = shared.config.longpoll_window;
     let idle_limit = window.mul_f32(1.5);
     let mut check = tokio::time::interval(idle_limit.max(Duration::from_millis(10)));
     check.tick().await;
-    let mut drain = shared.drain.subscribe();
+    let mut drained = Box::pin(crate::transport::drain_turn(shared.clone()));
     let mut waiting: Vec<String> = Vec::new();
-    let mut poller: Option<oneshot::Sender<Vec<String>>> = None;
+    let mut poller: Option<Poll> = None;
     let mut last_poll = Instant::now();
+    let mut input: VecDeque<Message> = VecDeque::new();
+    let mut ack: Option<oneshot::Sender<()>> = None;
+    let mut blocked: Option<Wait> = None;
     loop {
+        while blocked.is_none() {
+            let Some(msg) = input.pop_front() else {
+                if let Some(ack) = ack.take() {
+                    let _ = ack.send(());
+                }
+                break;
+            };
+            Metrics::inc(&shared.metrics.frames_in);
+            match core.handle_in(msg) {
+                Step::Nothing => {}
+                Step::Reply(frame) => {
+                    let mut frames = Vec::new();
+                    core.drain_mailbox(&mut mailbox, &mut frames);
+                    frames.push(frame);
+                    for frame in frames {
+                        buffer(&mut waiting, frame);
+                    }
+                }
+                Step::Wait(wait) => blocked = Some(wait),
+            }
+        }
         tokio::select! {
             biased;
             reason = core.close_requested() => {
                 tracing::info!(reason = reason.text(), "ending long-poll session");
                 break;
             }
-            _ = drain.wait_for(|d| *d) => break,
-            msg = mailbox.recv() => {
-                let Some(msg) = msg else { break };
-                if let Some(frame) = core.handle_mailbox(msg) {
-                    if !buffer(&shared, &mut waiting, frame) {
-                        Metrics::inc(&shared.metrics.slow_clients);
-                        tracing::info!("ending long-poll session: too many frames waiting (slow client)");
-                        break;
+            () = &mut drained => break,
+            resumed = async { match &mut blocked { Some(w) => w.await, None => std::future::pending().await } } => {
+                blocked = None;
+                if let Some(frame) = core.resume(resumed) {
+                    let mut frames = Vec::new();
+                    core.drain_mailbox(&mut mailbox, &mut frames);
+                    frames.push(frame);
+                    for frame in frames {
+                        buffer(&mut waiting, frame);
                     }
                 }
             }
-            req = requests.recv() => match req {
-                None => break,
-                Some(Request::Poll(tx)) => {
-                    last_poll = Instant::now();
-                    if let Some(old) = poller.replace(tx) {
-                        let _ = old.send(Vec::new());
-                    }
+            msg = mailbox.recv() => {
+                let Some(msg) = msg else { break };
+                if let Some(frame) = core.handle_mailbox(msg) {
+                    buffer(&mut waiting, frame);
                 }
-                Some(Request::Post(messages, ack)) => {
-                    for msg in messages {
-                        Metrics::inc(&shared.metrics.frames_in);
-                        if let Some(frame) = core.handle_in(msg) {
-                            buffer(&shared, &mut waiting, frame);
-                        }
-                    }
-                    let _ = ack.send(());
+            }
+            poll = polls.recv() => {
+                let Some(tx) = poll else { break };
+                last_poll = Instant::now();
+                if let Some(old) = poller.replace(tx) {
+                    let _ = old.send(Vec::new());
                 }
-            },
+            }
+            post = posts.recv(), if input.is_empty() && ack.is_none() => {
+                let Some((messages, tx)) = post else { break };
+                input.extend(messages);
+                ack = Some(tx);
+            }
             _ = check.tick() => {
                 let polling = poller.as_ref().is_some_and(|p| !p.is_closed());
                 if !polling && last_poll.elapsed() > idle_limit {
@@ -384,6 +507,11 @@ async fn run(
                     break;
                 }
             }
+        }
+        if waiting.len() > shared.config.outbound_queue {
+            Metrics::inc(&shared.metrics.slow_clients);
+            tracing::info!("ending long-poll session: too many frames waiting (slow client)");
+            break;
         }
         if !waiting.is_empty() {
             if let Some(tx) = poller.take() {
@@ -401,7 +529,7 @@ async fn run(
             }
         }
     }
-    shared.longpoll.remove(&id);
+    sessions.remove(&id);
     Metrics::dec(&shared.metrics.longpoll_sessions);
     drop(core);
 }

@@ -70,10 +70,30 @@ metrics! {
     slow_clients,
     /// Sockets closed for sending nothing within the idle timeout.
     idle_timeouts,
+    /// Client messages that waited for room in a full channel mailbox (the socket
+    /// stopped reading its client meanwhile).
+    backpressure_waits,
+    /// Sockets closed because a channel took nothing within the stall timeout.
+    channels_stuck,
+    /// Messages a channel or a PubSub subscription had to see but could not queue;
+    /// the socket was closed so that its client resyncs.
+    dropped_messages,
+    /// Joins refused because the topic was over the length limit.
+    topics_too_long,
     /// Messages for a topic the socket has not joined.
     unmatched_topics,
     /// Long-poll sessions open now (gauge).
     longpoll_sessions,
+    /// Long-poll requests refused by a limit (body or line size, session cap).
+    longpoll_refused,
+    /// HTTP connections open now, WebSockets included (gauge).
+    http_connections_open,
+    /// Times the connection cap was reached (new connections waited).
+    connections_limited,
+    /// HTTP connections closed because a request head did not arrive in time.
+    http_head_timeouts,
+    /// Sockets closed by a drain.
+    sockets_drained,
 }
 
 impl Metrics {

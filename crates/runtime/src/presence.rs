@@ -6,6 +6,7 @@
 //! them in the order the state changed (Phoenix serialises them through its
 //! tracker process; `phoenix/lib/phoenix/presence.ex`).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,14 +14,24 @@ use phx_presence::{ConnId, PresenceDiff, PresenceList, PresenceState, RefGen, Se
 use phx_protocol::{events, Broadcast, Payload};
 use serde_json::Value;
 
-use crate::endpoint::Shared;
+use crate::mailbox::{missed, Delivery, Inbox, SocketHandle};
+use crate::metrics::Metrics;
 use crate::pubsub::PubSub;
 use crate::RuntimeError;
 
-/// The node's presence state and the generator of its `phx_ref`s.
+/// A channel that asked to see its topic's presence changes.
+struct Watcher {
+    chan_id: u64,
+    socket: SocketHandle,
+    inbox: Arc<dyn Inbox>,
+}
+
+/// The node's presence state, the generator of its `phx_ref`s, and the channels
+/// watching presence (empty unless a channel opts in).
 struct State {
     presences: PresenceState,
     refs: RefGen,
+    watchers: HashMap<String, Vec<Watcher>>,
 }
 
 impl State {
@@ -36,17 +47,20 @@ impl State {
 pub struct Presence {
     state: Mutex<State>,
     pubsub: PubSub,
+    metrics: Arc<Metrics>,
 }
 
 impl Presence {
-    pub(crate) fn new(pubsub: PubSub) -> Presence {
+    pub(crate) fn new(pubsub: PubSub, metrics: Arc<Metrics>) -> Presence {
         Presence {
             state: Mutex::new(State {
                 presences: PresenceState::new(),
                 // A random instance id makes refs differ across restarts.
                 refs: RefGen::new(rand::random()),
+                watchers: HashMap::new(),
             }),
             pubsub,
+            metrics,
         }
     }
 
@@ -65,9 +79,51 @@ impl Presence {
         self.lock().presences.stats().clone()
     }
 
-    fn broadcast(&self, topic: &str, diff: &PresenceDiff) {
+    /// Sends `diff` to the channels watching `topic`'s presence.
+    pub(crate) fn watch(
+        &self,
+        topic: &str,
+        chan_id: u64,
+        socket: SocketHandle,
+        inbox: Arc<dyn Inbox>,
+    ) {
+        self.lock()
+            .watchers
+            .entry(topic.to_owned())
+            .or_default()
+            .push(Watcher {
+                chan_id,
+                socket,
+                inbox,
+            });
+    }
+
+    pub(crate) fn unwatch(&self, topic: &str, chan_id: u64) {
+        let mut state = self.lock();
+        if let Some(list) = state.watchers.get_mut(topic) {
+            list.retain(|w| w.chan_id != chan_id);
+            if list.is_empty() {
+                state.watchers.remove(topic);
+            }
+        }
+    }
+
+    fn broadcast(
+        &self,
+        watchers: &HashMap<String, Vec<Watcher>>,
+        topic: &str,
+        diff: &PresenceDiff,
+    ) {
         if diff.is_empty() {
             return;
+        }
+        if let Some(list) = watchers.get(topic) {
+            let shared = Arc::new(diff.clone());
+            for w in list {
+                if w.inbox.presence(shared.clone()) == Delivery::Full {
+                    missed(&w.socket, &self.metrics, topic, "presence change");
+                }
+            }
         }
         match Payload::json(diff) {
             Ok(payload) => self.pubsub.publish(
@@ -90,7 +146,7 @@ impl Presence {
         let diff = state
             .presences
             .track(topic, key, ConnId(conn), meta, phx_ref)?;
-        self.broadcast(topic, &diff);
+        self.broadcast(&state.watchers, topic, &diff);
         Ok(())
     }
 
@@ -106,81 +162,21 @@ impl Presence {
         let diff = state
             .presences
             .update(topic, key, ConnId(conn), meta, phx_ref)?;
-        self.broadcast(topic, &diff);
+        self.broadcast(&state.watchers, topic, &diff);
         Ok(())
     }
 
     pub(crate) fn untrack(&self, topic: &str, key: &str, conn: u64) {
         let mut state = self.lock();
         let diff = state.presences.untrack(topic, key, ConnId(conn));
-        self.broadcast(topic, &diff);
+        self.broadcast(&state.watchers, topic, &diff);
     }
 
     pub(crate) fn untrack_all(&self, conn: u64) {
         let mut state = self.lock();
+        let state = &mut *state;
         for (topic, diff) in state.presences.untrack_all(ConnId(conn)) {
-            self.broadcast(&topic, &diff);
+            self.broadcast(&state.watchers, &topic, &diff);
         }
-    }
-}
-
-/// Makes sure a channel's presences leave when the channel ends, even by panic or abort.
-pub(crate) struct PresenceGuard {
-    shared: Arc<Shared>,
-    conn: u64,
-    tracked: bool,
-}
-
-impl PresenceGuard {
-    pub(crate) fn new(shared: Arc<Shared>, conn: u64) -> PresenceGuard {
-        PresenceGuard {
-            shared,
-            conn,
-            tracked: false,
-        }
-    }
-
-    pub(crate) fn leave_all(&mut self) {
-        if std::mem::take(&mut self.tracked) {
-            self.shared.presence.untrack_all(self.conn);
-        }
-    }
-}
-
-impl Drop for PresenceGuard {
-    fn drop(&mut self) {
-        self.leave_all();
-    }
-}
-
-impl crate::ChannelContext {
-    /// Tracks this connection's presence on the channel's topic under `key`; every
-    /// member gets a `presence_diff` with the join. One key may have many
-    /// connections (one user, several devices).
-    pub fn track(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
-        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
-        shared.presence.track(self.topic(), key, conn, meta)?;
-        self.presence.tracked = true;
-        Ok(())
-    }
-
-    /// Replaces this connection's meta under `key` (new `phx_ref`, `phx_ref_prev` =
-    /// the old one); members get one diff with the leave and the join.
-    pub fn update(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
-        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
-        shared.presence.update(self.topic(), key, conn, meta)
-    }
-
-    /// Stops tracking this connection under `key`.
-    pub fn untrack(&mut self, key: &str) {
-        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
-        shared.presence.untrack(self.topic(), key, conn);
-    }
-
-    /// The topic's presences, ready to push as `presence_state`.
-    pub fn presence_list(&self) -> Result<Payload, RuntimeError> {
-        Ok(Payload::json(
-            &self.presence.shared.presence.list(self.topic()),
-        )?)
     }
 }

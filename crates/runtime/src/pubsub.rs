@@ -19,9 +19,8 @@ use std::sync::{Arc, RwLock};
 use phx_protocol::{events, Broadcast, Frame, Payload, Serializer};
 use tokio::sync::mpsc;
 
-use crate::channel::{ChannelMsg, ChannelSender};
+use crate::mailbox::{missed, Delivery, Inbox, SocketHandle};
 use crate::metrics::Metrics;
-use crate::socket::SocketHandle;
 
 /// Carries broadcasts to the other nodes of a cluster.
 ///
@@ -54,7 +53,7 @@ pub(crate) enum Subscriber {
     Channel {
         socket: SocketHandle,
         serializer: Serializer,
-        channel: ChannelSender,
+        channel: Arc<dyn Inbox>,
         intercepts: Arc<[String]>,
     },
     /// A socket's own id topic: a `disconnect` broadcast closes the socket.
@@ -107,7 +106,9 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next broadcast on the topic (`None` never happens while the PubSub lives).
+    /// The next broadcast on the topic. `None` once the subscription fell behind
+    /// (a broadcast came while its queue was full): it has ended, nothing after
+    /// the hole is delivered, and the caller should subscribe again and resync.
     pub async fn recv(&mut self) -> Option<Arc<Broadcast>> {
         self.rx.recv().await
     }
@@ -176,7 +177,8 @@ impl PubSub {
     }
 
     /// Listens to a topic from application code; up to `capacity` broadcasts wait
-    /// in the subscription, later ones are dropped (and logged) until it catches up.
+    /// in the subscription. One that falls further behind ends (see
+    /// [`Subscription::recv`]): a listener never misses a broadcast silently.
     pub fn subscribe(&self, topic: &str, capacity: usize) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let id = self.add(topic, Subscriber::Listener { tx });
@@ -222,6 +224,7 @@ impl PubSub {
             return;
         };
         let mut encoded: [Option<Option<Arc<Frame>>>; 2] = [None, None];
+        let mut lagged: Vec<SubId> = Vec::new();
         for (id, sub) in subs {
             if Some(*id) == from {
                 continue;
@@ -234,7 +237,14 @@ impl PubSub {
                     intercepts,
                 } => {
                     if intercepts.iter().any(|e| *e == b.event) {
-                        channel.try_send(ChannelMsg::Intercept(b.clone()));
+                        if channel.intercept(b.clone()) == Delivery::Full {
+                            missed(
+                                socket,
+                                &self.inner.metrics,
+                                &b.topic,
+                                "intercepted broadcast",
+                            );
+                        }
                         continue;
                     }
                     let slot = &mut encoded[usize::from(*serializer == Serializer::V2Json)];
@@ -255,11 +265,18 @@ impl PubSub {
                     }
                 }
                 Subscriber::Listener { tx } => {
-                    if tx.try_send(b.clone()).is_err() {
-                        tracing::warn!(topic = %b.topic, "a PubSub subscription is full or closed; broadcast dropped for it");
+                    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(b.clone()) {
+                        Metrics::inc(&self.inner.metrics.dropped_messages);
+                        tracing::warn!(topic = %b.topic, "a PubSub subscription fell behind: ending it");
+                        lagged.push(*id);
                     }
                 }
             }
+        }
+        drop(shard);
+        // Dropping a lagging listener's sender ends its `recv` after what it holds.
+        for id in lagged {
+            self.unsubscribe(&b.topic, id);
         }
     }
 }

@@ -1,32 +1,295 @@
-//! The accept loop: takes TCP connections, serves HTTP/1.1 on each with hyper
-//! (upgrades allowed, so WebSocket handshakes can be taken over), and routes every
-//! request through warp filters. It stops accepting when the shutdown future
-//! resolves; open sockets are then closed by [`crate::Endpoint::drain`].
+//! Where the endpoint meets HTTP: [`EndpointService`], the endpoint as a
+//! `tower::Service` (mount it in axum, hyper or anything tower-based), and
+//! [`serve`], the accept loop that runs it on a listener by itself.
+//!
+//! The accept loop takes TCP connections while fewer than
+//! `Config::max_connections` are open (the rest wait in the kernel's backlog),
+//! serves HTTP/1.1 on each with hyper (upgrades allowed, so WebSocket handshakes
+//! can be taken over) under a deadline for each request head, and stops
+//! accepting when the shutdown future resolves; open sockets are then closed by
+//! [`crate::Endpoint::drain`]. warp routes requests inside; no warp type shows.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use crate::websocket::PeerAddr;
+use crate::metrics::Metrics;
+use crate::node::Shared;
+use crate::transport::{ConnSlot, PeerAddr};
+use crate::Endpoint;
 
-/// Serves `routes` on `listener` until `shutdown` resolves.
+impl Endpoint {
+    /// The endpoint as a `tower::Service`, to mount in an application's own HTTP
+    /// server (see `examples/axum.rs`); [`serve`] runs it by itself.
+    pub fn service(&self) -> EndpointService {
+        EndpointService::new(self.filter(), self.shared.clone())
+    }
+}
+
+/// The error type of [`ResponseBody`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The body of the endpoint's HTTP responses.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// An endpoint as a `tower::Service`: answers `<mount>/websocket`,
+/// `<mount>/longpoll` (unless turned off) and the metrics path (if set), and 404
+/// for anything else. Made by [`Endpoint::service`].
+///
+/// WebSocket upgrades need the server to allow them (hyper's `with_upgrades`,
+/// as axum's `serve` does).
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use hyper_util::rt::TokioIo;
+/// use tower_service::Service;
+///
+/// let endpoint = phx_runtime::Endpoint::builder().build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+/// let (stream, _) = listener.accept().await?;
+/// let service = endpoint.service();
+/// let svc = hyper::service::service_fn(move |req| service.clone().call(req));
+/// hyper::server::conn::http1::Builder::new()
+///     .serve_connection(TokioIo::new(stream), svc)
+///     .with_upgrades()
+///     .await
+///     .ok();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct EndpointService {
+    filter: BoxedFilter<(Response,)>,
+    shared: Arc<Shared>,
+    /// The prefix of the endpoint's transport paths (`<mount>/`).
+    prefix: String,
+    fallback: Option<Fallback>,
+}
+
+/// The body of a request handed to an [`EndpointService::fallback`] app.
+pub type RequestBody = BoxBody<Bytes, BoxError>;
+
+type Fallback = Arc<dyn App>;
+
+/// An application's tower service as the endpoint calls it.
+trait App: Send + Sync {
+    fn call(&self, req: hyper::Request<RequestBody>) -> BoxFuture<'static, hyper::Response<ResponseBody>>;
+}
+
+struct AppService<S>(S);
+
+impl<S, B> App for AppService<S>
+where
+    S: Service<hyper::Request<RequestBody>, Response = hyper::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn call(&self, req: hyper::Request<RequestBody>) -> BoxFuture<'static, hyper::Response<ResponseBody>> {
+        // A combinator, not an async block: rustc cannot prove an async block
+        // holding `S::Future` Send for every lifetime (rust-lang/rust#64552).
+        Box::pin(self.0.clone().call(req).map(|result| match result {
+            Ok(resp) => box_response(resp),
+            Err(never) => match never {},
+        }))
+    }
+}
+
+impl EndpointService {
+    pub(crate) fn new(filter: BoxedFilter<(Response,)>, shared: Arc<Shared>) -> EndpointService {
+        EndpointService {
+            filter,
+            prefix: format!("{}/", shared.mount),
+            shared,
+            fallback: None,
+        }
+    }
+
+    /// Hands every request outside the endpoint's paths (its mount and metrics
+    /// path) to `app` instead of answering 404: an application's pages and API
+    /// served on the same port as the sockets, under the same connection limits.
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// use std::convert::Infallible;
+    /// use phx_runtime::{Endpoint, RequestBody};
+    ///
+    /// let endpoint = Endpoint::builder().build();
+    /// let app = hyper::service::service_fn(|_req: hyper::Request<RequestBody>| async {
+    ///     Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+    ///         bytes::Bytes::from_static(b"hello"),
+    ///     )))
+    /// });
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+    /// phx_runtime::serve(listener, endpoint.service().fallback(app), phx_runtime::shutdown_signal())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn fallback<S, B>(mut self, app: S) -> EndpointService
+    where
+        S: Service<hyper::Request<RequestBody>, Response = hyper::Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.fallback = Some(Arc::new(AppService(app)));
+        self
+    }
+
+    /// Whether `path` belongs to the endpoint rather than to the fallback app.
+    fn owns(&self, path: &str) -> bool {
+        path.starts_with(&self.prefix) || self.shared.metrics_path.as_deref() == Some(path)
+    }
+}
+
+fn box_request<B>(body: B) -> RequestBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    SyncBody::new(body).map_err(Into::into).boxed()
+}
+
+fn box_response<B>(resp: hyper::Response<B>) -> hyper::Response<ResponseBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    resp.map(|body| body.map_err(Into::into).boxed_unsync())
+}
+
+impl From<&Endpoint> for EndpointService {
+    fn from(endpoint: &Endpoint) -> EndpointService {
+        endpoint.service()
+    }
+}
+
+impl<B> Service<hyper::Request<B>> for EndpointService
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = hyper::Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: hyper::Request<B>) -> Self::Future {
+        if let Some(app) = &self.fallback {
+            if !self.owns(req.uri().path()) {
+                let call = app.call(req.map(box_request));
+                return Box::pin(async move { Ok(call.await) });
+            }
+        }
+        let mut inner = warp::service(self.filter.clone());
+        let call = inner.call(req.map(SyncBody::new));
+        Box::pin(async move {
+            let resp = call.await?;
+            Ok(resp.map(|body| body.map_err(Into::into).boxed_unsync()))
+        })
+    }
+}
+
+/// Makes any request body `Sync`, as warp asks (axum's body is not). The mutex
+/// is never contended: polling takes `&mut self`.
+struct SyncBody<B>(std::sync::Mutex<Pin<Box<B>>>);
+
+impl<B> SyncBody<B> {
+    fn new(body: B) -> SyncBody<B> {
+        SyncBody(std::sync::Mutex::new(Box::pin(body)))
+    }
+}
+
+impl<B: Body> Body for SyncBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let inner = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        inner.as_mut().poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.0.lock() {
+            Ok(inner) => inner.size_hint(),
+            Err(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+/// Serves `endpoint` (an [`Endpoint`], or its [`EndpointService`] with a
+/// [fallback](EndpointService::fallback) app) on `listener` until `shutdown` resolves.
 ///
 /// Every accepted connection gets `TCP_NODELAY` (frames are small and latency
 /// matters) and its peer address in the request extensions ([`PeerAddr`]).
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let endpoint = phx_runtime::Endpoint::builder().build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+/// phx_runtime::serve(listener, &endpoint, phx_runtime::shutdown_signal()).await?;
+/// endpoint.drain().await;
+/// # Ok(()) }
+/// ```
 pub async fn serve(
     listener: TcpListener,
-    routes: BoxedFilter<(Response,)>,
+    endpoint: impl Into<EndpointService>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let service: EndpointService = endpoint.into();
+    let config = service.shared.config.clone();
+    let metrics = service.shared.metrics.clone();
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        if slots.available_permits() == 0 {
+            Metrics::inc(&metrics.connections_limited);
+            tracing::warn!(
+                limit = config.max_connections,
+                "connection limit reached: new connections wait"
+            );
+        }
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => ConnSlot::new(slot),
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -40,19 +303,34 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = warp::service(routes.clone());
+        let service = service.clone();
+        let metrics = metrics.clone();
+        let head_timeout = config.http_header_timeout;
         tokio::spawn(async move {
+            Metrics::inc(&metrics.http_connections_open);
+            let conn_slot = slot.clone();
             let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(PeerAddr(peer));
-                let mut service = service.clone();
-                async move { service.call(req).await }
+                req.extensions_mut().insert(conn_slot.clone());
+                service.clone().call(req)
             });
+            // The head deadline also bounds how long a kept-alive connection may sit
+            // idle before its next request (hyper arms it while waiting for one).
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
             if let Err(err) = conn.await {
-                tracing::debug!(%err, "http connection ended with an error");
+                if err.is_timeout() {
+                    Metrics::inc(&metrics.http_head_timeouts);
+                    tracing::debug!("http connection closed: request head not received in time");
+                } else {
+                    tracing::debug!(%err, "http connection ended with an error");
+                }
             }
+            drop(slot);
+            Metrics::dec(&metrics.http_connections_open);
         });
     }
     Ok(())

@@ -8,165 +8,83 @@
 //! feeds it decoded messages and writes the frames it returns and the frames that
 //! arrive in the socket's mailbox, in mailbox order.
 //!
-//! Everything that goes to a client passes through one bounded mailbox, so replies,
-//! pushes, broadcasts and closes keep their order; a client that stops reading
-//! fills it and is disconnected as a slow client instead of growing memory.
+//! Everything a channel sends a client passes through one bounded mailbox, so
+//! replies, pushes, broadcasts and closes keep their order; a client that stops
+//! reading fills it and is disconnected as a slow client instead of growing memory.
+//! Replies the socket makes itself (heartbeat, unmatched topic) are written after
+//! everything already in the mailbox, so they never overtake an earlier reply.
+//!
+//! A join runs synchronously, as in Phoenix: [`SocketCore::handle_in`] answers a
+//! `phx_join` with a [`Step::Wait`], and the transport reads nothing more from its
+//! client until it resolves (it keeps writing). The same wait is how flow control
+//! works: a client message for a channel whose mailbox is full waits for room, so
+//! TCP backpressure reaches the client; only a channel stuck for longer than
+//! `Config::channel_stall_timeout` ends the socket (1013).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::Arc;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
 use phx_protocol::{events, Frame, Message, Payload, Ref, Reply, Serializer};
 use serde_json::json;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use crate::channel::{ChannelMsg, ChannelSender, ChannelStart};
-use crate::endpoint::Shared;
 use crate::handler::{Assigns, Connection, TransportKind};
+use crate::mailbox::{
+    message_size, ChannelExit, CloseReason, ExitKind, Inbox, JoinOutcome, SocketHandle, SocketMsg,
+};
 use crate::metrics::Metrics;
+use crate::node::{ChannelStart, Shared};
 use crate::pubsub::{SubId, Subscriber};
 
-/// What reaches a socket's mailbox.
-///
-/// Kept to two words: tokio's mailbox reserves 32 slots up front, and that block is
-/// a large part of what an idle connection costs.
-pub(crate) enum SocketMsg {
-    /// A frame to write, already encoded (shared by every subscriber of a broadcast).
-    Frame(Arc<Frame>),
-    /// A channel ended.
-    Exit(Box<ChannelExit>),
+/// What the transport does after handing the socket one client message.
+pub(crate) enum Step {
+    /// Nothing to write now.
+    Nothing,
+    /// A reply from the socket itself: write it after what the mailbox holds.
+    Reply(Frame),
+    /// Read nothing more from the client until this resolves (writing goes on),
+    /// then hand the result to [`SocketCore::resume`].
+    Wait(Wait),
 }
 
-/// How a channel ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ExitKind {
-    /// Normal stop or leave: the client gets `phx_close`.
-    Close,
-    /// Crash: the client gets `phx_error`.
-    Crash,
-    /// The join was refused or crashed; its reply said so, nothing more is sent.
-    JoinFailed,
-}
+/// A pending join, or a client message waiting for room in a channel's mailbox.
+pub(crate) struct Wait(BoxFuture<'static, Resumed>);
 
-pub(crate) struct ChannelExit {
-    pub topic: String,
-    pub chan_id: u64,
-    pub join_ref: Option<Ref>,
-    pub kind: ExitKind,
-}
-
-/// Why a transport must close its connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
-    /// A `disconnect` broadcast to the socket id (close code 1001, as Phoenix 1.8).
-    Disconnected,
-    /// The client let its outbound queue fill (close code 1013).
-    SlowClient,
-    /// A channel's mailbox is full: the client floods it (close code 1013).
-    Flooding,
-    /// The server is shutting down (close code 1012, Service Restart).
-    Draining,
-}
-
-impl CloseReason {
-    /// The WebSocket close code for this reason.
-    pub fn code(self) -> u16 {
-        match self {
-            CloseReason::Disconnected => 1001,
-            CloseReason::SlowClient | CloseReason::Flooding => 1013,
-            CloseReason::Draining => 1012,
-        }
-    }
-
-    /// A short text for the close frame and the logs.
-    pub fn text(self) -> &'static str {
-        match self {
-            CloseReason::Disconnected => "disconnected",
-            CloseReason::SlowClient => "slow client: outbound queue full",
-            CloseReason::Flooding => "channel mailbox full",
-            CloseReason::Draining => "server restarting",
-        }
+impl Future for Wait {
+    type Output = Resumed;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Resumed> {
+        self.0.as_mut().poll(cx)
     }
 }
 
-/// State shared between a socket and everything that can reach it.
-pub(crate) struct SocketShared {
-    /// Set when the socket must close; `wake` tells the transport.
-    close: std::sync::Mutex<Option<CloseReason>>,
-    slow: AtomicBool,
-    wake: Notify,
-    /// True once the socket has ended; `closed_notify` wakes its channels, which
-    /// then terminate. (A flag and one `Notify`: a `watch` channel costs ~400 bytes.)
-    closed: AtomicBool,
-    closed_notify: Notify,
-    metrics: Arc<Metrics>,
-}
-
-/// A sender into a socket's mailbox. Never blocks: when the mailbox is full the
-/// client is too slow and the socket is told to close.
-#[derive(Clone)]
-pub(crate) struct SocketHandle {
-    tx: mpsc::Sender<SocketMsg>,
-    shared: Arc<SocketShared>,
-}
-
-impl SocketHandle {
-    pub(crate) fn send(&self, msg: SocketMsg) -> Result<(), crate::RuntimeError> {
-        match self.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.shared.slow.swap(true, Ordering::Relaxed) {
-                    Metrics::inc(&self.shared.metrics.slow_clients);
-                    self.close(CloseReason::SlowClient);
-                }
-                Err(crate::RuntimeError::SlowClient)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(crate::RuntimeError::Closed),
-        }
-    }
-
-    pub(crate) fn send_frame(&self, frame: Frame) -> Result<(), crate::RuntimeError> {
-        self.send(SocketMsg::Frame(Arc::new(frame)))
-    }
-
-    pub(crate) fn send_shared(&self, frame: Arc<Frame>) -> Result<(), crate::RuntimeError> {
-        self.send(SocketMsg::Frame(frame))
-    }
-
-    /// Asks the transport to close the connection.
-    pub(crate) fn close(&self, reason: CloseReason) {
-        let mut slot = self.shared.close.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(reason);
-        }
-        drop(slot);
-        self.shared.wake.notify_one();
-    }
-
-    pub(crate) fn disconnect(&self) {
-        self.close(CloseReason::Disconnected);
-    }
-
-    /// Resolves once the socket has ended.
-    pub(crate) async fn closed(&self) {
-        loop {
-            let notified = self.shared.closed_notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.shared.closed.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
-    }
+/// How a [`Wait`] ended.
+pub(crate) enum Resumed {
+    /// A join finished (or its task died before saying how).
+    Join {
+        topic: String,
+        chan_id: u64,
+        join_ref: Option<Ref>,
+        msg_ref: Option<Ref>,
+        outcome: Option<JoinOutcome>,
+    },
+    /// The waiting message reached its channel's mailbox.
+    Delivered,
+    /// The channel took nothing within the stall timeout.
+    Stuck { topic: String },
 }
 
 /// One joined (or joining) channel, as the socket sees it.
 struct Entry {
     chan_id: u64,
     join_ref: Option<Ref>,
-    tx: ChannelSender,
+    inbox: Arc<dyn Inbox>,
     task: AbortHandle,
 }
 
@@ -190,18 +108,11 @@ impl SocketCore {
         transport: TransportKind,
         conn: Connection,
     ) -> (SocketCore, mpsc::Receiver<SocketMsg>) {
-        let (tx, rx) = mpsc::channel(shared.config.outbound_queue.max(1));
-        let handle = SocketHandle {
-            tx,
-            shared: Arc::new(SocketShared {
-                close: std::sync::Mutex::new(None),
-                slow: AtomicBool::new(false),
-                wake: Notify::new(),
-                closed: AtomicBool::new(false),
-                closed_notify: Notify::new(),
-                metrics: shared.metrics.clone(),
-            }),
-        };
+        let (handle, rx) = SocketHandle::new(
+            shared.config.outbound_queue,
+            shared.config.socket_buffer_bytes,
+            shared.metrics.clone(),
+        );
         let id: Option<Arc<str>> = conn.id.map(Arc::from);
         let id_sub = id.as_deref().map(|id| {
             shared.pubsub.add(
@@ -232,19 +143,7 @@ impl SocketCore {
 
     /// Waits until something asks this socket to close, and says why.
     pub(crate) async fn close_requested(&self) -> CloseReason {
-        loop {
-            let notified = self.handle.shared.wake.notified();
-            if let Some(reason) = *self
-                .handle
-                .shared
-                .close
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-            {
-                return reason;
-            }
-            notified.await;
-        }
+        self.handle.close_requested().await
     }
 
     fn encode_reply(&self, reply: &Reply) -> Option<Frame> {
@@ -257,11 +156,10 @@ impl SocketCore {
         }
     }
 
-    /// Applies one message from the client. Returns a frame to write at once
-    /// (socket-level replies), if any.
-    pub(crate) fn handle_in(&mut self, msg: Message) -> Option<Frame> {
+    /// Applies one message from the client.
+    pub(crate) fn handle_in(&mut self, msg: Message) -> Step {
         if msg.is_heartbeat() {
-            return self.encode_reply(&Reply::ok(
+            return self.reply(Reply::ok(
                 None,
                 msg.msg_ref,
                 msg.topic,
@@ -274,7 +172,7 @@ impl SocketCore {
         let Some(entry) = self.channels.get(&msg.topic) else {
             if msg.event == events::LEAVE {
                 // Leaving a topic that is not joined: ok, echoing both refs.
-                return self.encode_reply(&Reply::ok(
+                return self.reply(Reply::ok(
                     msg.join_ref,
                     msg.msg_ref,
                     msg.topic,
@@ -283,7 +181,7 @@ impl SocketCore {
             }
             Metrics::inc(&self.shared.metrics.unmatched_topics);
             tracing::debug!(topic = %msg.topic, event = %msg.event, "message for a topic this socket has not joined");
-            return self.encode_reply(&Reply::error(
+            return self.reply(Reply::error(
                 None,
                 msg.msg_ref,
                 msg.topic,
@@ -295,20 +193,74 @@ impl SocketCore {
         // is strict, so the number 1 is not the string "1" (lib/phoenix/socket.ex).
         if msg.join_ref.is_some() && msg.join_ref != entry.join_ref {
             tracing::debug!(topic = %msg.topic, event = %msg.event, "dropping message with a stale join_ref");
-            return None;
+            return Step::Nothing;
         }
-        if !entry.tx.try_send(ChannelMsg::In(Box::new(msg))) {
-            self.handle.close(CloseReason::Flooding);
-        }
-        None
+        let inbox = entry.inbox.clone();
+        let bytes = message_size(&msg);
+        let msg = Box::new(msg);
+        let msg = if self.handle.reserve_inbound(bytes) {
+            match inbox.try_client(msg) {
+                Ok(true) => return Step::Nothing,
+                Ok(false) => {
+                    self.handle.release_inbound(bytes);
+                    return Step::Nothing;
+                }
+                Err(msg) => Pending::Reserved(msg),
+            }
+        } else {
+            Pending::OverBudget(msg)
+        };
+        // The channel is behind (its mailbox or this socket's inbound bytes are
+        // full): read nothing more from this client until it catches up.
+        Metrics::inc(&self.shared.metrics.backpressure_waits);
+        let stall = self.shared.config.channel_stall_timeout;
+        let socket = self.handle.clone();
+        let topic = entry_topic(&msg);
+        Step::Wait(Wait(Box::pin(async move {
+            let deliver = async {
+                let msg = match msg {
+                    Pending::Reserved(msg) => msg,
+                    Pending::OverBudget(msg) => {
+                        socket.wait_inbound(bytes).await;
+                        msg
+                    }
+                };
+                if !inbox.client(msg).await {
+                    socket.release_inbound(bytes);
+                }
+            };
+            match tokio::time::timeout(stall, deliver).await {
+                Ok(()) => Resumed::Delivered,
+                Err(_) => Resumed::Stuck { topic },
+            }
+        })))
     }
 
-    fn join(&mut self, msg: Message) -> Option<Frame> {
+    fn reply(&self, reply: Reply) -> Step {
+        match self.encode_reply(&reply) {
+            Some(frame) => Step::Reply(frame),
+            None => Step::Nothing,
+        }
+    }
+
+    fn join(&mut self, msg: Message) -> Step {
+        let limits = &self.shared.config;
+        if msg.topic.len() > limits.max_topic_length {
+            Metrics::inc(&self.shared.metrics.joins_refused);
+            Metrics::inc(&self.shared.metrics.topics_too_long);
+            tracing::warn!(
+                length = msg.topic.len(),
+                limit = limits.max_topic_length,
+                "refusing join: topic too long"
+            );
+            let reason = Payload::from(json!({"reason": "topic too long"}));
+            return self.reply(Reply::error(msg.join_ref, msg.msg_ref, msg.topic, reason));
+        }
         let Some(route) = self.shared.route(&msg.topic) else {
             Metrics::inc(&self.shared.metrics.unmatched_topics);
             Metrics::inc(&self.shared.metrics.joins_refused);
             tracing::warn!(topic = %msg.topic, "ignoring unmatched topic");
-            return self.encode_reply(&Reply::error(
+            return self.reply(Reply::error(
                 None,
                 msg.msg_ref,
                 msg.topic,
@@ -322,6 +274,7 @@ impl SocketCore {
         let close_old = self.channels.remove(&msg.topic).map(|old| {
             old.task.abort();
             self.shared.pubsub.unsubscribe(&msg.topic, old.chan_id);
+            self.shared.presence.unwatch(&msg.topic, old.chan_id);
             self.shared.presence.untrack_all(old.chan_id);
             tracing::debug!(topic = %msg.topic, "duplicate join: closing the previous channel");
             old.join_ref
@@ -330,13 +283,13 @@ impl SocketCore {
             Metrics::inc(&self.shared.metrics.joins_refused);
             tracing::error!(topic = %msg.topic, limit = self.shared.config.max_channels, "too many channels joined on one socket");
             let reason = Payload::from(json!({"reason": "too many channels joined"}));
-            return self.encode_reply(&Reply::error(msg.join_ref, msg.msg_ref, msg.topic, reason));
+            return self.reply(Reply::error(msg.join_ref, msg.msg_ref, msg.topic, reason));
         }
         let chan_id = self.shared.next_id();
         let start = ChannelStart {
             topic: msg.topic.clone(),
             join_ref: msg.join_ref.clone(),
-            msg_ref: msg.msg_ref,
+            msg_ref: msg.msg_ref.clone(),
             payload: msg.payload,
             chan_id,
             socket: self.handle.clone(),
@@ -347,17 +300,76 @@ impl SocketCore {
             shared: self.shared.clone(),
             close_old,
         };
-        let (tx, task) = (route.spawn)(start);
+        let spawned = (route.spawn)(start);
         self.channels.insert(
-            msg.topic,
+            msg.topic.clone(),
             Entry {
                 chan_id,
-                join_ref: msg.join_ref,
-                tx,
-                task,
+                join_ref: msg.join_ref.clone(),
+                inbox: spawned.inbox,
+                task: spawned.task,
             },
         );
-        None
+        let outcome: oneshot::Receiver<JoinOutcome> = spawned.outcome;
+        let stall = self.shared.config.channel_stall_timeout;
+        let (topic, join_ref, msg_ref) = (msg.topic, msg.join_ref, msg.msg_ref);
+        Step::Wait(Wait(Box::pin(async move {
+            match tokio::time::timeout(stall, outcome).await {
+                Ok(outcome) => Resumed::Join {
+                    topic,
+                    chan_id,
+                    join_ref,
+                    msg_ref,
+                    outcome: outcome.ok(),
+                },
+                Err(_) => Resumed::Stuck { topic },
+            }
+        })))
+    }
+
+    /// Applies the end of a [`Wait`]; returns a reply the socket makes itself.
+    pub(crate) fn resume(&mut self, resumed: Resumed) -> Option<Frame> {
+        match resumed {
+            Resumed::Delivered => None,
+            Resumed::Stuck { topic } => {
+                Metrics::inc(&self.shared.metrics.channels_stuck);
+                tracing::warn!(%topic, timeout = ?self.shared.config.channel_stall_timeout, "closing socket: channel stuck");
+                self.handle.close(CloseReason::ChannelStuck);
+                None
+            }
+            Resumed::Join {
+                topic,
+                chan_id,
+                join_ref,
+                msg_ref,
+                outcome,
+            } => {
+                match outcome {
+                    Some(JoinOutcome::Joined) => None,
+                    Some(JoinOutcome::Refused) => {
+                        self.remove(&topic, chan_id);
+                        None
+                    }
+                    // The channel's task died before answering: answer for it.
+                    None => {
+                        self.remove(&topic, chan_id);
+                        Metrics::inc(&self.shared.metrics.joins_refused);
+                        let reason = Payload::from(json!({"reason": "join crashed"}));
+                        self.encode_reply(&Reply::error(join_ref, msg_ref, topic, reason))
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, topic: &str, chan_id: u64) {
+        if self
+            .channels
+            .get(topic)
+            .is_some_and(|e| e.chan_id == chan_id)
+        {
+            self.channels.remove(topic);
+        }
     }
 
     /// Applies a channel's exit. Returns the `phx_close` / `phx_error` to write now.
@@ -370,7 +382,6 @@ impl SocketCore {
             _ => return None,
         }
         let msg = match exit.kind {
-            ExitKind::JoinFailed => return None,
             ExitKind::Close => Message::close(exit.join_ref, exit.topic),
             ExitKind::Crash => Message::error(exit.join_ref, exit.topic, channel_crash()),
         };
@@ -383,10 +394,25 @@ impl SocketCore {
         }
     }
 
+    /// Moves everything waiting in the mailbox into `out`, in order. Called before
+    /// writing a reply the socket makes itself, so it cannot overtake them.
+    pub(crate) fn drain_mailbox(
+        &mut self,
+        rx: &mut mpsc::Receiver<SocketMsg>,
+        out: &mut Vec<Frame>,
+    ) {
+        while let Ok(msg) = rx.try_recv() {
+            out.extend(self.handle_mailbox(msg));
+        }
+    }
+
     /// Applies one mailbox message, returning the frame to write, if any.
     pub(crate) fn handle_mailbox(&mut self, msg: SocketMsg) -> Option<Frame> {
         match msg {
-            SocketMsg::Frame(frame) => Some(Arc::unwrap_or_clone(frame)),
+            SocketMsg::Frame(frame) => {
+                self.handle.took_frame(frame.len());
+                Some(Arc::unwrap_or_clone(frame))
+            }
             SocketMsg::Exit(exit) => self.handle_exit(*exit),
         }
     }
@@ -395,12 +421,25 @@ impl SocketCore {
 impl Drop for SocketCore {
     fn drop(&mut self) {
         // Every channel terminates (and leaves presence) as soon as its socket ends.
-        self.handle.shared.closed.store(true, Ordering::Release);
-        self.handle.shared.closed_notify.notify_waiters();
+        self.handle.mark_closed();
         if let (Some(id), Some(sub)) = (self.id.as_deref(), self.id_sub) {
             self.shared.pubsub.unsubscribe(id, sub);
         }
         Metrics::dec(&self.shared.metrics.sockets_open);
+    }
+}
+
+/// A client message waiting for its channel.
+enum Pending {
+    /// Its bytes are counted; the channel's mailbox is full.
+    Reserved(Box<Message>),
+    /// The socket's inbound bytes are over budget.
+    OverBudget(Box<Message>),
+}
+
+fn entry_topic(pending: &Pending) -> String {
+    match pending {
+        Pending::Reserved(m) | Pending::OverBudget(m) => m.topic.clone(),
     }
 }
 

@@ -16,7 +16,8 @@
 //! Close codes this transport sends: 1001 on a socket-id `disconnect` and on the
 //! idle timeout, 1007 for a frame that is not a valid Phoenix message, 1009 for a
 //! frame over the size limit, 1012 when the server drains, 1013 for a client too
-//! slow to read its messages (or flooding a channel).
+//! slow to read its messages, a channel stuck past the stall timeout, or a message
+//! one of its channels could not queue.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,45 +38,21 @@ use warp::http::{HeaderMap, Method, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::endpoint::Shared;
-use crate::handler::{parse_query, ConnectInfo, ConnectRequest, TransportKind};
+use crate::handler::{parse_query, TransportKind};
+use crate::mailbox::SocketMsg;
 use crate::metrics::Metrics;
-use crate::origin::Origin;
-use crate::socket::{SocketCore, SocketMsg};
-
-/// The peer address of a request, put in its extensions by [`crate::serve`].
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
+use crate::node::Shared;
+use crate::socket::{SocketCore, Step, Wait};
+use crate::transport::{
+    connect, connect_info, drain_turn, exact_path, header, origin_allowed, raw_query, status,
+    ConnSlot, PeerAddr,
+};
 
 /// The prefix of the Phoenix 1.8 auth-token subprotocol.
 const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
 
 /// Frames written per wake-up before flushing.
 const WRITE_BATCH: usize = 64;
-
-/// A filter matching exactly one path.
-pub(crate) fn exact_path(
-    path: String,
-) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    warp::path::full()
-        .and_then(move |p: warp::path::FullPath| {
-            let ok = p.as_str() == path;
-            async move {
-                if ok {
-                    Ok(())
-                } else {
-                    Err(warp::reject::not_found())
-                }
-            }
-        })
-        .untuple_one()
-}
-
-/// The raw query string, empty when there is none.
-pub(crate) fn raw_query(
-) -> impl Filter<Extract = (String,), Error = std::convert::Infallible> + Clone {
-    warp::query::raw().or(warp::any().map(String::new)).unify()
-}
 
 pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,)> {
     let full_path = path.clone();
@@ -85,8 +62,9 @@ pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,
         .and(raw_query())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::ext::optional::<ConnSlot>())
         .then(
-            move |method, headers, query, on_upgrade, peer: Option<PeerAddr>| {
+            move |method, headers, query, on_upgrade, peer: Option<PeerAddr>, slot| {
                 let request = Upgrade {
                     shared: shared.clone(),
                     method,
@@ -95,111 +73,12 @@ pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,
                     query,
                     on_upgrade,
                     peer: peer.map(|p| p.0),
+                    slot,
                 };
                 request.handle()
             },
         )
         .boxed()
-}
-
-pub(crate) fn status(code: StatusCode, body: &'static str) -> Response {
-    let mut resp = Response::new(body.into());
-    *resp.status_mut() = code;
-    resp
-}
-
-pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Collects the connect info Phoenix gives `connect/3`.
-pub(crate) fn connect_info(
-    headers: &HeaderMap,
-    path: &str,
-    query: &str,
-    peer: Option<SocketAddr>,
-) -> ConnectInfo {
-    let pairs = |pred: &dyn Fn(&str) -> bool| {
-        headers
-            .iter()
-            .filter(|(name, _)| pred(name.as_str()))
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-            })
-            .collect::<Vec<_>>()
-    };
-    ConnectInfo {
-        peer,
-        path: path.to_owned(),
-        query: query.to_owned(),
-        host: header(headers, "host").map(str::to_owned),
-        user_agent: header(headers, "user-agent").map(str::to_owned),
-        x_headers: pairs(&|n| n.starts_with("x-")),
-        trace_context_headers: pairs(&|n| n == "traceparent" || n == "tracestate"),
-        sec_websocket_headers: pairs(&|n| n.starts_with("sec-websocket-")),
-        auth_token: None,
-    }
-}
-
-/// The request's own origin (scheme, host, port), for `CheckOrigin::Conn`.
-pub(crate) fn request_origin(headers: &HeaderMap) -> Origin {
-    let host = header(headers, "host").unwrap_or("");
-    Origin::parse(&format!("http://{host}"))
-}
-
-/// Decides whether the request's origin may connect; logs and counts a refusal.
-pub(crate) fn origin_allowed(shared: &Shared, headers: &HeaderMap) -> bool {
-    let origin = header(headers, "origin");
-    let ok = shared
-        .config
-        .check_origin
-        .allows(origin, &request_origin(headers));
-    if !ok {
-        Metrics::inc(&shared.metrics.sockets_refused);
-        tracing::warn!(origin = origin.unwrap_or(""), "could not check origin for Phoenix.Socket transport: origin not allowed by check_origin");
-    }
-    ok
-}
-
-/// Negotiates the serializer; logs and counts a refusal.
-pub(crate) fn negotiate(shared: &Shared, vsn: Option<&str>) -> Option<Serializer> {
-    match Serializer::negotiate(vsn) {
-        Ok(s) => Some(s),
-        Err(err) => {
-            Metrics::inc(&shared.metrics.sockets_refused);
-            tracing::warn!(%err, "refusing connection");
-            None
-        }
-    }
-}
-
-/// What both transports do once the request itself is acceptable: negotiate the
-/// serializer from `vsn`, then ask the socket handler. A refusal comes back as its
-/// HTTP status, counted and logged.
-pub(crate) async fn connect(
-    shared: &Shared,
-    params: crate::handler::Params,
-    info: ConnectInfo,
-    transport: TransportKind,
-) -> Result<(Serializer, crate::handler::Connection), u16> {
-    let serializer = negotiate(shared, params.get("vsn").map(String::as_str)).ok_or(403u16)?;
-    let request = ConnectRequest {
-        params,
-        info,
-        transport,
-    };
-    match shared.handler.connect(&request).await {
-        Ok(conn) => Ok((serializer, conn)),
-        Err(refusal) => {
-            Metrics::inc(&shared.metrics.sockets_refused);
-            tracing::info!(
-                status = refusal.status,
-                transport = transport.as_str(),
-                "socket handler refused the connection"
-            );
-            Err(refusal.status)
-        }
-    }
 }
 
 struct Upgrade {
@@ -210,101 +89,37 @@ struct Upgrade {
     query: String,
     on_upgrade: Option<OnUpgrade>,
     peer: Option<SocketAddr>,
+    slot: Option<ConnSlot>,
+}
+
+/// What the subprotocol step decided: the protocol to echo and the auth token.
+struct Subprotocol {
+    echo: Option<String>,
+    auth_token: Option<String>,
 }
 
 impl Upgrade {
+    /// Phoenix's order: method, upgrade headers, check_origin, the auth token and
+    /// subprotocols, then vsn and the socket handler; then the 101.
     async fn handle(self) -> Response {
-        let shared = self.shared.clone();
         if self.method != Method::GET {
             return status(StatusCode::BAD_REQUEST, "");
         }
-        let h = &self.headers;
-        let has_token = |name: &str, token: &str| {
-            header(h, name)
-                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        let accept = match self.handshake_headers() {
+            Ok(accept) => accept,
+            Err(why) => return status(StatusCode::BAD_REQUEST, why),
         };
-        if !has_token("connection", "upgrade") {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "'connection' header must contain 'upgrade'",
-            );
-        }
-        if !has_token("upgrade", "websocket") {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "'upgrade' header must contain 'websocket'",
-            );
-        }
-        if header(h, "sec-websocket-version") != Some("13") {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "'sec-websocket-version' header must be '13'",
-            );
-        }
-        let Some(key) = header(h, "sec-websocket-key") else {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "'sec-websocket-key' header is missing",
-            );
-        };
-        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-
-        if !origin_allowed(&shared, h) {
+        if !origin_allowed(&self.shared, &self.headers) {
             return status(StatusCode::FORBIDDEN, "");
         }
-
-        // The 1.8 auth token travels as one extra subprotocol; it is taken out of the
-        // list, and "phoenix" becomes an accepted subprotocol so the handshake echoes it.
-        let mut requested: Vec<String> = header(h, "sec-websocket-protocol")
-            .map(|v| {
-                v.split(',')
-                    .map(|p| p.trim().to_owned())
-                    .filter(|p| !p.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut allowed = shared.config.subprotocols.clone();
-        let mut auth_token = None;
-        if shared.config.auth_token {
-            let tokens: Vec<&String> = requested
-                .iter()
-                .filter(|p| p.starts_with(AUTH_TOKEN_PREFIX))
-                .collect();
-            if let [token] = tokens.as_slice() {
-                let encoded = token[AUTH_TOKEN_PREFIX.len()..].trim_end_matches('=');
-                match base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded) {
-                    Ok(bytes) => auth_token = Some(String::from_utf8_lossy(&bytes).into_owned()),
-                    Err(err) => {
-                        tracing::warn!(%err, "auth token in Sec-WebSocket-Protocol is not base64")
-                    }
-                }
-                requested.retain(|p| !p.starts_with(AUTH_TOKEN_PREFIX));
-                allowed
-                    .get_or_insert_with(Vec::new)
-                    .push("phoenix".to_owned());
-            }
-        }
-        let subprotocol = match (&allowed, requested.is_empty()) {
-            (Some(allowed), false) => match allowed.iter().find(|a| requested.contains(a)) {
-                Some(p) => Some(p.clone()),
-                None => {
-                    Metrics::inc(&shared.metrics.sockets_refused);
-                    tracing::warn!(
-                        ?requested,
-                        ?allowed,
-                        "could not check WebSocket subprotocols"
-                    );
-                    return status(StatusCode::FORBIDDEN, "");
-                }
-            },
-            _ => None,
+        let Some(sub) = self.subprotocol() else {
+            return status(StatusCode::FORBIDDEN, "");
         };
-
-        let mut info = connect_info(h, &self.path, &self.query, self.peer);
-        info.auth_token = auth_token;
+        let mut info = connect_info(&self.headers, &self.path, &self.query, self.peer);
+        info.auth_token = sub.auth_token;
         let params = parse_query(&self.query);
         let (serializer, conn) =
-            match connect(&shared, params, info, TransportKind::WebSocket).await {
+            match connect(&self.shared, params, info, TransportKind::WebSocket).await {
                 Ok(accepted) => accepted,
                 Err(code) => {
                     return status(
@@ -320,7 +135,8 @@ impl Upgrade {
             );
         };
         tracing::debug!(vsn = serializer.vsn(), "socket connected over websocket");
-
+        let shared = self.shared;
+        let slot = self.slot;
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
@@ -343,23 +159,103 @@ impl Upgrade {
             let (core, rx) =
                 SocketCore::new(shared.clone(), serializer, TransportKind::WebSocket, conn);
             run(ws, core, rx, shared).await;
+            // The connection's slot under max_connections is free again.
+            drop(slot);
         });
-
-        let mut resp = status(StatusCode::SWITCHING_PROTOCOLS, "");
-        let headers = resp.headers_mut();
-        headers.insert("upgrade", warp::http::HeaderValue::from_static("websocket"));
-        headers.insert(
-            "connection",
-            warp::http::HeaderValue::from_static("Upgrade"),
-        );
-        if let Ok(v) = accept.parse() {
-            headers.insert("sec-websocket-accept", v);
-        }
-        if let Some(p) = subprotocol.and_then(|p| p.parse().ok()) {
-            headers.insert("sec-websocket-protocol", p);
-        }
-        resp
+        switching_protocols(&accept, sub.echo)
     }
+
+    /// Checks the upgrade headers; gives the `Sec-WebSocket-Accept` value, or why
+    /// the request is not a WebSocket handshake (the body of its 400).
+    fn handshake_headers(&self) -> Result<String, &'static str> {
+        let h = &self.headers;
+        let has_token = |name: &str, token: &str| {
+            header(h, name)
+                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        };
+        let bad = Err;
+        if !has_token("connection", "upgrade") {
+            return bad("'connection' header must contain 'upgrade'");
+        }
+        if !has_token("upgrade", "websocket") {
+            return bad("'upgrade' header must contain 'websocket'");
+        }
+        if header(h, "sec-websocket-version") != Some("13") {
+            return bad("'sec-websocket-version' header must be '13'");
+        }
+        match header(h, "sec-websocket-key") {
+            Some(key) => Ok(tungstenite::handshake::derive_accept_key(key.as_bytes())),
+            None => bad("'sec-websocket-key' header is missing"),
+        }
+    }
+
+    /// The 1.8 auth token travels as one extra subprotocol; it is taken out of the
+    /// list, and "phoenix" becomes an accepted subprotocol so the handshake echoes
+    /// it. `None` when no requested subprotocol is allowed (403). The token itself
+    /// is never logged.
+    fn subprotocol(&self) -> Option<Subprotocol> {
+        let mut requested: Vec<String> = header(&self.headers, "sec-websocket-protocol")
+            .map(|v| {
+                v.split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut allowed = self.shared.config.subprotocols.clone();
+        let mut auth_token = None;
+        if self.shared.config.auth_token {
+            let tokens: Vec<&String> = requested
+                .iter()
+                .filter(|p| p.starts_with(AUTH_TOKEN_PREFIX))
+                .collect();
+            if let [token] = tokens.as_slice() {
+                let encoded = token[AUTH_TOKEN_PREFIX.len()..].trim_end_matches('=');
+                match base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded) {
+                    Ok(bytes) => auth_token = Some(String::from_utf8_lossy(&bytes).into_owned()),
+                    Err(_) => tracing::warn!("auth token in Sec-WebSocket-Protocol is not base64"),
+                }
+                requested.retain(|p| !p.starts_with(AUTH_TOKEN_PREFIX));
+                allowed
+                    .get_or_insert_with(Vec::new)
+                    .push("phoenix".to_owned());
+            }
+        }
+        let echo = match (&allowed, requested.is_empty()) {
+            (Some(allowed), false) => match allowed.iter().find(|a| requested.contains(a)) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    Metrics::inc(&self.shared.metrics.sockets_refused);
+                    tracing::warn!(
+                        ?requested,
+                        ?allowed,
+                        "could not check WebSocket subprotocols"
+                    );
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        Some(Subprotocol { echo, auth_token })
+    }
+}
+
+/// The 101 that completes the handshake.
+fn switching_protocols(accept: &str, subprotocol: Option<String>) -> Response {
+    let mut resp = status(StatusCode::SWITCHING_PROTOCOLS, "");
+    let headers = resp.headers_mut();
+    headers.insert("upgrade", warp::http::HeaderValue::from_static("websocket"));
+    headers.insert(
+        "connection",
+        warp::http::HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(v) = accept.parse() {
+        headers.insert("sec-websocket-accept", v);
+    }
+    if let Some(p) = subprotocol.and_then(|p| p.parse().ok()) {
+        headers.insert("sec-websocket-protocol", p);
+    }
+    resp
 }
 
 fn to_ws(frame: Frame) -> WsMessage {
@@ -378,6 +274,11 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 type Ending = Option<(u16, String)>;
 
 /// Drives one WebSocket connection until it ends.
+///
+/// The loop is fair: it takes mailbox frames and client frames in turn (an
+/// unbiased `select!`), so a socket under a sustained broadcast stream still reads
+/// its client. While the socket waits on a join or a full channel mailbox it reads
+/// nothing from the client (TCP backpressure) and keeps writing.
 async fn run(
     mut ws: Ws,
     mut core: SocketCore,
@@ -387,16 +288,24 @@ async fn run(
     let idle = shared.config.idle_timeout;
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
-    let mut drain = shared.drain.subscribe();
+    let mut drained = Box::pin(drain_turn(shared.clone()));
     let mut batch: Vec<Frame> = Vec::new();
+    let mut waiting: Option<Wait> = None;
     let ending: Ending = loop {
         tokio::select! {
-            biased;
             reason = core.close_requested() => {
                 tracing::info!(code = reason.code(), reason = reason.text(), "closing socket");
                 break Some((reason.code(), reason.text().to_owned()));
             }
-            _ = drain.wait_for(|d| *d) => break Some((1012, "server restarting".to_owned())),
+            () = &mut drained => break Some((1012, "server restarting".to_owned())),
+            resumed = async { match &mut waiting { Some(w) => w.await, None => std::future::pending().await } } => {
+                waiting = None;
+                deadline.as_mut().reset(Instant::now() + idle);
+                if let Some(frame) = core.resume(resumed) {
+                    core.drain_mailbox(&mut rx, &mut batch);
+                    batch.push(frame);
+                }
+            }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break None };
                 batch.extend(core.handle_mailbox(msg));
@@ -407,19 +316,23 @@ async fn run(
                     }
                 }
             }
-            incoming = ws.next() => {
+            incoming = ws.next(), if waiting.is_none() => {
                 deadline.as_mut().reset(Instant::now() + idle);
                 match incoming {
                     None => break None,
                     Some(Err(err)) => break read_error(&shared, err),
                     Some(Ok(msg)) => match inbound(&shared, &mut core, msg) {
-                        Inbound::Reply(frame) => batch.extend(frame),
-                        Inbound::Flush => {}
+                        Inbound::Step(Step::Nothing) | Inbound::Flush => {}
+                        Inbound::Step(Step::Reply(frame)) => {
+                            core.drain_mailbox(&mut rx, &mut batch);
+                            batch.push(frame);
+                        }
+                        Inbound::Step(Step::Wait(wait)) => waiting = Some(wait),
                         Inbound::End(ending) => break ending,
                     },
                 }
             }
-            _ = &mut deadline => {
+            _ = &mut deadline, if waiting.is_none() => {
                 Metrics::inc(&shared.metrics.idle_timeouts);
                 tracing::info!(timeout = ?idle, "closing socket: nothing received within the idle timeout");
                 break Some((1001, "idle timeout".to_owned()));
@@ -440,6 +353,7 @@ async fn run(
         };
         // Boxed, like the close below, so an idle connection's task stays small.
         let result = tokio::select! {
+            biased;
             r = Box::pin(write) => r,
             reason = core.close_requested() => {
                 tracing::info!(code = reason.code(), reason = reason.text(), "closing socket while writing");
@@ -456,17 +370,21 @@ async fn run(
             code: CloseCode::from(code),
             reason: reason.into(),
         };
-        let _ = Box::pin(tokio::time::timeout(
-            Duration::from_secs(1),
-            ws.close(Some(frame)),
-        ))
+        // The closing handshake: send our close, then read (and discard) what the
+        // client still sends until its close answers ours. Dropping the connection
+        // with unread input would reset it, and the client could lose the close code.
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), async {
+            ws.close(Some(frame)).await?;
+            while let Some(Ok(_)) = ws.next().await {}
+            Ok::<(), tungstenite::Error>(())
+        }))
         .await;
     }
     drop(core);
 }
 
 enum Inbound {
-    Reply(Option<Frame>),
+    Step(Step),
     Flush,
     End(Ending),
 }
@@ -474,6 +392,14 @@ enum Inbound {
 fn inbound(shared: &Shared, core: &mut SocketCore, msg: WsMessage) -> Inbound {
     let decoded = match msg {
         WsMessage::Text(text) => core.serializer().decode_text(text.as_str()),
+        // Phoenix's V1 serializer ignores the opcode: a binary frame on a V1 socket
+        // is JSON text like any other.
+        WsMessage::Binary(bytes) if core.serializer() == Serializer::V1Json => {
+            match std::str::from_utf8(&bytes) {
+                Ok(text) => core.serializer().decode_text(text),
+                Err(_) => core.serializer().decode_binary(bytes),
+            }
+        }
         WsMessage::Binary(bytes) => core.serializer().decode_binary(bytes),
         // tungstenite answers pings and closes itself; the write step flushes them.
         WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return Inbound::Flush,
@@ -481,7 +407,7 @@ fn inbound(shared: &Shared, core: &mut SocketCore, msg: WsMessage) -> Inbound {
     };
     Metrics::inc(&shared.metrics.frames_in);
     match decoded {
-        Ok(msg) => Inbound::Reply(core.handle_in(msg)),
+        Ok(msg) => Inbound::Step(core.handle_in(msg)),
         Err(err) => {
             Metrics::inc(&shared.metrics.malformed_frames);
             tracing::warn!(%err, "closing socket: malformed frame");

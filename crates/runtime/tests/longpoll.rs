@@ -185,7 +185,7 @@ async fn stale_join_refs_are_dropped_and_malformed_frames_end_the_session() {
 async fn an_unpolled_session_expires_and_its_presence_leaves() {
     let endpoint = phx_runtime::Endpoint::builder()
         .config(lp_config())
-        .channel("room:*", || PresenceRoom)
+        .channel("room:*", |_, _| PresenceRoom)
         .build();
     let s = support::start_endpoint(endpoint).await;
     let token = open(s.addr, "vsn=2.0.0").await;
@@ -315,25 +315,22 @@ async fn websocket_only_mode_does_not_serve_longpoll() {
     assert!(c.recv().await.contains("phx_reply"));
 }
 
-struct AfterJoin;
-
 struct PresenceRoom;
 
 impl phx_runtime::Channel for PresenceRoom {
+    type Info = ();
+
     async fn join(
         &mut self,
         _t: &str,
         _p: Payload,
-        ctx: &mut phx_runtime::ChannelContext,
+        _ctx: &mut phx_runtime::ChannelContext,
     ) -> Result<Payload, Payload> {
-        ctx.send_self(AfterJoin)
-            .map_err(|_| Payload::empty_object())?;
         Ok(Payload::empty_object())
     }
 
-    async fn handle_info(
+    async fn after_join(
         &mut self,
-        _info: phx_runtime::Info,
         ctx: &mut phx_runtime::ChannelContext,
     ) -> Result<phx_runtime::Flow, phx_runtime::RuntimeError> {
         ctx.track("lp-user", json!({}))?;
@@ -348,4 +345,96 @@ impl phx_runtime::Channel for PresenceRoom {
     ) -> Result<phx_runtime::HandleIn, phx_runtime::RuntimeError> {
         Ok(phx_runtime::HandleIn::NoReply)
     }
+}
+
+#[tokio::test]
+async fn pipelined_joins_in_one_post_are_answered_in_order() {
+    let s = support::start(lp_config()).await;
+    let token = open(s.addr, "vsn=2.0.0").await;
+    let mut lines: Vec<String> = (1..=40)
+        .map(|i| {
+            let topic = if i % 5 == 0 {
+                format!("nowhere:{i}")
+            } else {
+                format!("room:lp{i}")
+            };
+            json!([i.to_string(), i.to_string(), topic, "phx_join", {"quiet": true}]).to_string()
+        })
+        .collect();
+    lines.push(r#"[null,"hb","phoenix","heartbeat",{}]"#.to_owned());
+    assert_eq!(post(s.addr, &token, &lines).await, json!({"status": 200}));
+    let got = frames(s.addr, &token, 41).await;
+    let refs: Vec<Value> = got
+        .iter()
+        .filter(|f| f[3] == json!("phx_reply"))
+        .map(|f| f[1].clone())
+        .collect();
+    let mut expected: Vec<Value> = (1..=40).map(|i| json!(i.to_string())).collect();
+    expected.push(json!("hb"));
+    assert_eq!(refs, expected);
+}
+
+#[tokio::test]
+async fn long_poll_limits_body_line_sessions_and_origin() {
+    let s = support::start_endpoint(
+        phx_runtime::Endpoint::builder()
+            .config(Config {
+                check_origin: phx_runtime::CheckOrigin::Host("example.com".to_owned()),
+                ..lp_config()
+            })
+            .longpoll_limits(4_000, 300)
+            .max_longpoll_sessions(1)
+            .channel("room:*", |_, _| support::TestRoom::default())
+            .build(),
+    )
+    .await;
+    let good = [("origin", "https://example.com")];
+    let r = http(s.addr, "GET", "/socket/longpoll?vsn=2.0.0", &good, "").await;
+    assert_eq!(r.body["status"], json!(410));
+    let token = r.body["token"].as_str().expect("token").to_owned();
+    let path = format!("/socket/longpoll?vsn=2.0.0&token={token}");
+    // check_origin holds on every request, not only the one that opened the session.
+    let evil = [("origin", "https://evil.com")];
+    let r = http(s.addr, "POST", &path, &evil, &join("room:x")).await;
+    assert_eq!(r.body, json!({"status": 403}));
+    // The session cap: a second session is refused.
+    let r = http(s.addr, "GET", "/socket/longpoll?vsn=2.0.0", &good, "").await;
+    assert_eq!(r.body, json!({"status": 403}));
+    // A body over the limit is refused before it is read; a line over the limit too.
+    let big = "x".repeat(5_000);
+    let r = http(s.addr, "POST", &path, &good, &big).await;
+    assert_eq!(r.code, 413);
+    let long_line = json!(["1", "1", "room:y", "phx_join", {"pad": "y".repeat(400)}]).to_string();
+    let ndjson = [
+        ("origin", "https://example.com"),
+        ("content-type", "application/x-ndjson"),
+    ];
+    let r = http(s.addr, "POST", &path, &ndjson, &long_line).await;
+    assert_eq!(r.body, json!({"status": 400}));
+    let m = s.endpoint.metrics();
+    assert!(m.longpoll_refused >= 3, "{m:?}");
+}
+
+#[tokio::test]
+async fn a_post_behind_a_full_channel_mailbox_waits_and_loses_nothing() {
+    let s = support::start(Config {
+        channel_mailbox: 1,
+        ..lp_config()
+    })
+    .await;
+    let token = open(s.addr, "vsn=2.0.0").await;
+    let mut lines = vec![join("room:lpflow")];
+    lines.extend(
+        (0..60).map(|i| json!(["1", i.to_string(), "room:lpflow", "echo", {"i": i}]).to_string()),
+    );
+    assert_eq!(post(s.addr, &token, &lines).await, json!({"status": 200}));
+    let got = frames(s.addr, &token, 61).await;
+    let refs: Vec<Value> = got
+        .iter()
+        .filter(|f| f[3] == json!("phx_reply"))
+        .map(|f| f[1].clone())
+        .collect();
+    let mut expected = vec![json!("1")];
+    expected.extend((0..60).map(|i| json!(i.to_string())));
+    assert_eq!(refs, expected, "every line handled, in order");
 }

@@ -6,11 +6,9 @@ mod support;
 use std::time::Duration;
 
 use phx_presence::{ChannelPresence, PresenceDiff, PresenceList};
-use phx_runtime::{Channel, ChannelContext, Endpoint, Flow, HandleIn, Info, Payload, RuntimeError};
+use phx_runtime::{Channel, ChannelContext, Endpoint, Flow, HandleIn, Payload, RuntimeError};
 use serde_json::{json, Value};
 use support::{Client, WAIT};
-
-struct AfterJoin;
 
 /// Tracks the joiner under `user` with its `meta`; `update_meta` and `crash` as in
 /// the conformance app.
@@ -21,6 +19,8 @@ struct Room {
 }
 
 impl Channel for Room {
+    type Info = ();
+
     async fn join(
         &mut self,
         _topic: &str,
@@ -30,21 +30,14 @@ impl Channel for Room {
         let p: Value = payload.parse().unwrap_or(Value::Null);
         self.user = p["user"].as_str().unwrap_or("anon").to_owned();
         self.meta = p.get("meta").cloned().unwrap_or_else(|| json!({}));
-        ctx.send_self(AfterJoin)
-            .map_err(|_| Payload::empty_object())?;
+        let _ = ctx;
         Ok(Payload::empty_object())
     }
 
-    async fn handle_info(
-        &mut self,
-        info: Info,
-        ctx: &mut ChannelContext,
-    ) -> Result<Flow, RuntimeError> {
-        if info.downcast::<AfterJoin>().is_ok() {
-            ctx.track(&self.user, self.meta.clone())?;
-            let state = ctx.presence_list()?;
-            ctx.push("presence_state", state)?;
-        }
+    async fn after_join(&mut self, ctx: &mut ChannelContext) -> Result<Flow, RuntimeError> {
+        ctx.track(&self.user, self.meta.clone())?;
+        let state = ctx.presence_list()?;
+        ctx.push("presence_state", state)?;
         Ok(Flow::Continue)
     }
 
@@ -72,7 +65,7 @@ struct Server {
 async fn start() -> Server {
     let endpoint = Endpoint::builder()
         .config(support::config())
-        .channel("room:*", Room::default)
+        .channel("room:*", |_, _| Room::default())
         .build();
     Server {
         inner: support::start_endpoint(endpoint).await,

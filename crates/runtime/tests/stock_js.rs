@@ -6,10 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use phx_runtime::{Channel, ChannelContext, Endpoint, Flow, HandleIn, Info, Payload, RuntimeError};
+use phx_runtime::{Channel, ChannelContext, Endpoint, Flow, HandleIn, Payload, RuntimeError};
 use serde_json::{json, Value};
-
-struct AfterJoin;
 
 /// A room with presence, as an application would write it.
 struct Room {
@@ -17,6 +15,8 @@ struct Room {
 }
 
 impl Channel for Room {
+    type Info = ();
+
     async fn join(
         &mut self,
         _topic: &str,
@@ -25,21 +25,14 @@ impl Channel for Room {
     ) -> Result<Payload, Payload> {
         let params: Value = payload.parse().unwrap_or(Value::Null);
         self.user = params["user"].as_str().unwrap_or("anonymous").to_owned();
-        ctx.send_self(AfterJoin)
-            .map_err(|_| Payload::empty_object())?;
+        let _ = ctx;
         Ok(Payload::empty_object())
     }
 
-    async fn handle_info(
-        &mut self,
-        info: Info,
-        ctx: &mut ChannelContext,
-    ) -> Result<Flow, RuntimeError> {
-        if info.downcast::<AfterJoin>().is_ok() {
-            ctx.track(&self.user, json!({"online_at": 1}))?;
-            let state = ctx.presence_list()?;
-            ctx.push("presence_state", state)?;
-        }
+    async fn after_join(&mut self, ctx: &mut ChannelContext) -> Result<Flow, RuntimeError> {
+        ctx.track(&self.user, json!({"online_at": 1}))?;
+        let state = ctx.presence_list()?;
+        ctx.push("presence_state", state)?;
         Ok(Flow::Continue)
     }
 
@@ -83,7 +76,7 @@ async fn stock_phoenix_js_client_works_unchanged() {
             check_origin: phx_runtime::CheckOrigin::Disabled,
             ..phx_runtime::Config::default()
         })
-        .channel("room:*", || Room {
+        .channel("room:*", |_, _| Room {
             user: String::new(),
         })
         .build();
@@ -92,13 +85,13 @@ async fn stock_phoenix_js_client_works_unchanged() {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(phx_runtime::serve(
-        listener,
-        endpoint.routes("/socket"),
-        async {
+    let served = endpoint.clone();
+    let server = tokio::spawn(async move {
+        phx_runtime::serve(listener, &served, async {
             let _ = stopped.await;
-        },
-    ));
+        })
+        .await
+    });
 
     let url = format!("ws://{addr}/socket");
     let output = tokio::task::spawn_blocking(move || {

@@ -9,8 +9,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use phx_runtime::{
-    Channel, ChannelContext, ConnectRequest, Connection, EndpointBuilder, HandleIn, Payload,
-    Refusal, RuntimeError, SocketHandler,
+    Channel, ChannelContext, ConnectRequest, Connection, EndpointBuilder, Flow, HandleIn,
+    Payload, Refusal, RuntimeError, SocketHandler,
 };
 use serde_json::{json, Map, Value};
 
@@ -34,8 +34,8 @@ impl SocketHandler for ConformanceSocket {
 /// [`ConformanceSocket`], set by the caller).
 pub fn mount(builder: EndpointBuilder) -> EndpointBuilder {
     builder
-        .channel("room:*", || Room::new(true))
-        .channel("private:*", || Room::new(false))
+        .channel("room:*", |topic, _| Room::new(true, topic == "room:admin"))
+        .channel("private:*", |_, _| Room::new(false, false))
 }
 
 /// Milliseconds since the epoch, for `online_at`.
@@ -44,9 +44,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
-
-/// Asks the channel to track its presence once the join reply is out.
-struct AfterJoin;
 
 /// A room (with presence) or a private room (without).
 struct Room {
@@ -57,10 +54,10 @@ struct Room {
 }
 
 impl Room {
-    fn new(presence: bool) -> Room {
+    fn new(presence: bool, admin: bool) -> Room {
         Room {
             presence,
-            admin: false,
+            admin,
             key: String::new(),
             meta: Map::new(),
         }
@@ -82,6 +79,8 @@ fn object(payload: &Payload) -> Map<String, Value> {
 }
 
 impl Channel for Room {
+    type Info = ();
+
     async fn join(
         &mut self,
         topic: &str,
@@ -95,7 +94,6 @@ impl Channel for Room {
             }
             return Ok(json!({"topic": topic}).into());
         }
-        self.admin = topic == "room:admin";
         self.key = match params.get("user") {
             Some(Value::String(user)) => user.clone(),
             Some(v) if !v.is_null() => v.to_string(),
@@ -105,21 +103,18 @@ impl Channel for Room {
             Some(Value::Object(meta)) => meta.clone(),
             _ => Map::new(),
         };
-        let _ = ctx.send_self(AfterJoin);
         Ok(json!({"topic": topic}).into())
     }
 
-    async fn handle_info(
-        &mut self,
-        info: phx_runtime::Info,
-        ctx: &mut ChannelContext,
-    ) -> Result<phx_runtime::Flow, RuntimeError> {
-        if info.downcast::<AfterJoin>().is_ok() {
+    /// Tracks the member and pushes `presence_state`: after the join reply, before
+    /// the reply to anything the client sent after its join.
+    async fn after_join(&mut self, ctx: &mut ChannelContext) -> Result<Flow, RuntimeError> {
+        if self.presence {
             ctx.track(&self.key, Room::meta_with_online_at(&self.meta))?;
             let state = ctx.presence_list()?;
             ctx.push("presence_state", state)?;
         }
-        Ok(phx_runtime::Flow::Continue)
+        Ok(Flow::Continue)
     }
 
     async fn handle_in(

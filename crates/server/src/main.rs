@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use phx_runtime::{AcceptAll, CheckOrigin, Config, Endpoint};
-use warp::Filter;
 
 /// Command-line options.
 #[derive(Parser, Debug)]
@@ -58,9 +57,40 @@ struct Args {
     /// Accept every origin (Phoenix's check_origin: false).
     #[arg(long)]
     no_check_origin: bool,
-    /// Largest frame accepted from a client, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Largest frame accepted from a client, in bytes (Phoenix/Bandit: 10 000 000).
+    #[arg(long, default_value_t = 10_000_000)]
     max_frame_size: usize,
+    /// Bytes that may wait per socket in each direction (frames for the client,
+    /// client messages for its channels).
+    #[arg(long, default_value_t = 32 << 20)]
+    socket_buffer_bytes: usize,
+    /// Longest topic a client may join, in bytes.
+    #[arg(long, default_value_t = 1024)]
+    max_topic_length: usize,
+    /// Seconds a channel may leave its socket waiting before the socket closes (1013).
+    #[arg(long, default_value_t = 30)]
+    channel_stall_secs: u64,
+    /// Seconds for a whole HTTP request head (and for an idle keep-alive connection).
+    #[arg(long, default_value_t = 30)]
+    http_header_timeout_secs: u64,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
+    /// Largest long-poll POST body, in bytes.
+    #[arg(long, default_value_t = 10_000_000)]
+    longpoll_max_body: usize,
+    /// Largest line of a long-poll ndjson POST, in bytes.
+    #[arg(long, default_value_t = 10_000_000)]
+    longpoll_max_line: usize,
+    /// Long-poll sessions open at once.
+    #[arg(long, default_value_t = 16_384)]
+    max_longpoll_sessions: usize,
+    /// Sockets closed per batch when draining on shutdown.
+    #[arg(long, default_value_t = 10_000)]
+    drain_batch_size: usize,
+    /// Milliseconds between drain batches.
+    #[arg(long, default_value_t = 2_000)]
+    drain_batch_interval_ms: u64,
 }
 
 impl Args {
@@ -78,6 +108,16 @@ impl Args {
             longpoll_window: Duration::from_millis(self.longpoll_window_ms),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_frame_size: self.max_frame_size,
+            max_topic_length: self.max_topic_length,
+            socket_buffer_bytes: self.socket_buffer_bytes,
+            channel_stall_timeout: Duration::from_secs(self.channel_stall_secs),
+            http_header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            max_connections: self.max_connections,
+            longpoll_max_body: self.longpoll_max_body,
+            longpoll_max_line: self.longpoll_max_line,
+            max_longpoll_sessions: self.max_longpoll_sessions,
+            drain_batch_size: self.drain_batch_size,
+            drain_batch_interval: Duration::from_millis(self.drain_batch_interval_ms),
             ..Config::default()
         }
     }
@@ -131,23 +171,17 @@ async fn main() -> std::io::Result<()> {
                 std::io::stdout(),
                 "phx-server admin on http://{admin_addr} (/api/stats, /metrics, /api/broadcast)"
             );
-            tokio::spawn(phx_runtime::serve(
-                admin_listener,
-                admin.routes(),
-                std::future::pending(),
-            ));
+            tokio::spawn(warp::serve(admin.routes()).incoming(admin_listener).run());
         }
         Err(err) => {
             tracing::error!(%err, %admin_addr, "the admin listener cannot bind; running without it")
         }
     }
 
-    let routes = endpoint
-        .routes("/socket")
-        .or(editing::demo::routes())
-        .unify()
-        .boxed();
-    phx_runtime::serve(listener, routes, phx_runtime::shutdown_signal()).await?;
+    let service = endpoint
+        .service()
+        .fallback(warp::service(editing::demo::routes()));
+    phx_runtime::serve(listener, service, phx_runtime::shutdown_signal()).await?;
     tracing::info!("shutting down: draining sockets");
     endpoint.drain().await;
     Ok(())

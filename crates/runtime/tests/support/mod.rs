@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use phx_runtime::{
-    Channel, ChannelContext, Config, ConnectRequest, Connection, Endpoint, Flow, HandleIn, Info,
-    Payload, Refusal, RuntimeError, SocketHandler,
+    Channel, ChannelContext, Config, ConnectRequest, Connection, Endpoint, Flow, HandleIn, Payload,
+    Refusal, RuntimeError, SocketHandler,
 };
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -44,16 +44,18 @@ impl SocketHandler for TestSocket {
     }
 }
 
-struct AfterJoin;
-
 /// A channel in the spirit of Phoenix's test RoomChannel.
 #[derive(Default)]
-pub struct TestRoom;
+pub struct TestRoom {
+    quiet: bool,
+}
 
 impl Channel for TestRoom {
+    type Info = ();
+
     async fn join(
         &mut self,
-        topic: &str,
+        _topic: &str,
         payload: Payload,
         ctx: &mut ChannelContext,
     ) -> Result<Payload, Payload> {
@@ -68,20 +70,19 @@ impl Channel for TestRoom {
             let token = ctx.assigns().get::<AuthToken>().and_then(|t| t.0.clone());
             return Ok(json!({"auth_token": token}).into());
         }
-        if params["quiet"] != json!(true) {
-            ctx.push("joined", json!({"status": "connected", "topic": topic}))
-                .ok();
-            ctx.send_self(AfterJoin).ok();
+        if params["push_in_join"] == json!(true) {
+            // Phoenix raises here; the runtime refuses with NotJoined.
+            let refused = ctx.push("early", json!({})).is_err();
+            return Ok(json!({"push_refused": refused}).into());
         }
+        self.quiet = params["quiet"] == json!(true);
         Ok(Payload::empty_object())
     }
 
-    async fn handle_info(
-        &mut self,
-        info: Info,
-        ctx: &mut ChannelContext,
-    ) -> Result<Flow, RuntimeError> {
-        if info.downcast::<AfterJoin>().is_ok() {
+    async fn after_join(&mut self, ctx: &mut ChannelContext) -> Result<Flow, RuntimeError> {
+        if !self.quiet {
+            let topic = ctx.topic().to_owned();
+            ctx.push("joined", json!({"status": "connected", "topic": topic}))?;
             ctx.broadcast("user_entered", json!({"user": "u"}))?;
         }
         Ok(Flow::Continue)
@@ -177,8 +178,8 @@ pub async fn start(config: Config) -> Server {
     let endpoint = Endpoint::builder()
         .config(config)
         .handler(TestSocket)
-        .channel("room:*", TestRoom::default)
-        .channel("other:*", TestRoom::default)
+        .channel("room:*", |_, _| TestRoom::default())
+        .channel("other:*", |_, _| TestRoom::default())
         .build();
     start_endpoint(endpoint).await
 }
@@ -190,9 +191,9 @@ pub async fn start_endpoint(endpoint: Endpoint) -> Server {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let routes = endpoint.routes("/socket");
+    let served = endpoint.clone();
     tokio::spawn(async move {
-        let _ = phx_runtime::serve(listener, routes, async {
+        let _ = phx_runtime::serve(listener, &served, async {
             let _ = stopped.await;
         })
         .await;

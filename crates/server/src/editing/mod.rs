@@ -156,14 +156,16 @@ pub fn mount(mut builder: EndpointBuilder) -> EndpointBuilder {
         builder = Editing::new(kind, MemoryRecords::with(seed(kind))).mount(builder);
     }
     builder
-        .channel("edit:*", || UnknownKind)
-        .channel("events:*", || UnknownKind)
+        .channel("edit:*", |_, _| UnknownKind)
+        .channel("events:*", |_, _| UnknownKind)
 }
 
 /// Answers a join of an unknown kind with `not_found`.
 struct UnknownKind;
 
 impl Channel for UnknownKind {
+    type Info = ();
+
     async fn join(
         &mut self,
         topic: &str,

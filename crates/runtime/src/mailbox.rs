@@ -1,0 +1,313 @@
+//! What everything that talks to a socket or a channel shares, at the bottom of
+//! the stack: a socket's mailbox handle ([`SocketHandle`]: frames for the client,
+//! channel exits, close requests, the socket's byte budget), a channel's mailbox
+//! as the socket, PubSub and presence see it ([`Inbox`]), and the join outcome a
+//! channel sends its socket. No I/O and no knowledge of sockets' or channels'
+//! insides, so `socket`, `channel`, `pubsub` and `presence` all build on it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use phx_presence::PresenceDiff;
+use phx_protocol::{Broadcast, Frame, Message, Payload, Ref};
+use tokio::sync::{mpsc, Notify};
+
+use crate::metrics::Metrics;
+
+/// What reaches a socket's mailbox.
+///
+/// Kept to two words: tokio's mailbox reserves 32 slots up front, and that block is
+/// a large part of what an idle connection costs.
+pub(crate) enum SocketMsg {
+    /// A frame to write, already encoded (shared by every subscriber of a broadcast).
+    Frame(Arc<Frame>),
+    /// A channel ended.
+    Exit(Box<ChannelExit>),
+}
+
+/// How a channel ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExitKind {
+    /// Normal stop or leave: the client gets `phx_close`.
+    Close,
+    /// Crash: the client gets `phx_error`.
+    Crash,
+}
+
+pub(crate) struct ChannelExit {
+    pub topic: String,
+    pub chan_id: u64,
+    pub join_ref: Option<Ref>,
+    pub kind: ExitKind,
+}
+
+/// Why a transport must close its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A `disconnect` broadcast to the socket id (close code 1001, as Phoenix 1.8).
+    Disconnected,
+    /// The client let its outbound queue fill (close code 1013).
+    SlowClient,
+    /// A channel did not take the client's next message (or finish its join)
+    /// within `Config::channel_stall_timeout` (close code 1013).
+    ChannelStuck,
+    /// A message the client had to see could not be queued for one of its
+    /// channels: its stream would have a hole, so it must rejoin (close code 1013).
+    MessagesDropped,
+    /// The server is shutting down (close code 1012, Service Restart).
+    Draining,
+}
+
+impl CloseReason {
+    /// The WebSocket close code for this reason.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Disconnected => 1001,
+            CloseReason::SlowClient | CloseReason::ChannelStuck | CloseReason::MessagesDropped => {
+                1013
+            }
+            CloseReason::Draining => 1012,
+        }
+    }
+
+    /// A short text for the close frame and the logs.
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::Disconnected => "disconnected",
+            CloseReason::SlowClient => "slow client: outbound queue full",
+            CloseReason::ChannelStuck => "channel stuck",
+            CloseReason::MessagesDropped => "messages dropped: rejoin",
+            CloseReason::Draining => "server restarting",
+        }
+    }
+}
+
+/// State shared between a socket and everything that can reach it.
+pub(crate) struct SocketShared {
+    /// Set when the socket must close; `wake` tells the transport.
+    close: std::sync::Mutex<Option<CloseReason>>,
+    slow: AtomicBool,
+    wake: Notify,
+    /// True once the socket has ended; `closed_notify` wakes its channels, which
+    /// then terminate. (A flag and one `Notify`: a `watch` channel costs ~400 bytes.)
+    closed: AtomicBool,
+    closed_notify: Notify,
+    metrics: Arc<Metrics>,
+    /// `Config::socket_buffer_bytes`: the most bytes that may wait in each
+    /// direction (frames for the client; client messages in channel mailboxes).
+    budget: usize,
+    out_bytes: AtomicUsize,
+    in_bytes: AtomicUsize,
+    /// Wakes a socket waiting for inbound room.
+    in_room: Notify,
+}
+
+/// A sender into a socket's mailbox. Never blocks: when the mailbox is full the
+/// client is too slow and the socket is told to close.
+#[derive(Clone)]
+pub(crate) struct SocketHandle {
+    tx: mpsc::Sender<SocketMsg>,
+    shared: Arc<SocketShared>,
+}
+
+impl SocketHandle {
+    /// A socket's mailbox of `capacity` messages and `budget` bytes each way.
+    pub(crate) fn new(
+        capacity: usize,
+        budget: usize,
+        metrics: Arc<Metrics>,
+    ) -> (SocketHandle, mpsc::Receiver<SocketMsg>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let handle = SocketHandle {
+            tx,
+            shared: Arc::new(SocketShared {
+                close: std::sync::Mutex::new(None),
+                slow: AtomicBool::new(false),
+                wake: Notify::new(),
+                closed: AtomicBool::new(false),
+                closed_notify: Notify::new(),
+                metrics,
+                budget: budget.max(1),
+                out_bytes: AtomicUsize::new(0),
+                in_bytes: AtomicUsize::new(0),
+                in_room: Notify::new(),
+            }),
+        };
+        (handle, rx)
+    }
+
+    /// Waits until something asks this socket to close, and says why.
+    pub(crate) async fn close_requested(&self) -> CloseReason {
+        loop {
+            let notified = self.shared.wake.notified();
+            if let Some(reason) = *self.shared.close.lock().unwrap_or_else(|e| e.into_inner()) {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
+    /// The socket has ended: its channels terminate.
+    pub(crate) fn mark_closed(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.closed_notify.notify_waiters();
+    }
+
+    /// The transport took a frame of `bytes` from the mailbox.
+    pub(crate) fn took_frame(&self, bytes: usize) {
+        self.shared.out_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn send(&self, msg: SocketMsg) -> Result<(), crate::RuntimeError> {
+        let bytes = match &msg {
+            SocketMsg::Frame(frame) => frame.len(),
+            SocketMsg::Exit(_) => 0,
+        };
+        let queued = self.shared.out_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if queued > 0 && queued + bytes > self.shared.budget {
+            self.shared.out_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(self.slow());
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.out_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                Err(self.slow())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(crate::RuntimeError::Closed),
+        }
+    }
+
+    /// The client does not read what is queued for it (frames or bytes): close it.
+    fn slow(&self) -> crate::RuntimeError {
+        if !self.shared.slow.swap(true, Ordering::Relaxed) {
+            Metrics::inc(&self.shared.metrics.slow_clients);
+            self.close(CloseReason::SlowClient);
+        }
+        crate::RuntimeError::SlowClient
+    }
+
+    /// Counts a client message of `bytes` as waiting for a channel, if the inbound
+    /// budget has room (a message alone always fits). False: wait for room.
+    pub(crate) fn reserve_inbound(&self, bytes: usize) -> bool {
+        let budget = self.shared.budget;
+        self.shared
+            .in_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued == 0 || queued + bytes <= budget).then_some(queued + bytes)
+            })
+            .is_ok()
+    }
+
+    /// Waits until `bytes` more fit in the inbound budget, and counts them.
+    pub(crate) async fn wait_inbound(&self, bytes: usize) {
+        loop {
+            let room = self.shared.in_room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.reserve_inbound(bytes) {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    /// A channel took (or dropped) a client message of `bytes`.
+    pub(crate) fn release_inbound(&self, bytes: usize) {
+        self.shared.in_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.shared.in_room.notify_waiters();
+    }
+
+    pub(crate) fn send_frame(&self, frame: Frame) -> Result<(), crate::RuntimeError> {
+        self.send(SocketMsg::Frame(Arc::new(frame)))
+    }
+
+    pub(crate) fn send_shared(&self, frame: Arc<Frame>) -> Result<(), crate::RuntimeError> {
+        self.send(SocketMsg::Frame(frame))
+    }
+
+    /// Asks the transport to close the connection.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let mut slot = self.shared.close.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        drop(slot);
+        self.shared.wake.notify_one();
+    }
+
+    pub(crate) fn disconnect(&self) {
+        self.close(CloseReason::Disconnected);
+    }
+
+    /// Resolves once the socket has ended.
+    pub(crate) async fn closed(&self) {
+        loop {
+            let notified = self.shared.closed_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Whether a message reached a channel's mailbox.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Queued,
+    /// The mailbox is full: the message was not queued.
+    Full,
+    /// The channel has ended.
+    Gone,
+}
+
+/// A channel's mailbox as the socket, PubSub and presence see it, whatever the
+/// channel's `Info` type.
+pub(crate) trait Inbox: Send + Sync {
+    /// Queues a client message (`Ok(true)`), finds the channel gone (`Ok(false)`),
+    /// or hands the message back when the mailbox is full.
+    fn try_client(&self, msg: Box<Message>) -> Result<bool, Box<Message>>;
+    /// Waits for room and queues a client message; false when the channel is gone.
+    fn client(&self, msg: Box<Message>) -> BoxFuture<'static, bool>;
+    /// Queues an intercepted broadcast.
+    fn intercept(&self, b: Arc<Broadcast>) -> Delivery;
+    /// Queues a presence change.
+    fn presence(&self, diff: Arc<PresenceDiff>) -> Delivery;
+}
+
+pub(crate) fn delivery<T>(result: Result<(), mpsc::error::TrySendError<T>>) -> Delivery {
+    match result {
+        Ok(()) => Delivery::Queued,
+        Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
+        Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+    }
+}
+
+/// How a join ended; sent to the socket once the join reply is queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JoinOutcome {
+    Joined,
+    /// Refused by the channel, or crashed: the reply said so.
+    Refused,
+}
+
+/// The bytes a client message holds while it waits for its channel.
+pub(crate) fn message_size(msg: &Message) -> usize {
+    let payload = match &msg.payload {
+        Payload::Json(raw) => raw.get().len(),
+        Payload::Binary(bytes) => bytes.len(),
+    };
+    payload + msg.topic.len() + msg.event.len()
+}
+
+/// Tells a socket that one of its channels missed a message it had to see (its
+/// mailbox was full): the client's stream would have a hole, so the socket closes
+/// (1013) and the client rejoins and resyncs. Counted.
+pub(crate) fn missed(socket: &SocketHandle, metrics: &Metrics, topic: &str, what: &str) {
+    Metrics::inc(&metrics.dropped_messages);
+    tracing::warn!(%topic, what, "channel mailbox full: message dropped, closing the socket");
+    socket.close(CloseReason::MessagesDropped);
+}
