@@ -89,7 +89,10 @@ type Fallback = Arc<dyn App>;
 
 /// An application's tower service as the endpoint calls it.
 trait App: Send + Sync {
-    fn call(&self, req: hyper::Request<RequestBody>) -> BoxFuture<'static, hyper::Response<ResponseBody>>;
+    fn call(
+        &self,
+        req: hyper::Request<RequestBody>,
+    ) -> BoxFuture<'static, hyper::Response<ResponseBody>>;
 }
 
 struct AppService<S>(S);
@@ -105,7 +108,10 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    fn call(&self, req: hyper::Request<RequestBody>) -> BoxFuture<'static, hyper::Response<ResponseBody>> {
+    fn call(
+        &self,
+        req: hyper::Request<RequestBody>,
+    ) -> BoxFuture<'static, hyper::Response<ResponseBody>> {
         // A combinator, not an async block: rustc cannot prove an async block
         // holding `S::Future` Send for every lifetime (rust-lang/rust#64552).
         Box::pin(self.0.clone().call(req).map(|result| match result {
@@ -130,18 +136,33 @@ impl EndpointService {
     /// served on the same port as the sockets, under the same connection limits.
     ///
     /// ```no_run
-    /// # async fn run() -> std::io::Result<()> {
     /// use std::convert::Infallible;
+    /// use std::task::{Context, Poll};
+    ///
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
     /// use phx_runtime::{Endpoint, RequestBody};
     ///
+    /// /// The application's own pages.
+    /// #[derive(Clone)]
+    /// struct Pages;
+    ///
+    /// impl tower_service::Service<hyper::Request<RequestBody>> for Pages {
+    ///     type Response = hyper::Response<Full<Bytes>>;
+    ///     type Error = Infallible;
+    ///     type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    ///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    ///         Poll::Ready(Ok(()))
+    ///     }
+    ///     fn call(&mut self, _req: hyper::Request<RequestBody>) -> Self::Future {
+    ///         std::future::ready(Ok(hyper::Response::new(Full::new(Bytes::from_static(b"hello")))))
+    ///     }
+    /// }
+    ///
+    /// # async fn run() -> std::io::Result<()> {
     /// let endpoint = Endpoint::builder().build();
-    /// let app = hyper::service::service_fn(|_req: hyper::Request<RequestBody>| async {
-    ///     Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
-    ///         bytes::Bytes::from_static(b"hello"),
-    ///     )))
-    /// });
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
-    /// phx_runtime::serve(listener, endpoint.service().fallback(app), phx_runtime::shutdown_signal())
+    /// phx_runtime::serve(listener, endpoint.service().fallback(Pages), phx_runtime::shutdown_signal())
     ///     .await?;
     /// # Ok(()) }
     /// ```
