@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -152,33 +151,39 @@ impl Tally {
     }
 }
 
-/// Keeps reading every connection of `conns` (as a browser tab would), counting into
-/// `tally`; the connections close when the returned set is dropped.
-pub fn drain_all(conns: Vec<Ws>, tally: &Arc<Tally>) -> JoinSet<()> {
-    let mut set = JoinSet::new();
-    for mut ws in conns {
-        let tally = tally.clone();
-        set.spawn(async move {
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => {
-                        tally.frames.fetch_add(1, Ordering::Relaxed);
-                        if t.as_str().contains("\"presence_state\"") {
-                            tally.presence_states.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                        tally.closed.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    Some(Ok(_)) => {
-                        tally.frames.fetch_add(1, Ordering::Relaxed);
+/// A connection being read in the background, as a browser tab reads its socket
+/// (so that the server never sees an idle client as a slow one); reading stops
+/// and the connection closes when this is dropped.
+pub struct Drained(tokio::task::JoinHandle<()>);
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts reading `ws` in the background, counting what arrives into `tally`.
+pub fn drain(mut ws: Ws, tally: &Arc<Tally>) -> Drained {
+    let tally = tally.clone();
+    Drained(tokio::spawn(async move {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    tally.frames.fetch_add(1, Ordering::Relaxed);
+                    if t.as_str().contains("\"presence_state\"") {
+                        tally.presence_states.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    tally.closed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Some(Ok(_)) => {
+                    tally.frames.fetch_add(1, Ordering::Relaxed);
+                }
             }
-        });
-    }
-    set
+        }
+    }))
 }
 
 /// Splits ramp results into the opened connections and the first error with a count.

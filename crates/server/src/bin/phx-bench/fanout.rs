@@ -64,53 +64,164 @@ async fn subscribe(server: &Server, topic: &str, n: usize) -> Result<(Vec<Ws>, W
     Ok((subs, publisher))
 }
 
-/// Keeps reading the publisher's socket (replies and its own copies of the
-/// broadcasts) so that the server never sees it as a slow client.
-fn drain_publisher(mut rx: futures::stream::SplitStream<Ws>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} })
+/// Broadcasts sent but not yet acknowledged (`shout` replies `ok`) that the
+/// publisher allows itself: full speed, but within the channel's mailbox (1 024),
+/// as a client that respects backpressure would.
+const WINDOW: u64 = 128;
+
+/// The publishing client: sends `shout`s on `topic`, at most [`WINDOW`] of them
+/// unanswered, while a reader task counts the replies (and skips its own copies
+/// of the broadcasts).
+struct Publisher {
+    tx: futures::stream::SplitSink<Ws, Message>,
+    replies: Arc<AtomicU64>,
+    replied: Arc<tokio::sync::Notify>,
+    reader: tokio::task::JoinHandle<()>,
+    sent: u64,
+}
+
+impl Publisher {
+    fn new(ws: Ws) -> Publisher {
+        let (tx, mut rx) = ws.split();
+        let replies = Arc::new(AtomicU64::new(0));
+        let replied = Arc::new(tokio::sync::Notify::new());
+        let (count, notify) = (replies.clone(), replied.clone());
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(msg)) = rx.next().await {
+                if let Message::Text(t) = msg {
+                    if t.as_str().contains("\"phx_reply\"") {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        notify.notify_one();
+                    }
+                }
+            }
+            // The connection ended: wake the sender so that it sees the error.
+            count.store(u64::MAX / 2, Ordering::Relaxed);
+            notify.notify_one();
+        });
+        Publisher {
+            tx,
+            replies,
+            replied,
+            reader,
+            sent: 0,
+        }
+    }
+
+    /// Sends one broadcast request, first waiting for the window to open.
+    async fn shout(&mut self, topic: &str, payload: &str) -> Result<(), String> {
+        while self.sent >= self.replies.load(Ordering::Relaxed) + WINDOW {
+            self.replied.notified().await;
+        }
+        if self.reader.is_finished() {
+            return Err("the server closed the publisher's connection".into());
+        }
+        let frame = format!(
+            r#"["1","{}",{},"shout",{payload}]"#,
+            self.sent + 2,
+            serde_json::Value::from(topic)
+        );
+        futures::SinkExt::send(&mut self.tx, Message::text(frame))
+            .await
+            .map_err(|e| format!("publish: {e}"))?;
+        self.sent += 1;
+        Ok(())
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Why a subscriber stopped before the end, from what the server sent last.
+fn ended(msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> String {
+    match msg {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            format!(
+                "closed by the server: {} {}",
+                u16::from(frame.code),
+                frame.reason
+            )
+        }
+        Some(Ok(Message::Close(None))) | None => "closed by the server".into(),
+        Some(Err(e)) => format!("receive error: {e}"),
+        Some(Ok(_)) => "stopped".into(),
+    }
+}
+
+/// Waits (at most `limit`) for every subscriber task; returns how many finished
+/// and the first reason one gave for stopping early.
+async fn finish(
+    tasks: &mut JoinSet<Result<(), String>>,
+    limit: Duration,
+) -> (u64, u64, Option<String>) {
+    let (mut complete, mut stopped, mut first) = (0, 0, None);
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => complete += 1,
+                Ok(Err(e)) => {
+                    stopped += 1;
+                    first.get_or_insert(e);
+                }
+                Err(e) => {
+                    stopped += 1;
+                    first.get_or_insert(e.to_string());
+                }
+            }
+        }
+    })
+    .await;
+    (complete, stopped, first)
 }
 
 /// Runs `fanout`.
 pub async fn full(server: &Server, a: &FanoutArgs) -> Result<Outcome, String> {
     let (subscribers, messages) = (a.subscribers, a.messages);
     let (subs, publisher) = subscribe(server, "private:fan", subscribers).await?;
-    let done = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for mut ws in subs {
-        let done = done.clone();
         tasks.spawn(async move {
             let mut seen = 0;
             while seen < messages {
                 match ws.next().await {
                     Some(Ok(Message::Text(t))) if t.as_str().contains(r#","shout","#) => seen += 1,
-                    Some(Ok(_)) => {}
-                    _ => return,
+                    Some(Ok(
+                        Message::Text(_)
+                        | Message::Binary(_)
+                        | Message::Ping(_)
+                        | Message::Pong(_)
+                        | Message::Frame(_),
+                    )) => {}
+                    other => return Err(ended(other)),
                 }
             }
-            done.fetch_add(1, Ordering::Relaxed);
+            Ok(())
         });
     }
-    let (mut tx, rx) = publisher.split();
-    let reader = drain_publisher(rx);
+    let mut publisher = Publisher::new(publisher);
     let body = "x".repeat(100);
     let meter = Meter::start(server);
+    let mut publish_error = None;
     for i in 0..messages {
-        let frame = format!(
-            r#"["1","{}","private:fan","shout",{{"n":{i},"body":"{body}"}}]"#,
-            i + 2
-        );
-        futures::SinkExt::send(&mut tx, Message::text(frame))
-            .await
-            .map_err(|e| format!("publish: {e}"))?;
+        let payload = format!(r#"{{"n":{i},"body":"{body}"}}"#);
+        if let Err(e) = publisher.shout("private:fan", &payload).await {
+            publish_error = Some(e);
+            break;
+        }
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while done.load(Ordering::Relaxed) < subscribers as u64 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let (finished, stopped, first_stop) = finish(&mut tasks, Duration::from_secs(120)).await;
     let usage = meter.read(server);
-    reader.abort();
+    drop(publisher);
     drop(tasks);
-    let finished = done.load(Ordering::Relaxed);
+    let slow = server
+        .metrics()
+        .await?
+        .get("phx_slow_clients")
+        .copied()
+        .unwrap_or(0);
     let deliveries = finished as f64 * messages as f64;
     let per_cpu = deliveries / usage.server_cpu.max(0.01);
     Ok(Outcome {
@@ -121,25 +232,41 @@ pub async fn full(server: &Server, a: &FanoutArgs) -> Result<Outcome, String> {
             group(subscribers as f64)
         ),
         command: format!("phx-bench fanout --subscribers {subscribers} --messages {messages}"),
-        result: format!(
-            "{} deliveries/s; {} per server CPU-second ({} of {} subscribers got all {} in {:.2} s)",
-            group(deliveries / usage.wall),
-            group(per_cpu),
-            group(finished as f64),
-            group(subscribers as f64),
-            group(messages as f64),
-            usage.wall
-        ),
+        result: {
+            let mut r = format!(
+                "{} deliveries/s; {} per server CPU-second ({} of {} subscribers got all {} in {:.2} s)",
+                group(deliveries / usage.wall),
+                group(per_cpu),
+                group(finished as f64),
+                group(subscribers as f64),
+                group(messages as f64),
+                usage.wall
+            );
+            if let Some(e) = &first_stop {
+                r.push_str(&format!(
+                    "; {stopped} subscribers stopped early, first: {e}"
+                ));
+            }
+            if slow > 0 {
+                r.push_str(&format!("; {slow} disconnected as slow clients"));
+            }
+            if let Some(e) = &publish_error {
+                r.push_str(&format!("; publisher: {e}"));
+            }
+            r
+        },
         usage,
         figures: object(json!({
             "subscribers": subscribers,
             "messages": messages,
             "subscribers_complete": finished,
+            "subscribers_stopped": stopped,
+            "slow_clients": slow,
             "deliveries": deliveries,
             "deliveries_per_s": (deliveries / usage.wall).round(),
             "deliveries_per_server_cpu_s": per_cpu.round(),
         })),
-        complete: finished == subscribers as u64,
+        complete: finished == subscribers as u64 && publish_error.is_none(),
     })
 }
 
@@ -152,6 +279,8 @@ struct Seen {
     out_of_order: u64,
     /// Distinct sequence numbers received.
     distinct: u64,
+    /// Why the subscriber stopped before the last broadcast, if it did.
+    stopped: Option<String>,
 }
 
 /// Runs `latency`.
@@ -171,8 +300,15 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
             };
             let mut received = vec![false; messages as usize];
             let mut highest: Option<u64> = None;
-            while let Some(Ok(msg)) = ws.next().await {
-                let Message::Text(t) = msg else { continue };
+            loop {
+                let msg = ws.next().await;
+                let Some(Ok(Message::Text(t))) = msg else {
+                    if matches!(msg, Some(Ok(Message::Close(_))) | Some(Err(_)) | None) {
+                        seen.stopped = Some(ended(msg));
+                        break;
+                    }
+                    continue;
+                };
                 let text = t.as_str();
                 if !text.contains(r#","shout","#) {
                     continue;
@@ -203,25 +339,24 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
             seen
         });
     }
-    let (mut tx, rx) = publisher.split();
-    let reader = drain_publisher(rx);
+    let mut publisher = Publisher::new(publisher);
     let body = "x".repeat(100);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / a.rate.max(0.001)));
     let meter = Meter::start(server);
+    let mut publish_error = None;
     for seq in 0..messages {
         tick.tick().await;
         let sent = epoch.elapsed().as_micros() as u64;
-        let frame = format!(
-            r#"["1","{}","private:lat","shout",{{"seq":{seq},"t":{sent},"body":"{body}"}}]"#,
-            seq + 2
-        );
-        futures::SinkExt::send(&mut tx, Message::text(frame))
-            .await
-            .map_err(|e| format!("publish: {e}"))?;
+        let payload = format!(r#"{{"seq":{seq},"t":{sent},"body":"{body}"}}"#);
+        if let Err(e) = publisher.shout("private:lat", &payload).await {
+            publish_error = Some(e);
+            break;
+        }
     }
     // Subscribers end at the last sequence number; give stragglers 5 s.
     let mut all = Vec::with_capacity(subscribers * messages as usize);
     let (mut out_of_order, mut distinct, mut finished) = (0u64, 0u64, 0u64);
+    let (mut stopped, mut first_stop) = (0u64, None);
     let collect = async {
         while let Some(joined) = tasks.join_next().await {
             if let Ok(seen) = joined {
@@ -229,6 +364,10 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
                 out_of_order += seen.out_of_order;
                 distinct += seen.distinct;
                 finished += 1;
+                if let Some(e) = seen.stopped {
+                    stopped += 1;
+                    first_stop.get_or_insert(e);
+                }
             }
         }
     };
@@ -236,8 +375,14 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
         .await
         .is_err();
     let usage = meter.read(server);
-    reader.abort();
+    drop(publisher);
     drop(tasks);
+    let slow = server
+        .metrics()
+        .await?
+        .get("phx_slow_clients")
+        .copied()
+        .unwrap_or(0);
     all.sort_unstable();
     let pct = |p: f64| -> f64 {
         if all.is_empty() {
@@ -258,6 +403,17 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
         group(per_cpu),
         group(delivered as f64 / usage.wall),
     );
+    if let Some(e) = &first_stop {
+        result.push_str(&format!(
+            "; {stopped} subscribers stopped early, first: {e}"
+        ));
+    }
+    if slow > 0 {
+        result.push_str(&format!("; {slow} disconnected as slow clients"));
+    }
+    if let Some(e) = &publish_error {
+        result.push_str(&format!("; publisher: {e}"));
+    }
     if timed_out {
         result.push_str(&format!(
             "; {} subscribers never saw the last broadcast",
@@ -286,12 +442,14 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
             "deliveries": delivered,
             "missing": missing,
             "out_of_order": out_of_order,
+            "subscribers_stopped": stopped,
+            "slow_clients": slow,
             "p50_ms": p50,
             "p99_ms": p99,
             "p999_ms": p999,
             "max_ms": max,
             "deliveries_per_server_cpu_s": per_cpu.round(),
         })),
-        complete: missing == 0 && out_of_order == 0 && !timed_out,
+        complete: missing == 0 && out_of_order == 0 && !timed_out && publish_error.is_none(),
     })
 }

@@ -62,9 +62,11 @@ pub async fn run(server: &Server, a: &MemoryArgs) -> Result<Outcome, String> {
     let url = server.url();
     let n = a.connections;
     let (presence, rooms) = (a.presence, a.rooms.map(|r| r.max(1)));
+    let tally = Arc::new(Tally::default());
     let meter = Meter::start(server);
     let results = client::ramp(n, Some(a.rate), 200, |i| {
         let url = url.clone();
+        let tally = tally.clone();
         async move {
             let (topic, payload) = match (presence, rooms) {
                 (true, Some(r)) => (
@@ -78,15 +80,14 @@ pub async fn run(server: &Server, a: &MemoryArgs) -> Result<Outcome, String> {
                 ),
                 (false, None) => ("private:mem".into(), r#"{"token":"letmein"}"#.into()),
             };
-            client::join(&url, &topic, &payload).await
+            let ws = client::join(&url, &topic, &payload).await?;
+            Ok(client::drain(ws, &tally))
         }
     })
     .await;
     let ramp_wall = meter.read(server).wall;
-    let (conns, failed, first_error) = client::opened(results);
-    let answered = conns.len();
-    let tally = Arc::new(Tally::default());
-    let drains = client::drain_all(conns, &tally);
+    let (drains, failed, first_error) = client::opened(results);
+    let answered = drains.len();
     // Let the server finish the diffs the last joins caused before reading its cost.
     server.settle(Duration::from_secs(60)).await;
     let usage = meter.read(server);

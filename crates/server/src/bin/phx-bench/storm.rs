@@ -30,9 +30,11 @@ pub async fn run(server: &Server, a: &StormArgs) -> Result<Outcome, String> {
     let url = server.url();
     let n = a.clients;
     let rooms = a.rooms.map(|r| r.max(1));
+    let tally = Arc::new(Tally::default());
     let meter = Meter::start(server);
     let results = client::ramp(n, None, a.concurrency.unwrap_or(n), |i| {
         let url = url.clone();
+        let tally = tally.clone();
         async move {
             let started = Instant::now();
             let ws = match rooms {
@@ -46,7 +48,7 @@ pub async fn run(server: &Server, a: &StormArgs) -> Result<Outcome, String> {
                 }
                 None => client::join(&url, "private:storm", r#"{"token":"letmein"}"#).await,
             }?;
-            Ok((ws, started.elapsed()))
+            Ok((client::drain(ws, &tally), started.elapsed()))
         }
     })
     .await;
@@ -55,14 +57,12 @@ pub async fn run(server: &Server, a: &StormArgs) -> Result<Outcome, String> {
     let mut times: Vec<Duration> = joined.iter().map(|(_, t)| *t).collect();
     times.sort_unstable();
     let answered = joined.len();
-    let tally = Arc::new(Tally::default());
-    let drains = client::drain_all(joined.into_iter().map(|(ws, _)| ws).collect(), &tally);
     server.settle(Duration::from_secs(30)).await;
     let usage = meter.read(server);
     let metrics = server.metrics().await?;
     let channels_open = metrics.get("phx_channels_open").copied().unwrap_or(0);
     let closed = Tally::get(&tally.closed);
-    drop(drains);
+    drop(joined);
     let lost = (answered as u64).saturating_sub(channels_open).max(closed);
     let pct = |p: f64| {
         times
