@@ -47,19 +47,31 @@ impl Server {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
         let stdout = child.stdout.take().ok_or("the server has no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned);
+        // The banner names the address; a wrapper (valgrind, heaptrack) may print
+        // lines of its own first.
+        let mut reader = BufReader::new(stdout);
+        let mut seen = Vec::new();
+        let mut addr = None;
+        while addr.is_none() && seen.len() < 50 {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            addr = line
+                .split("http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned);
+            seen.push(line);
+        }
+        // Keep reading (and discarding) whatever else the server prints, so that
+        // it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let Some(addr) = addr else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("unexpected server banner: {line:?}"));
+            return Err(format!("no address in the server's banner: {seen:?}"));
         };
         Ok(Server { child, addr })
     }
