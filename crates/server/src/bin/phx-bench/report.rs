@@ -30,8 +30,11 @@ impl Outcome {
     fn cost(&self) -> String {
         let u = &self.usage;
         let mut s = format!(
-            "wall {:.2} s, server CPU {:.2} s, generator CPU {:.2} s",
-            u.wall, u.server_cpu, u.generator_cpu
+            "wall {:.2} s, server CPU {:.2} s ({:.0} % kernel), generator CPU {:.2} s",
+            u.wall,
+            u.server_cpu,
+            100.0 * u.server_system_cpu / u.server_cpu.max(0.01),
+            u.generator_cpu
         );
         if u.generator_limited() {
             s.push_str("; **generator-limited**");
@@ -63,6 +66,10 @@ impl Outcome {
         obj.insert("complete".into(), json!(self.complete));
         obj.insert("wall_s".into(), json!(round3(u.wall)));
         obj.insert("server_cpu_s".into(), json!(round3(u.server_cpu)));
+        obj.insert(
+            "server_system_cpu_s".into(),
+            json!(round3(u.server_system_cpu)),
+        );
         obj.insert("generator_cpu_s".into(), json!(round3(u.generator_cpu)));
         obj.insert("other_cpu_s".into(), json!(round3(u.other_cpu)));
         obj.insert("generator_limited".into(), json!(u.generator_limited()));

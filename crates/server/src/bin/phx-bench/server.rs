@@ -98,7 +98,14 @@ impl Server {
 
     /// User + system CPU seconds the server has used so far.
     pub fn cpu(&self) -> f64 {
-        process_cpu(&self.pid().to_string())
+        let (user, system) = process_cpu(&self.pid().to_string());
+        user + system
+    }
+
+    /// System (kernel) CPU seconds the server has used so far: on loopback its
+    /// sends also run the receiving side of TCP, so this share is large.
+    fn system_cpu(&self) -> f64 {
+        process_cpu(&self.pid().to_string()).1
     }
 
     /// The server's counters from `/metrics` (Prometheus text), by name.
@@ -167,8 +174,8 @@ impl Drop for Server {
     }
 }
 
-/// User + system CPU seconds of a process (`self` or a pid), from `/proc/<pid>/stat`.
-fn process_cpu(pid: &str) -> f64 {
+/// User and system CPU seconds of a process (`self` or a pid), from `/proc/<pid>/stat`.
+fn process_cpu(pid: &str) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name is in parentheses and may hold spaces; utime and stime are
     // the 12th and 13th fields after it.
@@ -180,7 +187,13 @@ fn process_cpu(pid: &str) -> f64 {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / TICKS_PER_SECOND
+    (ticks(11) / TICKS_PER_SECOND, ticks(12) / TICKS_PER_SECOND)
+}
+
+/// User + system CPU seconds this process (the generator) has used.
+fn own_cpu() -> f64 {
+    let (user, system) = process_cpu("self");
+    user + system
 }
 
 /// CPU seconds the whole machine spent busy (every core, every process), from the
@@ -213,6 +226,8 @@ pub struct Usage {
     pub wall: f64,
     /// CPU seconds the server used.
     pub server_cpu: f64,
+    /// The part of `server_cpu` spent in the kernel.
+    pub server_system_cpu: f64,
     /// CPU seconds the load generator (this process) used.
     pub generator_cpu: f64,
     /// CPU seconds every other process on the machine used.
@@ -243,6 +258,7 @@ impl Usage {
 pub struct Meter {
     started: Instant,
     server: f64,
+    server_system: f64,
     generator: f64,
     machine: f64,
 }
@@ -253,7 +269,8 @@ impl Meter {
         Meter {
             started: Instant::now(),
             server: server.cpu(),
-            generator: process_cpu("self"),
+            server_system: server.system_cpu(),
+            generator: own_cpu(),
             machine: machine_busy(),
         }
     }
@@ -261,11 +278,12 @@ impl Meter {
     /// Usage from the start until now.
     pub fn read(&self, server: &Server) -> Usage {
         let server_cpu = server.cpu() - self.server;
-        let generator_cpu = process_cpu("self") - self.generator;
+        let generator_cpu = own_cpu() - self.generator;
         let machine = machine_busy() - self.machine;
         Usage {
             wall: self.started.elapsed().as_secs_f64(),
             server_cpu,
+            server_system_cpu: server.system_cpu() - self.server_system,
             generator_cpu,
             other_cpu: (machine - server_cpu - generator_cpu).max(0.0),
         }
