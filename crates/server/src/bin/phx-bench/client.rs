@@ -210,3 +210,16 @@ pub fn field_u64(text: &str, key: &str) -> Option<u64> {
     let digits: &str = text[at..].split(|c: char| !c.is_ascii_digit()).next()?;
     digits.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_fields_are_read_from_a_broadcast_frame() {
+        let frame = r#"[null,null,"private:lat","shout",{"seq":17,"t":123456,"body":"x"}]"#;
+        assert_eq!(field_u64(frame, "\"seq\":"), Some(17));
+        assert_eq!(field_u64(frame, "\"t\":"), Some(123_456));
+        assert_eq!(field_u64(frame, "\"missing\":"), None);
+    }
+}

@@ -197,6 +197,11 @@ fn today_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
+    civil_utc(secs)
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) of a Unix time in seconds.
+fn civil_utc(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -219,5 +224,26 @@ pub fn object(v: Value) -> Map<String, Value> {
     match v {
         Value::Object(map) => map,
         _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_times_become_civil_dates() {
+        assert_eq!(civil_utc(0), "1970-01-01 00:00");
+        assert_eq!(civil_utc(951_782_400), "2000-02-29 00:00");
+        assert_eq!(civil_utc(1_796_041_935), "2026-11-30 12:32");
+    }
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        assert_eq!(group(0.0), "0");
+        assert_eq!(group(999.0), "999");
+        assert_eq!(group(1_000.0), "1 000");
+        assert_eq!(group(1_338_764.4), "1 338 764");
+        assert_eq!(group(-12_345.0), "-12 345");
     }
 }

@@ -126,14 +126,7 @@ impl Server {
             .map_err(|_| "GET /metrics timed out".to_owned())?
             .map_err(|e| format!("GET /metrics: {e}"))?;
         let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        Ok(body
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (name, value) = l.split_once(' ')?;
-                Some((name.to_owned(), value.trim().parse().ok()?))
-            })
-            .collect())
+        Ok(parse_metrics(body))
     }
 
     /// Waits until the server has been idle (under 20 ms of CPU in a second) or
@@ -176,7 +169,22 @@ impl Drop for Server {
 
 /// User and system CPU seconds of a process (`self` or a pid), from `/proc/<pid>/stat`.
 fn process_cpu(pid: &str) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// Counters by name from the Prometheus text format (comments skipped).
+fn parse_metrics(body: &str) -> BTreeMap<String, u64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// User and system CPU seconds from the text of a `/proc/<pid>/stat` file.
+fn parse_stat(stat: &str) -> (f64, f64) {
     // The command name is in parentheses and may hold spaces; utime and stime are
     // the 12th and 13th fields after it.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -320,4 +328,26 @@ pub fn raise_open_files_limit() -> u64 {
             .status();
     }
     read().map_or(soft, |(soft, _)| soft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_read_after_a_command_name_with_spaces() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        let stat = "42 (phx server) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
+        assert_eq!(parse_stat(stat), (2.5, 0.75));
+        assert_eq!(parse_stat("garbage"), (0.0, 0.0));
+    }
+
+    #[test]
+    fn metrics_text_gives_counters_by_name() {
+        let body = "# HELP phx_channels_open Channels joined now (gauge).\nphx_channels_open 12\nphx_sockets_open 3\nbroken line\n";
+        let m = parse_metrics(body);
+        assert_eq!(m.get("phx_channels_open"), Some(&12));
+        assert_eq!(m.get("phx_sockets_open"), Some(&3));
+        assert_eq!(m.len(), 2);
+    }
 }
