@@ -112,6 +112,19 @@ impl Scenario {
         }
     }
 
+    /// Connections the generator (and so the server) holds at once at most.
+    fn connections(&self) -> usize {
+        match self {
+            Scenario::Memory(a) => a.connections,
+            Scenario::Latency(a) => a.subscribers + 1,
+            Scenario::Fanout(a) => a.subscribers + 1,
+            Scenario::Echo(a) => a.clients,
+            Scenario::Presence(a) => a.clients,
+            Scenario::Storm(a) => a.clients,
+            Scenario::Churn(a) => a.clients + a.rooms as usize,
+        }
+    }
+
     /// Starts a fresh server, runs the scenario against it, stops the server.
     async fn run(&self, server_path: Option<&str>) -> Result<Outcome, String> {
         let server = Server::start(server_path)?;
@@ -204,6 +217,16 @@ async fn main() {
     let mut outcomes = Vec::new();
     let mut failures = 0;
     for scenario in &set {
+        // Each side needs a descriptor per connection plus a few of its own.
+        if scenario.connections() as u64 + 200 > limit {
+            eprintln!(
+                "phx-bench: {}: {} connections do not fit under the open-files limit ({limit})",
+                scenario.name(),
+                scenario.connections()
+            );
+            failures += 1;
+            continue;
+        }
         match scenario.run(server_path).await {
             Ok(outcome) => {
                 println!("{}", outcome.line());

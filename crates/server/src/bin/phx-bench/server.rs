@@ -311,7 +311,7 @@ pub fn raise_open_files_limit() -> u64 {
         Some((values.next()?, values.next()?))
     };
     let Some((soft, hard)) = read() else {
-        return 0;
+        return u64::MAX; // unknown: let the connects themselves fail if it is too low
     };
     if soft < hard {
         let limit = if hard == u64::MAX {
