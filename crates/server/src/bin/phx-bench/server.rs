@@ -222,6 +222,23 @@ fn machine_busy() -> f64 {
     (total - idle) / TICKS_PER_SECOND
 }
 
+/// Connection attempts the kernel dropped because a listener's accept queue was
+/// full (`TcpExt: ListenOverflows` in `/proc/net/netstat`, machine-wide): each one
+/// costs the client a SYN retransmission, a second or more.
+pub fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut rows = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (rows.next(), rows.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Cores this machine has.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)

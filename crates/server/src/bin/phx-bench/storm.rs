@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::client::{self, Tally};
 use crate::report::{group, object, Outcome};
-use crate::server::{Meter, Server};
+use crate::server::{listen_overflows, Meter, Server};
 
 /// The `storm` scenario's parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,6 +31,7 @@ pub async fn run(server: &Server, a: &StormArgs) -> Result<Outcome, String> {
     let n = a.clients;
     let rooms = a.rooms.map(|r| r.max(1));
     let tally = Arc::new(Tally::default());
+    let overflows_before = listen_overflows();
     let meter = Meter::start(server);
     let results = client::ramp(n, None, a.concurrency.unwrap_or(n), |i| {
         let url = url.clone();
@@ -53,6 +54,7 @@ pub async fn run(server: &Server, a: &StormArgs) -> Result<Outcome, String> {
     })
     .await;
     let storm = meter.read(server);
+    let overflows = listen_overflows().saturating_sub(overflows_before);
     let (joined, failed, first_error) = client::opened(results);
     let mut times: Vec<Duration> = joined.iter().map(|(_, t)| *t).collect();
     times.sort_unstable();
@@ -81,6 +83,12 @@ pub async fn run(server: &Server, a: &StormArgs) -> Result<Outcome, String> {
         max,
         group(lost as f64),
     );
+    if overflows > 0 {
+        result.push_str(&format!(
+            "; {} connects overflowed the accept queue (each waits for a SYN retransmission)",
+            group(overflows as f64)
+        ));
+    }
     if let Some(e) = first_error {
         result.push_str(&format!("; {failed} failed, first: {e}"));
     }
@@ -112,6 +120,7 @@ pub async fn run(server: &Server, a: &StormArgs) -> Result<Outcome, String> {
             "join_max_ms": max,
             "channels_open": channels_open,
             "channels_lost": lost,
+            "listen_overflows": overflows,
             "server_cpu_with_settling_s": usage.server_cpu,
         })),
         complete: failed == 0 && lost == 0,
