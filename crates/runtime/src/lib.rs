@@ -81,7 +81,7 @@ pub use handler::{
     TransportKind,
 };
 pub use mailbox::CloseReason;
-pub use metrics::{Metrics, MetricsSnapshot};
+pub use metrics::{MetricEntry, Metrics, MetricsSnapshot};
 pub use origin::{CheckOrigin, Origin, OriginFn};
 pub use phx_protocol::{Payload, Serializer};
 pub use pubsub::{PubSub, Subscription};

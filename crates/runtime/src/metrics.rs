@@ -26,6 +26,18 @@ macro_rules! metrics {
         }
 
         impl MetricsSnapshot {
+            /// Every counter with its name (without the `phx_` prefix), its
+            /// description, and whether it is a gauge (a level, not a running total),
+            /// for exporting through a metrics library.
+            pub fn entries(&self) -> Vec<MetricEntry> {
+                vec![$(MetricEntry {
+                    name: stringify!($name),
+                    help: concat!($($doc,)*).trim_ascii(),
+                    gauge: concat!($($doc,)*).contains("(gauge)"),
+                    value: self.$name,
+                },)*]
+            }
+
             /// Renders the snapshot in the Prometheus text exposition format.
             pub fn to_prometheus(&self) -> String {
                 let mut out = String::new();
@@ -39,6 +51,19 @@ macro_rules! metrics {
             }
         }
     };
+}
+
+/// One counter of a [`MetricsSnapshot`], as [`MetricsSnapshot::entries`] lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricEntry {
+    /// The counter's name, without the `phx_` prefix (`channels_open`).
+    pub name: &'static str,
+    /// What it counts.
+    pub help: &'static str,
+    /// A level that goes up and down (sockets open now), not a running total.
+    pub gauge: bool,
+    /// Its value.
+    pub value: u64,
 }
 
 metrics! {

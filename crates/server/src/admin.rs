@@ -188,47 +188,17 @@ impl Collector for RuntimeCollector {
         let m = self.endpoint.metrics();
         let presence = self.endpoint.presence().stats();
 
-        let counters: [(&str, &str, u64); 7] = [
-            (
-                "phx_connections_accepted",
-                "Sockets accepted since start.",
-                m.sockets_accepted,
-            ),
-            (
-                "phx_connections_refused",
-                "Connections refused (vsn, origin, subprotocol, handler).",
-                m.sockets_refused,
-            ),
-            (
-                "phx_messages_in",
-                "Frames received from clients.",
-                m.frames_in,
-            ),
-            (
-                "phx_messages_out",
-                "Frames written to clients.",
-                m.frames_out,
-            ),
-            ("phx_broadcasts", "Broadcasts published.", m.broadcasts),
-            (
-                "phx_channel_crashes",
-                "Channels that crashed and sent phx_error.",
-                m.channel_crashes,
-            ),
-            (
-                "phx_unmatched_topics",
-                "Messages for a topic the socket has not joined.",
-                m.unmatched_topics,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
+        // Every runtime counter, under its own name: limits hit, backpressure,
+        // drops and drains included.
+        for entry in m.entries() {
+            let name = format!("phx_{}", entry.name);
+            if entry.gauge {
+                let g = gauge(entry.value);
+                g.encode(encoder.encode_descriptor(&name, entry.help, None, g.metric_type())?)?;
+            } else {
+                let c = ConstCounter::new(entry.value);
+                c.encode(encoder.encode_descriptor(&name, entry.help, None, c.metric_type())?)?;
+            }
         }
 
         let joins = ConstCounter::new(0u64);
@@ -249,6 +219,9 @@ impl Collector for RuntimeCollector {
             ("idle_timeout", m.idle_timeouts),
             ("malformed_frame", m.malformed_frames),
             ("oversize_frame", m.oversize_frames),
+            ("channel_stuck", m.channels_stuck),
+            ("messages_dropped", m.dropped_messages),
+            ("drained", m.sockets_drained),
         ];
         let other = closed.saturating_sub(named.iter().map(|(_, n)| n).sum());
         let mut family = encoder.encode_descriptor(
@@ -261,22 +234,7 @@ impl Collector for RuntimeCollector {
             ConstCounter::new(value).encode(family.encode_family(&[("reason", reason)])?)?;
         }
 
-        let gauges: [(&str, &str, ConstGauge<i64>); 7] = [
-            (
-                "phx_connections",
-                "Sockets connected now.",
-                gauge(m.sockets_open),
-            ),
-            (
-                "phx_channels",
-                "Channels joined now.",
-                gauge(m.channels_open),
-            ),
-            (
-                "phx_longpoll_sessions",
-                "Long-poll sessions open now.",
-                gauge(m.longpoll_sessions),
-            ),
+        let gauges: [(&str, &str, ConstGauge<i64>); 4] = [
             (
                 "phx_presences",
                 "Presences tracked now (one per connection and topic).",

@@ -162,7 +162,7 @@ async function http(method, base, path, { auth, body } = {}) {
   check(s.topics[topic] === 5 && s.presences >= 5, "topic members and presences", s);
   ok("GET /api/stats: 401 without / with a wrong token; counts sockets, sessions, users, topics, presences");
   const metrics = await http("GET", adminUrl, "/metrics", { auth: "Bearer " + token });
-  check(metrics.status === 200 && /phx_connections \d+/.test(metrics.text) && /phx_joins_total\{result="ok"\} \d+/.test(metrics.text) && /phx_presences \d+/.test(metrics.text) && /phx_disconnects_total\{reason="closed"\}/.test(metrics.text), "metrics", metrics.text.slice(0, 400));
+  check(metrics.status === 200 && /phx_sockets_open \d+/.test(metrics.text) && /phx_backpressure_waits_total \d+/.test(metrics.text) && /phx_joins_total\{result="ok"\} \d+/.test(metrics.text) && /phx_presences \d+/.test(metrics.text) && /phx_disconnects_total\{reason="closed"\}/.test(metrics.text), "metrics", metrics.text.slice(0, 400));
   check((await http("GET", adminUrl, "/metrics")).status === 401, "metrics without token is 401");
   ok("GET /metrics: Prometheus text (connections, joins, messages, disconnects by reason, presences), 401 without token");
   for (const path of ["/api/stats", "/metrics", "/api/broadcast"]) {

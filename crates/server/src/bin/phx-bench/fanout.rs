@@ -219,7 +219,7 @@ pub async fn full(server: &Server, a: &FanoutArgs) -> Result<Outcome, String> {
     let slow = server
         .metrics()
         .await?
-        .get("phx_slow_clients")
+        .get("phx_slow_clients_total")
         .copied()
         .unwrap_or(0);
     let deliveries = finished as f64 * messages as f64;
@@ -380,7 +380,7 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
     let slow = server
         .metrics()
         .await?
-        .get("phx_slow_clients")
+        .get("phx_slow_clients_total")
         .copied()
         .unwrap_or(0);
     all.sort_unstable();

@@ -20,7 +20,12 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct Server {
     child: Child,
     addr: String,
+    /// The operators' listener, which serves `/metrics`.
+    admin: String,
 }
+
+/// The bearer token the bench gives the server for its admin listener.
+const ADMIN_TOKEN: &str = "phx-bench";
 
 impl Server {
     /// Starts the server binary at `path` (default: `phx-server` next to this
@@ -40,6 +45,10 @@ impl Server {
                 "--conformance",
                 "--idle-timeout-secs",
                 "3600",
+                "--admin-bind",
+                "127.0.0.1:0",
+                "--api-token",
+                ADMIN_TOKEN,
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -51,29 +60,34 @@ impl Server {
         // lines of its own first.
         let mut reader = BufReader::new(stdout);
         let mut seen = Vec::new();
-        let mut addr = None;
-        while addr.is_none() && seen.len() < 50 {
+        let (mut addr, mut admin) = (None, None);
+        while (addr.is_none() || admin.is_none()) && seen.len() < 50 {
             let mut line = String::new();
             match reader.read_line(&mut line) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
-            addr = line
+            let found = line
                 .split("http://")
                 .nth(1)
                 .and_then(|rest| rest.split_whitespace().next())
                 .map(str::to_owned);
+            if line.contains("phx-server admin on") {
+                admin = found;
+            } else if addr.is_none() {
+                addr = found;
+            }
             seen.push(line);
         }
         // Keep reading (and discarding) whatever else the server prints, so that
         // it never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-        let Some(addr) = addr else {
+        let (Some(addr), Some(admin)) = (addr, admin) else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("no address in the server's banner: {seen:?}"));
+            return Err(format!("no addresses in the server's banner: {seen:?}"));
         };
-        Ok(Server { child, addr })
+        Ok(Server { child, addr, admin })
     }
 
     /// The WebSocket URL of the conformance socket, V2 serializer.
@@ -108,13 +122,14 @@ impl Server {
         process_cpu(&self.pid().to_string()).1
     }
 
-    /// The server's counters from `/metrics` (Prometheus text), by name.
+    /// The server's counters from the admin listener's `/metrics` (Prometheus
+    /// text), by name (counters carry the `_total` suffix).
     pub async fn metrics(&self) -> Result<BTreeMap<String, u64>, String> {
         let fetch = async {
-            let mut stream = TcpStream::connect(&self.addr).await?;
+            let mut stream = TcpStream::connect(&self.admin).await?;
             let request = format!(
-                "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                self.addr
+                "GET /metrics HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n",
+                self.admin
             );
             stream.write_all(request.as_bytes()).await?;
             let mut body = String::new();
