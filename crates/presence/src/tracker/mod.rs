@@ -422,93 +422,152 @@ impl Tracker {
     ) -> (BTreeMap<String, PresenceDiff>, Vec<Gossip>) {
         let mut diffs = Diffs::new();
         let mut replies = Vec::new();
-        let me = self.me.clone();
         match msg {
             Gossip::Heartbeat { from, clock, delta } => {
-                if let Some(remote) = self.heard(&from, clock, now_ms, &mut diffs) {
-                    if let Some(delta) = &delta {
-                        let d = remote.diffs(&mut diffs);
-                        remote.data.apply_delta(delta, d);
-                    }
-                    remote.settle(&mut diffs);
-                    if remote.data.clock() < remote.announced {
-                        replies.push(Gossip::TransferReq {
-                            from: me,
-                            to: from,
-                            have: remote.data.clock(),
-                        });
-                    }
-                }
+                self.on_heartbeat(from, clock, delta, now_ms, &mut diffs, &mut replies)
             }
             Gossip::Hello { from, clock } => {
-                if let Some(remote) = self.heard(&from, clock, now_ms, &mut diffs) {
-                    remote.settle(&mut diffs);
-                    if remote.data.clock() < remote.announced {
-                        replies.push(Gossip::TransferReq {
-                            from: me.clone(),
-                            to: from.clone(),
-                            have: remote.data.clock(),
-                        });
-                    }
-                    replies.push(Gossip::TransferAck {
-                        from: me,
-                        to: from,
-                        transfer: Transfer::Full {
-                            data: self.local.clone(),
-                        },
-                    });
-                }
+                self.on_hello(from, clock, now_ms, &mut diffs, &mut replies)
             }
             Gossip::TransferReq { from, to, have } => {
-                if to == self.me && self.heard(&from, 0, now_ms, &mut diffs).is_some() {
-                    let transfer = match self.ops_since(have) {
-                        Some(delta) => Transfer::Delta { delta },
-                        None => Transfer::Full {
-                            data: self.local.clone(),
-                        },
-                    };
-                    replies.push(Gossip::TransferAck {
-                        from: me,
-                        to: from,
-                        transfer,
-                    });
-                }
+                self.on_transfer_req(from, to, have, now_ms, &mut diffs, &mut replies)
             }
             Gossip::TransferAck { from, transfer, .. } => {
-                let end = match &transfer {
-                    Transfer::Delta { delta } => delta.end(),
-                    Transfer::Full { data } => data.clock(),
-                };
-                if let Some(remote) = self.heard(&from, end, now_ms, &mut diffs) {
-                    match transfer {
-                        Transfer::Delta { delta } => {
-                            let d = remote.diffs(&mut diffs);
-                            remote.data.apply_delta(&delta, d);
-                        }
-                        Transfer::Full { data } => {
-                            if data.clock() > remote.data.clock() {
-                                if remote.status == ReplicaStatus::Up {
-                                    remote.data.compare(&data, &mut diffs);
-                                }
-                                remote.data = data;
-                            }
-                        }
-                    }
-                    remote.settle(&mut diffs);
-                }
+                self.on_transfer_ack(from, transfer, now_ms, &mut diffs)
             }
-            Gossip::Goodbye { from } => {
-                if let Some(remote) = self.heard(&from, 0, now_ms, &mut diffs) {
-                    if remote.status == ReplicaStatus::Up {
-                        remote.data.all_as(false, &mut diffs);
-                    }
-                    remote.status = ReplicaStatus::Left;
-                    remote.data = ReplicaData::default();
-                }
-            }
+            Gossip::Goodbye { from } => self.on_goodbye(from, now_ms, &mut diffs),
         }
         diffs.retain(|_, d| !d.is_empty());
         (diffs, replies)
+    }
+
+    /// A heartbeat: the sender is alive; it may carry its latest ops. A gap
+    /// between what we hold and what it announces asks for a transfer.
+    fn on_heartbeat(
+        &mut self,
+        from: Replica,
+        clock: u64,
+        delta: Option<Delta>,
+        now_ms: u64,
+        diffs: &mut Diffs,
+        replies: &mut Vec<Gossip>,
+    ) {
+        let me = self.me.clone();
+        if let Some(remote) = self.heard(&from, clock, now_ms, diffs) {
+            if let Some(delta) = &delta {
+                let d = remote.diffs(diffs);
+                remote.data.apply_delta(delta, d);
+            }
+            remote.settle(diffs);
+            if remote.data.clock() < remote.announced {
+                replies.push(Gossip::TransferReq {
+                    from: me,
+                    to: from,
+                    have: remote.data.clock(),
+                });
+            }
+        }
+    }
+
+    /// A node that starts or reconnects: it gets our full state, and we ask
+    /// for what we lack of its own.
+    fn on_hello(
+        &mut self,
+        from: Replica,
+        clock: u64,
+        now_ms: u64,
+        diffs: &mut Diffs,
+        replies: &mut Vec<Gossip>,
+    ) {
+        let me = self.me.clone();
+        if let Some(remote) = self.heard(&from, clock, now_ms, diffs) {
+            remote.settle(diffs);
+            if remote.data.clock() < remote.announced {
+                replies.push(Gossip::TransferReq {
+                    from: me.clone(),
+                    to: from.clone(),
+                    have: remote.data.clock(),
+                });
+            }
+            replies.push(Gossip::TransferAck {
+                from: me,
+                to: from,
+                transfer: Transfer::Full {
+                    data: self.local.clone(),
+                },
+            });
+        }
+    }
+
+    /// A request for our ops since `have`: the delta if we still keep it,
+    /// else our full state.
+    fn on_transfer_req(
+        &mut self,
+        from: Replica,
+        to: Replica,
+        have: u64,
+        now_ms: u64,
+        diffs: &mut Diffs,
+        replies: &mut Vec<Gossip>,
+    ) {
+        if to != self.me || self.heard(&from, 0, now_ms, diffs).is_none() {
+            return;
+        }
+        let transfer = match self.ops_since(have) {
+            Some(delta) => Transfer::Delta { delta },
+            None => Transfer::Full {
+                data: self.local.clone(),
+            },
+        };
+        replies.push(Gossip::TransferAck {
+            from: self.me.clone(),
+            to: from,
+            transfer,
+        });
+    }
+
+    /// The answer to a transfer request (or a hello): a delta to apply, or a
+    /// full state that replaces an older copy.
+    fn on_transfer_ack(
+        &mut self,
+        from: Replica,
+        transfer: Transfer,
+        now_ms: u64,
+        diffs: &mut Diffs,
+    ) {
+        let end = match &transfer {
+            Transfer::Delta { delta } => delta.end(),
+            Transfer::Full { data } => data.clock(),
+        };
+        let Some(remote) = self.heard(&from, end, now_ms, diffs) else {
+            return;
+        };
+        match transfer {
+            Transfer::Delta { delta } => {
+                let d = remote.diffs(diffs);
+                remote.data.apply_delta(&delta, d);
+            }
+            Transfer::Full { data } => {
+                if data.clock() > remote.data.clock() {
+                    if remote.status == ReplicaStatus::Up {
+                        remote.data.compare(&data, diffs);
+                    }
+                    remote.data = data;
+                }
+            }
+        }
+        remote.settle(diffs);
+    }
+
+    /// A graceful leave: the sender's presences leave at once.
+    fn on_goodbye(&mut self, from: Replica, now_ms: u64, diffs: &mut Diffs) {
+        if let Some(remote) = self.heard(&from, 0, now_ms, diffs) {
+            if remote.status == ReplicaStatus::Up {
+                remote.data.all_as(false, diffs);
+            }
+            remote.status = ReplicaStatus::Left;
+            remote.data = ReplicaData::default();
+        }
     }
 
     /// Checks liveness at `now_ms`: replicas silent past `down_period` go down
