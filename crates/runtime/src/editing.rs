@@ -370,10 +370,12 @@ impl<R: Records> Editing<R> {
     pub fn mount(&self, builder: EndpointBuilder) -> EndpointBuilder {
         let (edit, events) = (self.clone(), self.clone());
         builder
-            .channel(&format!("edit:{}:*", self.kind), move |_, _| EditorChannel {
-                editing: edit.clone(),
-                seat: None,
-                joined_version: 0,
+            .channel(&format!("edit:{}:*", self.kind), move |_, _| {
+                EditorChannel {
+                    editing: edit.clone(),
+                    seat: None,
+                    joined_version: 0,
+                }
             })
             .channel(&self.events_topic(), move |_, _| EventsChannel {
                 editing: events.clone(),

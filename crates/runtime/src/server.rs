@@ -89,7 +89,10 @@ type Fallback = Arc<dyn App>;
 
 /// An application's tower service as the endpoint calls it.
 trait App: Send + Sync {
-    fn call(&self, req: hyper::Request<RequestBody>) -> BoxFuture<'static, hyper::Response<ResponseBody>>;
+    fn call(
+        &self,
+        req: hyper::Request<RequestBody>,
+    ) -> BoxFuture<'static, hyper::Response<ResponseBody>>;
 }
 
 struct AppService<S>(S);
@@ -105,7 +108,10 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    fn call(&self, req: hyper::Request<RequestBody>) -> BoxFuture<'static, hyper::Response<ResponseBody>> {
+    fn call(
+        &self,
+        req: hyper::Request<RequestBody>,
+    ) -> BoxFuture<'static, hyper::Response<ResponseBody>> {
         // A combinator, not an async block: rustc cannot prove an async block
         // holding `S::Future` Send for every lifetime (rust-lang/rust#64552).
         Box::pin(self.0.clone().call(req).map(|result| match result {

@@ -9,8 +9,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use phx_runtime::{
-    Channel, ChannelContext, ConnectRequest, Connection, EndpointBuilder, Flow, HandleIn,
-    Payload, Refusal, RuntimeError, SocketHandler,
+    Channel, ChannelContext, ConnectRequest, Connection, EndpointBuilder, Flow, HandleIn, Payload,
+    Refusal, RuntimeError, SocketHandler,
 };
 use serde_json::{json, Map, Value};
 

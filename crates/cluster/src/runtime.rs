@@ -1,0 +1,179 @@
+//! Plugs a [`Node`] into a phx-runtime endpoint: the node's replicated tracker
+//! becomes the endpoint's presence store, its broadcast bus the endpoint's
+//! PubSub adapter, and a task hands what other nodes cause (presence diffs,
+//! broadcasts) to the endpoint's local subscribers.
+
+use std::sync::{Arc, Mutex};
+
+use phx_presence::{Meta, PresenceDiff, PresenceList};
+use phx_protocol::Broadcast;
+use phx_runtime::presence::PresenceStore;
+use phx_runtime::pubsub::{decode_payload, encode_payload, Adapter, LocalPubSub, PublishFuture};
+use phx_runtime::{Endpoint, EndpointBuilder, RuntimeError};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::{ClusterError, Event, Node, NodeConfig, NodeStats};
+
+/// The tracker as the endpoint's presence store.
+struct TrackerStore(Arc<Node>);
+
+fn runtime_error(err: ClusterError) -> RuntimeError {
+    match err {
+        ClusterError::Presence(e) => RuntimeError::Presence(e),
+        other => RuntimeError::Adapter(other.to_string()),
+    }
+}
+
+impl PresenceStore for TrackerStore {
+    fn track(
+        &self,
+        topic: &str,
+        key: &str,
+        conn: u64,
+        meta: Value,
+        phx_ref: String,
+    ) -> Result<PresenceDiff, RuntimeError> {
+        Ok(self.0.track(topic, conn, key, Meta::new(phx_ref, meta)))
+    }
+
+    fn update(
+        &self,
+        topic: &str,
+        key: &str,
+        conn: u64,
+        meta: Value,
+        phx_ref: String,
+    ) -> Result<PresenceDiff, RuntimeError> {
+        self.0
+            .update(topic, conn, key, Meta::new(phx_ref, meta))
+            .map_err(runtime_error)
+    }
+
+    fn untrack(&self, topic: &str, key: &str, conn: u64) -> PresenceDiff {
+        self.0.untrack(topic, conn, key)
+    }
+
+    fn untrack_conn(&self, conn: u64) -> Vec<(String, PresenceDiff)> {
+        self.0.untrack_conn(conn)
+    }
+
+    fn list(&self, topic: &str) -> PresenceList {
+        self.0.list(topic)
+    }
+}
+
+/// The node's broadcast bus as the endpoint's PubSub adapter.
+struct RedisAdapter {
+    node: Arc<Node>,
+}
+
+impl Adapter for RedisAdapter {
+    fn node_id(&self) -> &str {
+        &self.node.replica().name
+    }
+
+    fn publish(&self, broadcast: Arc<Broadcast>) -> PublishFuture {
+        // Node::publish queues without waiting, in call order: the runtime's
+        // in-order calls keep the order per publisher.
+        let result = self
+            .node
+            .publish(
+                &broadcast.topic,
+                &broadcast.event,
+                encode_payload(&broadcast.payload),
+            )
+            .map_err(runtime_error);
+        Box::pin(async move { result })
+    }
+}
+
+/// A phx-runtime endpoint's membership in a cluster.
+///
+/// ```no_run
+/// use phx_cluster::{Cluster, NodeConfig};
+/// use phx_runtime::Endpoint;
+///
+/// # async fn demo() -> Result<(), phx_cluster::ClusterError> {
+/// let config = NodeConfig::new("redis://127.0.0.1:6379/", "web-1");
+/// let (cluster, endpoint) = Cluster::start(config, Endpoint::builder())?;
+/// // ... serve `endpoint`; on SIGTERM:
+/// cluster.shutdown().await; // the other nodes drop this one's presences at once
+/// # let _ = endpoint;
+/// # Ok(()) }
+/// ```
+pub struct Cluster {
+    node: Arc<Node>,
+    pump: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Starts a node (on the current tokio runtime) and builds the endpoint of
+    /// `builder` on it. Fails as [`Node::start`] does.
+    pub fn start(
+        config: NodeConfig,
+        builder: EndpointBuilder,
+    ) -> Result<(Cluster, Endpoint), ClusterError> {
+        let (node, events) = Node::start(config)?;
+        let node = Arc::new(node);
+        let adapter_node = node.clone();
+        let endpoint = builder
+            .presence_store(Arc::new(TrackerStore(node.clone())))
+            .adapter(move |_local: LocalPubSub| -> Arc<dyn Adapter> {
+                Arc::new(RedisAdapter { node: adapter_node })
+            })
+            .build();
+        let pump = tokio::spawn(pump(events, endpoint.clone()));
+        Ok((
+            Cluster {
+                node,
+                pump: Mutex::new(Some(pump)),
+            },
+            endpoint,
+        ))
+    }
+
+    /// The node's counters and the Redis link's state.
+    pub fn stats(&self) -> NodeStats {
+        self.node.stats()
+    }
+
+    /// Leaves the cluster: says goodbye (the others drop this node's presences
+    /// at once) and stops handing other nodes' events to the endpoint. Returns
+    /// whether Redis took the goodbye.
+    pub async fn shutdown(&self) -> bool {
+        let sent = self.node.shutdown().await;
+        if let Some(pump) = self.pump.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            pump.abort();
+        }
+        sent
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(pump) = self.pump.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            pump.abort();
+        }
+    }
+}
+
+/// Hands other nodes' presence diffs and broadcasts to the endpoint.
+async fn pump(mut events: mpsc::Receiver<Event>, endpoint: Endpoint) {
+    let local = endpoint.pubsub().local();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Presence { topic, diff } => endpoint.presence().apply_remote(&topic, diff),
+            Event::Broadcast(b) => match decode_payload(&b.payload) {
+                Ok(payload) => {
+                    local.deliver(&b.from.name, Broadcast::new(b.topic, b.event, payload));
+                }
+                Err(err) => {
+                    warn!(node = %b.from.name, topic = %b.topic, %err, "cluster: broadcast payload ignored");
+                }
+            },
+        }
+    }
+}
