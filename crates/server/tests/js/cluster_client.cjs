@@ -1,0 +1,37 @@
+// One stock phoenix.js client for the cluster tests (crates/server/tests/cluster.rs).
+// Usage: node cluster_client.cjs <socket url> <topic> <user> [websocket|longpoll]
+// Joins <topic> as <user> and prints one line per event:
+//   joined | presence <sorted keys> | shout <body> | error <why>
+// Reads commands on stdin: "shout <body>" pushes a shout; "quit" leaves and exits.
+const { Socket, Presence, LongPoll } = require("phoenix");
+const WebSocket = require("ws");
+const readline = require("readline");
+
+const [url, topic, user, kind] = process.argv.slice(2);
+const opts = { reconnectAfterMs: () => 100, rejoinAfterMs: () => 100 };
+if (kind === "longpoll") {
+  opts.transport = LongPoll;
+} else {
+  opts.transport = WebSocket;
+}
+const socket = new Socket(url, opts);
+socket.connect();
+const channel = socket.channel(topic, { user });
+const presence = new Presence(channel);
+presence.onSync(() => console.log("presence " + presence.list((key) => key).sort().join(",")));
+channel.on("shout", (p) => console.log("shout " + p.body));
+channel.join()
+  .receive("ok", () => console.log("joined"))
+  .receive("error", (e) => console.log("error " + JSON.stringify(e)));
+
+readline.createInterface({ input: process.stdin }).on("line", (line) => {
+  const [cmd, ...rest] = line.split(" ");
+  if (cmd === "shout") {
+    channel.push("shout", { body: rest.join(" ") })
+      .receive("error", (e) => console.log("error " + JSON.stringify(e)));
+  } else if (cmd === "quit") {
+    channel.leave().receive("ok", () => process.exit(0));
+    setTimeout(() => process.exit(0), 1000);
+  }
+});
+process.stdin.on("end", () => process.exit(0));
