@@ -43,6 +43,8 @@ struct Client {
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
     name: String,
+    /// Joins seen: a client joins once, another join means its session was lost.
+    joins: std::cell::Cell<usize>,
 }
 
 impl Client {
@@ -57,7 +59,8 @@ impl Client {
 
     fn start_url(url: &str, topic: &str, user: &str, kind: &str) -> Client {
         let mut child = Command::new("node")
-            .args(["cluster_client.cjs", url, topic, user, kind])
+            .args(["cluster_client.cjs", url, topic, user])
+            .args(kind.split(' '))
             .current_dir(js_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -79,6 +82,7 @@ impl Client {
             stdin,
             lines,
             name: user.to_owned(),
+            joins: std::cell::Cell::new(0),
         }
     }
 
@@ -89,9 +93,20 @@ impl Client {
         loop {
             let left = limit.saturating_sub(start.elapsed());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line == want => return start.elapsed(),
                 Ok(line) => {
                     assert!(!line.starts_with("error"), "{}: {line}", self.name);
+                    if line == "joined" {
+                        self.joins.set(self.joins.get() + 1);
+                        assert_eq!(
+                            self.joins.get(),
+                            1,
+                            "{}: joined again (session lost); saw {seen:?}",
+                            self.name
+                        );
+                    }
+                    if line == want {
+                        return start.elapsed();
+                    }
                     seen.push(line);
                 }
                 Err(_) => panic!("{}: no {want:?} within {limit:?}; saw {seen:?}", self.name),
@@ -239,4 +254,33 @@ impl Client {
         }
         false
     }
+}
+
+#[test]
+fn a_longpoll_session_survives_requests_alternating_between_nodes() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1"), node(&redis, "n2"));
+    let topic = "room:longpoll";
+    let mut bob = Client::start(&n2, topic, "bob");
+    bob.expect("joined", SETTLE);
+    // Alice's requests alternate: n1, n2, n1, ... (her session lives on one of them).
+    let mut alice = Client::start_url(
+        &format!("http://{}/socket", n1.addr),
+        topic,
+        "alice",
+        &format!("longpoll {}", n2.addr),
+    );
+    alice.expect("joined", SETTLE);
+    alice.expect("presence alice,bob", SETTLE);
+    bob.expect("presence alice,bob", SETTLE);
+    for i in 0..5 {
+        bob.send(&format!("shout to-alice-{i}"));
+        alice.expect(&format!("shout to-alice-{i}"), SETTLE);
+        alice.send(&format!("shout to-bob-{i}"));
+        bob.expect(&format!("shout to-bob-{i}"), SETTLE);
+    }
+    // Both nodes served several of her requests, and she never had to rejoin:
+    // one session throughout (a new session would have shown a second "joined").
+    alice.send("hosts");
+    alice.expect("hosts 2 true", SETTLE);
 }

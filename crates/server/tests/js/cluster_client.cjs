@@ -1,5 +1,7 @@
 // One stock phoenix.js client for the cluster tests (crates/server/tests/cluster.rs).
-// Usage: node cluster_client.cjs <socket url> <topic> <user> [websocket|longpoll]
+// Usage: node cluster_client.cjs <socket url> <topic> <user> [websocket|longpoll [<other host:port>]]
+// With longpoll and another host, every other HTTP request goes to that host
+// instead (a load balancer without session affinity).
 // Joins <topic> as <user> and prints one line per event:
 //   joined | presence <sorted keys> | shout <body> | error <why>
 // Reads commands on stdin: "shout <body>" pushes a shout; "quit" leaves and exits.
@@ -7,10 +9,20 @@ const { Socket, Presence, LongPoll } = require("phoenix");
 const WebSocket = require("ws");
 const readline = require("readline");
 
-const [url, topic, user, kind] = process.argv.slice(2);
+const [url, topic, user, kind, other] = process.argv.slice(2);
 const opts = { reconnectAfterMs: () => 100, rejoinAfterMs: () => 100 };
+const hosts = {};
 if (kind === "longpoll") {
   opts.transport = LongPoll;
+  opts.longPollFallbackMs = null;
+  const realFetch = globalThis.fetch;
+  let n = 0;
+  globalThis.fetch = (endPoint, options) => {
+    const target = new URL(endPoint);
+    if (other && n++ % 2 === 1) target.host = other;
+    hosts[target.host] = (hosts[target.host] || 0) + 1;
+    return realFetch(target.toString(), options);
+  };
 } else {
   opts.transport = WebSocket;
 }
@@ -29,6 +41,8 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
   if (cmd === "shout") {
     channel.push("shout", { body: rest.join(" ") })
       .receive("error", (e) => console.log("error " + JSON.stringify(e)));
+  } else if (cmd === "hosts") {
+    console.log("hosts " + Object.keys(hosts).length + " " + Object.values(hosts).every((n) => n >= 3));
   } else if (cmd === "quit") {
     channel.leave().receive("ok", () => process.exit(0));
     setTimeout(() => process.exit(0), 1000);
