@@ -23,7 +23,7 @@ use redis::Redis;
 /// A phx-server node of the cluster, with the conformance app.
 fn node(redis: &Redis, name: &str) -> Server {
     Server::start(
-        None,
+        Some(TOKEN),
         &[
             "--conformance",
             "--no-check-origin",
@@ -131,6 +131,20 @@ impl Drop for Client {
     }
 }
 
+const TOKEN: &str = "cluster-admin-token";
+
+/// The node's `/metrics` text.
+fn metrics(server: &Server) -> String {
+    let (status, body) = common::http(
+        &server.admin,
+        "GET",
+        "/metrics",
+        Some(&format!("Bearer {TOKEN}")),
+    );
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 const SETTLE: Duration = Duration::from_secs(10);
 
 #[test]
@@ -163,6 +177,20 @@ fn two_nodes_share_broadcasts_and_presence() {
     // A leave on one node reaches the other.
     bob.send("quit");
     alice.expect("presence alice", SETTLE);
+
+    // /metrics shows the Redis link and the traffic across it.
+    let text = metrics(&n1);
+    assert!(text.contains("phx_cluster_redis_up 1"), "{text}");
+    assert!(
+        text.contains("phx_cluster_nodes{status=\"up\"} 1"),
+        "{text}"
+    );
+    let sent = text
+        .lines()
+        .find_map(|l| l.strip_prefix("phx_cluster_broadcasts_sent_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no broadcasts_sent in {text}"));
+    assert!(sent >= 21, "n1 sent its 21 shouts: {sent}");
 }
 
 #[test]
@@ -218,6 +246,13 @@ fn presence_and_broadcasts_recover_after_redis_restarts() {
     alice.expect("presence alice,bob", SETTLE);
     bob.expect("presence alice,bob", SETTLE);
 
+    redis.kill();
+    // While Redis is away, /metrics says so (and local channels keep working).
+    let deadline = Instant::now() + SETTLE;
+    while !metrics(&n1).contains("phx_cluster_redis_up 0") {
+        assert!(Instant::now() < deadline, "link state never went down");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     redis.restart();
     // A join while Redis was away (or just back) is seen everywhere once it is back.
     let dave = Client::start(&n2, topic, "dave");
