@@ -9,14 +9,17 @@
 //! `presence_diff` cover every node. Other nodes' changes come in through
 //! [`Presence::apply_remote`].
 //!
-//! A store operation holds the store's lock only for the state change itself;
+//! The default store is sharded by topic. A store operation holds its lock only
+//! for the state change itself;
 //! the application's [`Fetch`] hook, the diff's encoding and its fan-out happen
 //! after it is released, so a busy topic never stalls presence elsewhere.
 //! Diffs of different connections commute on the client (they touch different
 //! `phx_ref`s) and one connection's changes come from its one channel task in
 //! order, so no ordering lock is needed across the fan-out.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -99,12 +102,26 @@ pub trait PresenceStore: Send + Sync + 'static {
 /// [`EndpointBuilder::presence_fetch`](crate::EndpointBuilder::presence_fetch).
 pub type Fetch = Arc<dyn Fn(&str, &mut PresenceList) + Send + Sync>;
 
-/// The default store: this node's presences, in memory.
-struct LocalStore(Mutex<PresenceState>);
+/// The default store: this node's presences, in memory, in shards by topic so
+/// that a busy topic (a 10 000-key `presence_state`) does not hold up the others.
+struct LocalStore {
+    shards: Box<[Mutex<PresenceState>]>,
+    hasher: RandomState,
+}
+
+const SHARDS: usize = 32;
 
 impl LocalStore {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PresenceState> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn new() -> LocalStore {
+        LocalStore {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn lock(&self, topic: &str) -> std::sync::MutexGuard<'_, PresenceState> {
+        let i = self.hasher.hash_one(topic) as usize % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -117,7 +134,9 @@ impl PresenceStore for LocalStore {
         meta: Value,
         phx_ref: String,
     ) -> Result<PresenceDiff, RuntimeError> {
-        Ok(self.lock().track(topic, key, ConnId(conn), meta, phx_ref)?)
+        Ok(self
+            .lock(topic)
+            .track(topic, key, ConnId(conn), meta, phx_ref)?)
     }
 
     fn update(
@@ -129,20 +148,25 @@ impl PresenceStore for LocalStore {
         phx_ref: String,
     ) -> Result<PresenceDiff, RuntimeError> {
         Ok(self
-            .lock()
+            .lock(topic)
             .update(topic, key, ConnId(conn), meta, phx_ref)?)
     }
 
     fn untrack(&self, topic: &str, key: &str, conn: u64) -> PresenceDiff {
-        self.lock().untrack(topic, key, ConnId(conn))
+        self.lock(topic).untrack(topic, key, ConnId(conn))
     }
 
     fn untrack_conn(&self, conn: u64) -> Vec<(String, PresenceDiff)> {
-        self.lock().untrack_all(ConnId(conn))
+        let mut diffs = Vec::new();
+        for shard in self.shards.iter() {
+            let mut state = shard.lock().unwrap_or_else(|e| e.into_inner());
+            diffs.extend(state.untrack_all(ConnId(conn)));
+        }
+        diffs
     }
 
     fn list(&self, topic: &str) -> PresenceList {
-        self.lock().list(topic)
+        self.lock(topic).list(topic)
     }
 }
 
@@ -176,7 +200,7 @@ impl Presence {
         fetch: Option<Fetch>,
     ) -> Presence {
         Presence {
-            store: store.unwrap_or_else(|| Arc::new(LocalStore(Mutex::default()))),
+            store: store.unwrap_or_else(|| Arc::new(LocalStore::new())),
             fetch,
             // A random instance id makes refs differ across restarts and nodes.
             refs: Mutex::new(RefGen::new(rand::random())),
