@@ -278,7 +278,9 @@ impl LpRequest {
         };
         match self.sessions.get(&id) {
             Some(handle) => Found::Here(id, handle),
-            None => Found::Elsewhere(id),
+            // Only a cluster has an elsewhere: one node answers at once.
+            None if self.shared.pubsub.clustered() => Found::Elsewhere(id),
+            None => Found::None,
         }
     }
 
@@ -341,12 +343,14 @@ impl LpRequest {
             serializer,
         };
         self.sessions.insert(id, handle.clone());
-        tokio::spawn(relay_session(
-            shared.clone(),
-            self.sessions.clone(),
-            id,
-            handle,
-        ));
+        if shared.pubsub.clustered() {
+            tokio::spawn(relay_session(
+                shared.clone(),
+                self.sessions.clone(),
+                id,
+                handle,
+            ));
+        }
         let (core, mailbox) =
             SocketCore::new(shared.clone(), serializer, TransportKind::LongPoll, conn);
         tokio::spawn(run(

@@ -263,6 +263,11 @@ impl PubSub {
         pubsub
     }
 
+    /// Whether broadcasts also go to other nodes (an adapter is plugged in).
+    pub fn clustered(&self) -> bool {
+        self.inner.adapter.get().is_some()
+    }
+
     /// The handle adapters deliver other nodes' broadcasts with.
     pub fn local(&self) -> LocalPubSub {
         LocalPubSub {
