@@ -319,3 +319,25 @@ fn a_longpoll_session_survives_requests_alternating_between_nodes() {
     alice.send("hosts");
     alice.expect("hosts 2 true", SETTLE);
 }
+
+#[test]
+fn a_node_restarted_under_its_name_replaces_its_old_presences_at_once() {
+    let redis = Redis::start();
+    let (n1, mut n2) = (node(&redis, "n1"), node(&redis, "n2"));
+    let topic = "room:reborn";
+    let alice = Client::start(&n1, topic, "alice");
+    let bob = Client::start(&n2, topic, "bob");
+    alice.expect("presence alice,bob", SETTLE);
+    alice.clear();
+    n2.kill();
+    drop(bob);
+    // The same name comes back at once: its old incarnation's entries go as
+    // soon as the new one is heard (within 2 s), not after the down period.
+    let start = Instant::now();
+    let _n2 = node(&redis, "n2");
+    alice.expect("presence alice", Duration::from_secs(2));
+    eprintln!(
+        "restarted node's old presences gone {:?} after it started",
+        start.elapsed()
+    );
+}
