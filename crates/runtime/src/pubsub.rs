@@ -275,13 +275,19 @@ impl PubSub {
         }
     }
 
-    /// The queue to the adapter task, started on first use.
-    fn outbound(&self, adapter: &Arc<dyn Adapter>) -> &mpsc::Sender<Arc<Broadcast>> {
-        self.inner.outbound.get_or_init(|| {
+    /// The queue to the adapter task, started on first use; `None` when there
+    /// is no tokio runtime to start it on (a broadcast from a plain thread
+    /// before any from the runtime).
+    fn outbound(&self, adapter: &Arc<dyn Adapter>) -> Option<&mpsc::Sender<Arc<Broadcast>>> {
+        if let Some(tx) = self.inner.outbound.get() {
+            return Some(tx);
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        Some(self.inner.outbound.get_or_init(|| {
             let (tx, mut rx) = mpsc::channel::<Arc<Broadcast>>(OUTBOUND);
             let adapter = adapter.clone();
             let metrics = self.inner.metrics.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 while let Some(b) = rx.recv().await {
                     if let Err(err) = adapter.publish(b.clone()).await {
                         Metrics::inc(&metrics.adapter_errors);
@@ -290,7 +296,7 @@ impl PubSub {
                 }
             });
             tx
-        })
+        }))
     }
 
     fn shard(&self, topic: &str) -> &Shard {
@@ -371,7 +377,11 @@ impl PubSub {
     pub(crate) fn publish(&self, broadcast: Arc<Broadcast>, from: Option<SubId>) {
         Metrics::inc(&self.inner.metrics.broadcasts);
         if let Some(adapter) = self.inner.adapter.get() {
-            if let Err(err) = self.outbound(adapter).try_send(broadcast.clone()) {
+            let queued = match self.outbound(adapter) {
+                Some(tx) => tx.try_send(broadcast.clone()).map_err(|e| e.to_string()),
+                None => Err("no tokio runtime to run the adapter on".to_owned()),
+            };
+            if let Err(err) = queued {
                 Metrics::inc(&self.inner.metrics.adapter_errors);
                 tracing::warn!(topic = %broadcast.topic, %err, "broadcast not queued for other nodes");
             }
