@@ -3,6 +3,7 @@
 //! PubSub adapter, and a task hands what other nodes cause (presence diffs,
 //! broadcasts) to the endpoint's local subscribers.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use phx_presence::{Meta, PresenceDiff, PresenceList};
@@ -18,7 +19,20 @@ use tracing::warn;
 use crate::{ClusterError, Event, Node, NodeConfig, NodeStats};
 
 /// The tracker as the endpoint's presence store.
-struct TrackerStore(Arc<Node>);
+struct TrackerStore {
+    node: Arc<Node>,
+    /// The `phx_ref` of each local entry, per connection, then (topic, key):
+    /// an update's new meta carries the ref it replaces as `phx_ref_prev`, as
+    /// Phoenix's tracker sets it (a key may have several connections, so the
+    /// key's list alone cannot tell which ref is this connection's).
+    refs: Mutex<HashMap<u64, HashMap<(String, String), String>>>,
+}
+
+impl TrackerStore {
+    fn refs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, HashMap<(String, String), String>>> {
+        self.refs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 fn runtime_error(err: ClusterError) -> RuntimeError {
     match err {
@@ -36,7 +50,14 @@ impl PresenceStore for TrackerStore {
         meta: Value,
         phx_ref: String,
     ) -> Result<PresenceDiff, RuntimeError> {
-        Ok(self.0.track(topic, conn, key, Meta::new(phx_ref, meta)))
+        let diff = self
+            .node
+            .track(topic, conn, key, Meta::new(phx_ref.clone(), meta));
+        self.refs()
+            .entry(conn)
+            .or_default()
+            .insert((topic.to_owned(), key.to_owned()), phx_ref);
+        Ok(diff)
     }
 
     fn update(
@@ -47,21 +68,36 @@ impl PresenceStore for TrackerStore {
         meta: Value,
         phx_ref: String,
     ) -> Result<PresenceDiff, RuntimeError> {
-        self.0
-            .update(topic, conn, key, Meta::new(phx_ref, meta))
-            .map_err(runtime_error)
+        let id = (topic.to_owned(), key.to_owned());
+        let mut new = Meta::new(phx_ref.clone(), meta);
+        new.phx_ref_prev = self.refs().get(&conn).and_then(|m| m.get(&id)).cloned();
+        let diff = self
+            .node
+            .update(topic, conn, key, new)
+            .map_err(runtime_error)?;
+        self.refs().entry(conn).or_default().insert(id, phx_ref);
+        Ok(diff)
     }
 
     fn untrack(&self, topic: &str, key: &str, conn: u64) -> PresenceDiff {
-        self.0.untrack(topic, conn, key)
+        let mut refs = self.refs();
+        if let Some(mine) = refs.get_mut(&conn) {
+            mine.remove(&(topic.to_owned(), key.to_owned()));
+            if mine.is_empty() {
+                refs.remove(&conn);
+            }
+        }
+        drop(refs);
+        self.node.untrack(topic, conn, key)
     }
 
     fn untrack_conn(&self, conn: u64) -> Vec<(String, PresenceDiff)> {
-        self.0.untrack_conn(conn)
+        self.refs().remove(&conn);
+        self.node.untrack_conn(conn)
     }
 
     fn list(&self, topic: &str) -> PresenceList {
-        self.0.list(topic)
+        self.node.list(topic)
     }
 }
 
@@ -120,7 +156,10 @@ impl Cluster {
         let node = Arc::new(node);
         let adapter_node = node.clone();
         let endpoint = builder
-            .presence_store(Arc::new(TrackerStore(node.clone())))
+            .presence_store(Arc::new(TrackerStore {
+                node: node.clone(),
+                refs: Mutex::default(),
+            }))
             .adapter(move |_local: LocalPubSub| -> Arc<dyn Adapter> {
                 Arc::new(RedisAdapter { node: adapter_node })
             })

@@ -174,6 +174,11 @@ fn two_nodes_share_broadcasts_and_presence() {
         bob.expect(&format!("shout seq-{i}"), SETTLE);
     }
 
+    // An update on one node: the other sees the new meta replace the old one
+    // (phx_ref_prev = the replaced ref), as phoenix.js's Presence needs.
+    alice.send("update away");
+    bob.expect("update alice away true", SETTLE);
+
     // A leave on one node reaches the other.
     bob.send("quit");
     alice.expect("presence alice", SETTLE);
