@@ -18,6 +18,9 @@ use tracing::warn;
 
 use crate::{ClusterError, Event, Node, NodeConfig, NodeStats};
 
+/// The `phx_ref` of each local entry: connection → (topic, key) → ref.
+type LocalRefs = HashMap<u64, HashMap<(String, String), String>>;
+
 /// The tracker as the endpoint's presence store.
 struct TrackerStore {
     node: Arc<Node>,
@@ -25,11 +28,11 @@ struct TrackerStore {
     /// an update's new meta carries the ref it replaces as `phx_ref_prev`, as
     /// Phoenix's tracker sets it (a key may have several connections, so the
     /// key's list alone cannot tell which ref is this connection's).
-    refs: Mutex<HashMap<u64, HashMap<(String, String), String>>>,
+    refs: Mutex<LocalRefs>,
 }
 
 impl TrackerStore {
-    fn refs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, HashMap<(String, String), String>>> {
+    fn refs(&self) -> std::sync::MutexGuard<'_, LocalRefs> {
         self.refs.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
