@@ -9,6 +9,8 @@
 //! - [`Node`]: the driver the runtime embeds: presence of its local connections,
 //!   `presence_state` across the cluster, remote presence diffs and broadcasts as
 //!   [`Event`]s, graceful leave.
+//! - [`Cluster`]: a node plugged into a phx-runtime endpoint (its presence
+//!   store, its PubSub adapter, and the pump of other nodes' events).
 //!
 //! Guarantees: broadcasts at most once and in order per publisher (as Phoenix);
 //! presence exact on every node once messages flow, a crashed node's presences
@@ -35,9 +37,11 @@
 mod error;
 mod frame;
 mod node;
+mod runtime;
 mod transport;
 
 pub use error::ClusterError;
 pub use frame::{Frame, RemoteBroadcast, FRAME_VERSION};
 pub use node::{Event, Node, NodeConfig, NodeStats};
+pub use runtime::Cluster;
 pub use transport::{LinkState, LinkStats, Transport, TransportConfig, TransportEvent};

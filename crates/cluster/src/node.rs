@@ -270,8 +270,8 @@ impl Shared {
 #[derive(Debug)]
 pub struct Node {
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Node {
@@ -318,8 +318,8 @@ impl Node {
         Ok((
             Node {
                 shared,
-                stop: Some(stop_tx),
-                task,
+                stop: Mutex::new(Some(stop_tx)),
+                task: Mutex::new(Some(task)),
             },
             events_rx,
         ))
@@ -402,11 +402,16 @@ impl Node {
     /// Leaves the cluster gracefully: stops heartbeating and tells the others,
     /// who drop this node's presences at once. Returns whether Redis took the
     /// goodbye (when it did not, the others drop them after `down_period`).
-    pub async fn shutdown(mut self) -> bool {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+    /// Only the first call says goodbye; later ones return false.
+    pub async fn shutdown(&self) -> bool {
+        let Some(stop) = lock(&self.stop).take() else {
+            return false;
+        };
+        let _ = stop.send(());
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            let _ = task.await;
         }
-        let _ = (&mut self.task).await;
         let goodbye = lock(&self.shared.tracker).goodbye();
         let frame = Frame::Gossip {
             from: self.shared.me.clone(),
@@ -428,7 +433,9 @@ impl Drop for Node {
     /// Dropping a node without [`Node::shutdown`] stops it silently, like a
     /// crash: the others notice after `down_period`.
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
     }
 }
 

@@ -16,15 +16,17 @@ use crate::handler::{AcceptAll, Assigns, DynHandler, SocketHandler};
 use crate::longpoll::Sessions;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::node::{Route, Shared};
-use crate::presence::Presence;
-use crate::pubsub::{Adapter, PubSub};
+use crate::presence::{Fetch, Presence, PresenceStore};
+use crate::pubsub::{Adapter, LocalPubSub, MakeAdapter, PubSub};
 
 /// Builds an [`Endpoint`].
 pub struct EndpointBuilder {
     config: Config,
     routes: Vec<Route>,
     handler: Box<dyn DynHandler>,
-    adapter: Option<Arc<dyn Adapter>>,
+    adapter: Option<MakeAdapter>,
+    presence_store: Option<Arc<dyn PresenceStore>>,
+    presence_fetch: Option<Fetch>,
     mount: String,
     metrics_path: Option<String>,
 }
@@ -169,9 +171,40 @@ impl EndpointBuilder {
         self
     }
 
-    /// Publishes broadcasts to other nodes through `adapter`.
-    pub fn adapter(mut self, adapter: Arc<dyn Adapter>) -> Self {
-        self.adapter = Some(adapter);
+    /// Publishes broadcasts to other nodes through the adapter `make` builds
+    /// from a handle to the endpoint's PubSub (see [`Adapter`]).
+    pub fn adapter(mut self, make: impl FnOnce(LocalPubSub) -> Arc<dyn Adapter> + 'static) -> Self {
+        self.adapter = Some(Box::new(make));
+        self
+    }
+
+    /// Keeps presences in `store` instead of this node's memory: a cluster's
+    /// replicated tracker, so that presence covers every node.
+    pub fn presence_store(mut self, store: Arc<dyn PresenceStore>) -> Self {
+        self.presence_store = Some(store);
+        self
+    }
+
+    /// Phoenix's presence `fetch/2`: `fetch(topic, entries)` may add keys beside
+    /// `metas` to every entry of a `presence_state` and of both halves of a
+    /// `presence_diff` before they are sent.
+    ///
+    /// ```
+    /// use phx_runtime::Endpoint;
+    /// let endpoint = Endpoint::builder()
+    ///     .presence_fetch(|_topic, entries| {
+    ///         for (key, entry) in entries.iter_mut() {
+    ///             entry.extra.insert("user".into(), serde_json::json!({"name": key}));
+    ///         }
+    ///     })
+    ///     .build();
+    /// # let _ = endpoint;
+    /// ```
+    pub fn presence_fetch(
+        mut self,
+        fetch: impl Fn(&str, &mut phx_presence::PresenceList) + Send + Sync + 'static,
+    ) -> Self {
+        self.presence_fetch = Some(Arc::new(fetch));
         self
     }
 
@@ -182,7 +215,12 @@ impl EndpointBuilder {
         Endpoint {
             sessions: Arc::new(Sessions::default()),
             shared: Arc::new(Shared {
-                presence: Presence::new(pubsub.clone(), metrics.clone()),
+                presence: Presence::new(
+                    pubsub.clone(),
+                    metrics.clone(),
+                    self.presence_store,
+                    self.presence_fetch,
+                ),
                 config: self.config,
                 routes: self.routes,
                 handler: self.handler,
@@ -224,6 +262,8 @@ impl Endpoint {
             routes: Vec::new(),
             handler: Box::new(AcceptAll),
             adapter: None,
+            presence_store: None,
+            presence_fetch: None,
             mount: "/socket".to_owned(),
             metrics_path: None,
         }

@@ -27,6 +27,10 @@ pub enum RuntimeError {
     /// A presence operation failed.
     #[error(transparent)]
     Presence(#[from] phx_presence::PresenceError),
+    /// A cluster adapter could not carry a broadcast, or one from another node
+    /// could not be read.
+    #[error("cluster adapter: {0}")]
+    Adapter(String),
     /// A channel handler failed; the channel crashes and its client gets `phx_error`.
     #[error("channel failed: {0}")]
     Channel(String),

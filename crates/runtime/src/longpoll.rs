@@ -21,6 +21,15 @@
 //!   channels stop and its presences leave. So does a session whose client lets more
 //!   than `outbound_queue` frames pile up, a socket-id `disconnect`, and a drain.
 //!
+//! - Across a cluster (as Phoenix routes them over PubSub): every session
+//!   listens on the PubSub topic `phx:lp:<session id>`. A request whose session
+//!   lives on another node (its token is valid, the session is not here) is
+//!   relayed there: the node publishes the poll or the POST's body on that topic
+//!   with a private reply topic, the session's node acknowledges at once and
+//!   answers when the local path would. No acknowledgement within 2 s means the
+//!   session is gone everywhere: a GET opens a new one, a POST gets 410. Every
+//!   node must sign with the same secret (`Config::secret`).
+//!
 //! One task per session owns the [`SocketCore`] and the frames waiting for a poll.
 //! Server-to-client binary frames cannot travel over long-poll (as in Phoenix):
 //! they are dropped with a warning.
@@ -255,32 +264,53 @@ impl LpRequest {
         resp
     }
 
-    /// The session the request's token points to, if it is live.
-    fn session(&self) -> Option<(SessionId, SessionHandle)> {
+    /// The session the request's token points to: here, elsewhere (maybe), or none.
+    fn session(&self) -> Found {
         let params = parse_query(&self.query);
-        let token = header(&self.headers, "x-phoenix-longpoll-token")
+        let Some(token) = header(&self.headers, "x-phoenix-longpoll-token")
             .map(str::to_owned)
-            .or_else(|| params.get("token").cloned())?;
-        let id = verify(&self.shared.config.secret, &token)?;
-        let handle = self.sessions.get(&id)?;
-        Some((id, handle))
+            .or_else(|| params.get("token").cloned())
+        else {
+            return Found::None;
+        };
+        let Some(id) = verify(&self.shared.config.secret, &token) else {
+            return Found::None;
+        };
+        match self.sessions.get(&id) {
+            Some(handle) => Found::Here(id, handle),
+            // Only a cluster has an elsewhere: one node answers at once.
+            None if self.shared.pubsub.clustered() => Found::Elsewhere(id),
+            None => Found::None,
+        }
     }
 
     async fn get(self) -> Response {
-        let Some((id, handle)) = self.session() else {
-            return self.open().await;
+        let (id, handle) = match self.session() {
+            Found::Here(id, handle) => (id, handle),
+            Found::Elsewhere(id) => {
+                let token = sign(&self.shared.config.secret, &id);
+                return match relay_request(&self.shared, &id, "poll", json!({})).await {
+                    Some(answer_body) if answer_body.get("status") != Some(&json!(410)) => {
+                        let messages = answer_body
+                            .get("messages")
+                            .cloned()
+                            .unwrap_or_else(|| json!([]));
+                        let empty = messages.as_array().is_none_or(Vec::is_empty);
+                        let code = if empty { 204 } else { 200 };
+                        answer(json!({"status": code, "token": token, "messages": messages}))
+                    }
+                    _ => self.open().await,
+                };
+            }
+            Found::None => return self.open().await,
         };
-        let (tx, rx) = oneshot::channel();
-        if handle.polls.send(tx).await.is_err() {
-            return self.open().await;
-        }
         let token = sign(&self.shared.config.secret, &id);
-        match tokio::time::timeout(self.shared.config.longpoll_window, rx).await {
-            Ok(Ok(messages)) if !messages.is_empty() => {
+        match poll(&self.shared, &handle).await {
+            Some(messages) if !messages.is_empty() => {
                 answer(json!({"status": 200, "token": token, "messages": messages}))
             }
-            Ok(Ok(_)) | Err(_) => answer(json!({"status": 204, "token": token, "messages": []})),
-            Ok(Err(_)) => self.open().await,
+            Some(_) => answer(json!({"status": 204, "token": token, "messages": []})),
+            None => self.open().await,
         }
     }
 
@@ -307,14 +337,20 @@ impl LpRequest {
         let id: SessionId = rand::random();
         let (polls, poll_rx) = mpsc::channel(4);
         let (posts, post_rx) = mpsc::channel(4);
-        self.sessions.insert(
-            id,
-            SessionHandle {
-                polls,
-                posts,
-                serializer,
-            },
-        );
+        let handle = SessionHandle {
+            polls,
+            posts,
+            serializer,
+        };
+        self.sessions.insert(id, handle.clone());
+        if shared.pubsub.clustered() {
+            tokio::spawn(relay_session(
+                shared.clone(),
+                self.sessions.clone(),
+                id,
+                handle,
+            ));
+        }
         let (core, mailbox) =
             SocketCore::new(shared.clone(), serializer, TransportKind::LongPoll, conn);
         tokio::spawn(run(
@@ -341,10 +377,26 @@ impl LpRequest {
             *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
             return resp;
         };
-        let Some((id, handle)) = self.session() else {
-            return status(410);
+        let (id, handle) = match self.session() {
+            Found::Here(id, handle) => (id, handle),
+            Found::Elsewhere(id) => {
+                let Ok(text) = std::str::from_utf8(&body) else {
+                    return status(400);
+                };
+                let ndjson = header(&self.headers, "content-type") == Some("application/x-ndjson");
+                let req = json!({"body": text, "ndjson": ndjson});
+                return match relay_request(&self.shared, &id, "post", req).await {
+                    Some(reply) => {
+                        let code = reply.get("status").and_then(Value::as_u64).unwrap_or(410);
+                        status(u16::try_from(code).unwrap_or(500))
+                    }
+                    None => status(410),
+                };
+            }
+            Found::None => return status(410),
         };
-        let messages = match self.decode(&body, handle.serializer) {
+        let ndjson = header(&self.headers, "content-type") == Some("application/x-ndjson");
+        let messages = match decode(&self.shared, &body, ndjson, handle.serializer) {
             Ok(messages) => messages,
             Err(why) => {
                 Metrics::inc(&self.shared.metrics.malformed_frames);
@@ -353,58 +405,206 @@ impl LpRequest {
                 return status(400);
             }
         };
-        // The POST waits while its session's channels are behind (flow control), as
-        // long as a channel may stall before the session gives up.
-        let (ack, acked) = oneshot::channel();
-        let bound = self.shared.config.channel_stall_timeout + self.shared.config.longpoll_window;
-        let handed = async {
-            if handle.posts.send((messages, ack)).await.is_err() {
-                return Err(());
-            }
-            acked.await.map_err(|_| ())
-        };
-        match tokio::time::timeout(bound, handed).await {
-            Ok(Ok(())) => status(200),
-            Ok(Err(_)) => status(410),
-            Err(_) => status(408),
-        }
+        status(hand_over(&self.shared, &handle, messages).await)
     }
+}
 
-    /// The frames of a POST body.
-    fn decode(&self, body: &[u8], serializer: Serializer) -> Result<Vec<Message>, String> {
-        let body = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
-        if header(&self.headers, "content-type") != Some("application/x-ndjson") {
-            return serializer
-                .decode_text(body)
-                .map(|m| vec![m])
-                .map_err(|e| e.to_string());
+/// Where a request's session lives.
+enum Found {
+    /// On this node.
+    Here(SessionId, SessionHandle),
+    /// Not here, but the token is valid: maybe on another node.
+    Elsewhere(SessionId),
+    /// No valid token.
+    None,
+}
+
+/// Hands a POST's messages to its session; the protocol status to answer. The
+/// POST waits while its session's channels are behind (flow control), as long
+/// as a channel may stall before the session gives up.
+async fn hand_over(shared: &Shared, handle: &SessionHandle, messages: Vec<Message>) -> u16 {
+    let (ack, acked) = oneshot::channel();
+    let bound = shared.config.channel_stall_timeout + shared.config.longpoll_window;
+    let handed = async {
+        if handle.posts.send((messages, ack)).await.is_err() {
+            return Err(());
         }
-        let mut out = Vec::new();
-        for line in body
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .filter(|l| !l.is_empty())
-            .take(MAX_BATCH)
-        {
-            let limit = self.shared.config.longpoll_max_line;
-            if line.len() > limit {
-                Metrics::inc(&self.shared.metrics.longpoll_refused);
-                return Err(format!(
-                    "line of {} bytes over the limit of {limit}",
-                    line.len()
-                ));
+        acked.await.map_err(|_| ())
+    };
+    match tokio::time::timeout(bound, handed).await {
+        Ok(Ok(())) => 200,
+        Ok(Err(_)) => 410,
+        Err(_) => 408,
+    }
+}
+
+/// Hands a poll to its session; the frames it answered with (empty once the
+/// window passed), or `None` when the session has ended.
+async fn poll(shared: &Shared, handle: &SessionHandle) -> Option<Vec<String>> {
+    let (tx, rx) = oneshot::channel();
+    handle.polls.send(tx).await.ok()?;
+    match tokio::time::timeout(shared.config.longpoll_window, rx).await {
+        Ok(Ok(messages)) => Some(messages),
+        Err(_) => Some(Vec::new()),
+        Ok(Err(_)) => None,
+    }
+}
+
+/// The frames of a POST body.
+fn decode(
+    shared: &Shared,
+    body: &[u8],
+    ndjson: bool,
+    serializer: Serializer,
+) -> Result<Vec<Message>, String> {
+    let body = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
+    if !ndjson {
+        return serializer
+            .decode_text(body)
+            .map(|m| vec![m])
+            .map_err(|e| e.to_string());
+    }
+    let mut out = Vec::new();
+    for line in body
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.is_empty())
+        .take(MAX_BATCH)
+    {
+        let limit = shared.config.longpoll_max_line;
+        if line.len() > limit {
+            Metrics::inc(&shared.metrics.longpoll_refused);
+            return Err(format!(
+                "line of {} bytes over the limit of {limit}",
+                line.len()
+            ));
+        }
+        let msg = if line.starts_with('[') {
+            serializer.decode_text(line)
+        } else {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(line)
+                .map_err(|e| format!("line is neither JSON nor base64: {e}"))?;
+            serializer.decode_binary(Bytes::from(bytes))
+        };
+        out.push(msg.map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+/// How long a node waits for the session's node to acknowledge a relayed request.
+const RELAY_ACK: Duration = Duration::from_secs(2);
+
+/// The PubSub topic a session listens on for requests that reached other nodes.
+fn session_topic(id: &SessionId) -> String {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("phx:lp:{hex}")
+}
+
+/// Relays a request to the node holding session `id`: the answer's payload,
+/// or `None` when no node acknowledged it within [`RELAY_ACK`].
+async fn relay_request(
+    shared: &Shared,
+    id: &SessionId,
+    event: &str,
+    mut request: Value,
+) -> Option<Value> {
+    let reply_topic = format!("phx:lpr:{:032x}", rand::random::<u128>());
+    let mut replies = shared.pubsub.subscribe(&reply_topic, 4);
+    request["reply"] = Value::String(reply_topic);
+    let payload = phx_protocol::Payload::json(&request).ok()?;
+    shared.pubsub.broadcast(&session_topic(id), event, payload);
+    let acked = tokio::time::timeout(RELAY_ACK, async {
+        while let Some(b) = replies.recv().await {
+            if b.event == "ack" {
+                return true;
             }
-            let msg = if line.starts_with('[') {
-                serializer.decode_text(line)
-            } else {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(line)
-                    .map_err(|e| format!("line is neither JSON nor base64: {e}"))?;
-                serializer.decode_binary(Bytes::from(bytes))
-            };
-            out.push(msg.map_err(|e| e.to_string())?);
         }
-        Ok(out)
+        false
+    })
+    .await;
+    if acked != Ok(true) {
+        tracing::debug!("long-poll request: no node holds its session");
+        return None;
+    }
+    let bound = shared.config.channel_stall_timeout + shared.config.longpoll_window + RELAY_ACK;
+    let answered = tokio::time::timeout(bound, async {
+        while let Some(b) = replies.recv().await {
+            if b.event == "answer" {
+                return b.payload.parse::<Value>().ok();
+            }
+        }
+        None
+    })
+    .await;
+    match answered {
+        Ok(Some(body)) => Some(body),
+        // Acknowledged but not answered in time: answer as the local path would.
+        Ok(None) | Err(_) => Some(json!({"status": 408, "messages": []})),
+    }
+}
+
+/// Serves the requests other nodes relay to session `id` until it ends.
+async fn relay_session(
+    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
+    id: SessionId,
+    handle: SessionHandle,
+) {
+    let mut requests = shared.pubsub.subscribe(&session_topic(&id), 64);
+    loop {
+        let req = tokio::select! {
+            () = handle.polls.closed() => break,
+            req = requests.recv() => match req {
+                Some(req) => req,
+                None => {
+                    // Fell behind: listen again.
+                    requests = shared.pubsub.subscribe(&session_topic(&id), 64);
+                    continue;
+                }
+            },
+        };
+        if sessions.get(&id).is_none() {
+            break; // ended (a malformed frame): unanswered, the asker says 410
+        }
+        let Ok(body) = req.payload.parse::<Value>() else {
+            tracing::warn!("relayed long-poll request is not JSON: ignored");
+            continue;
+        };
+        let Some(reply) = body.get("reply").and_then(Value::as_str).map(str::to_owned) else {
+            continue;
+        };
+        let (shared, handle, event) = (shared.clone(), handle.clone(), req.event.clone());
+        tokio::spawn(async move {
+            shared
+                .pubsub
+                .broadcast(&reply, "ack", phx_protocol::Payload::empty_object());
+            let answer = match event.as_str() {
+                "poll" => match poll(&shared, &handle).await {
+                    Some(messages) => json!({"messages": messages}),
+                    None => json!({"status": 410, "messages": []}),
+                },
+                "post" => {
+                    let text = body.get("body").and_then(Value::as_str).unwrap_or_default();
+                    let ndjson = body.get("ndjson").and_then(Value::as_bool) == Some(true);
+                    match decode(&shared, text.as_bytes(), ndjson, handle.serializer) {
+                        Ok(messages) => {
+                            json!({"status": hand_over(&shared, &handle, messages).await})
+                        }
+                        Err(why) => {
+                            Metrics::inc(&shared.metrics.malformed_frames);
+                            tracing::warn!(%why, "relayed long-poll POST: malformed frame");
+                            json!({"status": 400})
+                        }
+                    }
+                }
+                _ => return,
+            };
+            match phx_protocol::Payload::json(&answer) {
+                Ok(payload) => shared.pubsub.broadcast(&reply, "answer", payload),
+                Err(err) => tracing::warn!(%err, "long-poll relay answer not encodable"),
+            }
+        });
     }
 }
 

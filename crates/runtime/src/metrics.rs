@@ -87,6 +87,10 @@ metrics! {
     frames_out,
     /// Broadcasts published.
     broadcasts,
+    /// Broadcasts received from other nodes of a cluster.
+    remote_broadcasts,
+    /// Broadcasts the cluster adapter could not queue or send to other nodes.
+    adapter_errors,
     /// Malformed frames: the connection was closed.
     malformed_frames,
     /// Frames over the size limit: the connection was closed.

@@ -7,40 +7,148 @@
 //! channel intercepts go through that channel's actor.
 //!
 //! Other nodes are reached through an [`Adapter`]. The default has none (one
-//! node, in memory); a Redis adapter implements [`Adapter::publish`] and hands the
-//! broadcasts it receives from other nodes to [`PubSub::deliver`].
+//! node, in memory); a cluster adapter (phx-cluster's Redis one, plugged in by
+//! phx-server) is built with a [`LocalPubSub`] handle, gets every local broadcast
+//! in order through [`Adapter::publish`], and hands the broadcasts of other
+//! nodes to [`LocalPubSub::deliver`], which shares their encoding among local
+//! subscribers exactly as for local broadcasts.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::BuildHasher;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use phx_protocol::{events, Broadcast, Frame, Payload, Serializer};
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use crate::mailbox::{missed, Delivery, Inbox, SocketHandle};
 use crate::metrics::Metrics;
+use crate::RuntimeError;
+
+/// What [`Adapter::publish`] returns: resolves once the broadcast has been
+/// handed to the network (or failed to be).
+pub type PublishFuture = Pin<Box<dyn Future<Output = Result<(), RuntimeError>> + Send>>;
 
 /// Carries broadcasts to the other nodes of a cluster.
 ///
+/// The runtime calls [`Adapter::publish`] for every broadcast made on this node,
+/// one at a time and in order (it awaits each before the next), so an adapter
+/// that keeps its own transport's order keeps the order per publisher. Failures
+/// are logged and counted in the `adapter_errors` metric; the local
+/// subscribers get the broadcast regardless. The hooks tell an adapter when a
+/// topic gains its first or loses its last local subscriber, for adapters that
+/// subscribe per topic. Broadcasts from other nodes come back through
+/// [`LocalPubSub::deliver`], the handle the adapter is built with.
+///
 /// ```
-/// use phx_runtime::pubsub::Adapter;
+/// use std::sync::Arc;
+/// use phx_runtime::pubsub::{Adapter, LocalPubSub, PublishFuture};
+/// use phx_runtime::Endpoint;
 /// use phx_protocol::Broadcast;
 ///
-/// /// Counts what would be sent to other nodes.
-/// struct Counting(std::sync::atomic::AtomicUsize);
-/// impl Adapter for Counting {
-///     fn publish(&self, _broadcast: &Broadcast) {
-///         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// /// Loops every broadcast back as if another node had sent it.
+/// struct Loopback { local: LocalPubSub }
+/// impl Adapter for Loopback {
+///     fn node_id(&self) -> &str { "loopback" }
+///     fn publish(&self, broadcast: Arc<Broadcast>) -> PublishFuture {
+///         self.local.deliver("elsewhere", (*broadcast).clone());
+///         Box::pin(async { Ok(()) })
 ///     }
 /// }
+/// let endpoint = Endpoint::builder()
+///     .adapter(|local| Arc::new(Loopback { local }))
+///     .build();
+/// # let _ = endpoint;
 /// ```
 pub trait Adapter: Send + Sync + 'static {
-    /// Sends a broadcast made on this node to every other node. Must not block:
-    /// queue the work and return.
-    fn publish(&self, broadcast: &Broadcast);
+    /// This node's id in the cluster: broadcasts delivered with it as their
+    /// origin are this node's own echoes and are dropped.
+    fn node_id(&self) -> &str;
+
+    /// Sends a broadcast made on this node to every other node. Encode it with
+    /// [`encode_payload`] (and decode on the other side with [`decode_payload`]).
+    fn publish(&self, broadcast: Arc<Broadcast>) -> PublishFuture;
+
+    /// `topic` got its first subscriber on this node.
+    fn first_subscriber(&self, _topic: &str) {}
+
+    /// `topic` lost its last subscriber on this node.
+    fn last_subscriber_gone(&self, _topic: &str) {}
 }
+
+/// How a broadcast's payload travels between nodes: one tag byte (0 = JSON
+/// text, 1 = binary), then the bytes.
+///
+/// ```
+/// use phx_runtime::pubsub::{decode_payload, encode_payload};
+/// use phx_runtime::Payload;
+/// let p = Payload::json(&serde_json::json!({"a": 1})).unwrap();
+/// assert_eq!(decode_payload(&encode_payload(&p)).unwrap(), p);
+/// ```
+pub fn encode_payload(payload: &Payload) -> Bytes {
+    let mut buf = BytesMut::new();
+    match payload {
+        Payload::Json(raw) => {
+            buf.put_u8(0);
+            buf.put_slice(raw.get().as_bytes());
+        }
+        Payload::Binary(bytes) => {
+            buf.put_u8(1);
+            buf.put_slice(bytes);
+        }
+    }
+    buf.freeze()
+}
+
+/// The payload [`encode_payload`] made; an error on anything else.
+pub fn decode_payload(bytes: &Bytes) -> Result<Payload, RuntimeError> {
+    match bytes.first() {
+        Some(0) => {
+            let text = std::str::from_utf8(&bytes[1..])
+                .map_err(|e| RuntimeError::Adapter(format!("payload is not UTF-8: {e}")))?;
+            let raw = RawValue::from_string(text.to_owned())?;
+            Ok(Payload::Json(raw))
+        }
+        Some(1) => Ok(Payload::Binary(bytes.slice(1..))),
+        Some(tag) => Err(RuntimeError::Adapter(format!("unknown payload tag {tag}"))),
+        None => Err(RuntimeError::Adapter("empty payload".into())),
+    }
+}
+
+/// The handle an [`Adapter`] is built with: delivers other nodes' broadcasts to
+/// this node's subscribers. It does not keep the PubSub alive.
+#[derive(Clone)]
+pub struct LocalPubSub {
+    inner: Weak<Inner>,
+}
+
+impl LocalPubSub {
+    /// Delivers a broadcast that `origin` (a node id) published to this node's
+    /// subscribers, encoded once per serializer and shared, like a local one.
+    /// Broadcasts whose origin is this node (echoes) are dropped.
+    pub fn deliver(&self, origin: &str, broadcast: Broadcast) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let pubsub = PubSub { inner };
+        if let Some(adapter) = pubsub.inner.adapter.get() {
+            if adapter.node_id() == origin {
+                return;
+            }
+        }
+        Metrics::inc(&pubsub.inner.metrics.remote_broadcasts);
+        pubsub.dispatch(&Arc::new(broadcast), None);
+    }
+}
+
+/// How many broadcasts may wait for the adapter; beyond that they are not sent
+/// to other nodes (counted as adapter errors).
+const OUTBOUND: usize = 65_536;
 
 /// Identifies one subscription, so that `broadcast_from` can skip it.
 pub(crate) type SubId = u64;
@@ -64,13 +172,18 @@ pub(crate) enum Subscriber {
 
 const SHARDS: usize = 32;
 
+pub(crate) type MakeAdapter = Box<dyn FnOnce(LocalPubSub) -> Arc<dyn Adapter>>;
+
 type Shard = RwLock<HashMap<String, Vec<(SubId, Subscriber)>>>;
 
 struct Inner {
     shards: Box<[Shard]>,
     hasher: RandomState,
     next_id: AtomicU64,
-    adapter: Option<Arc<dyn Adapter>>,
+    adapter: OnceLock<Arc<dyn Adapter>>,
+    /// The queue to the task that hands broadcasts to the adapter in order;
+    /// started with the first broadcast (there is a tokio runtime by then).
+    outbound: OnceLock<mpsc::Sender<Arc<Broadcast>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -126,21 +239,64 @@ impl PubSub {
         PubSub::build(None, Arc::default())
     }
 
-    /// A PubSub that also publishes to other nodes through `adapter`.
-    pub fn with_adapter(adapter: Arc<dyn Adapter>) -> PubSub {
-        PubSub::build(Some(adapter), Arc::default())
+    /// A PubSub that also publishes to other nodes through the adapter `make`
+    /// builds from a handle to this PubSub.
+    pub fn with_adapter(make: impl FnOnce(LocalPubSub) -> Arc<dyn Adapter> + 'static) -> PubSub {
+        PubSub::build(Some(Box::new(make)), Arc::default())
     }
 
-    pub(crate) fn build(adapter: Option<Arc<dyn Adapter>>, metrics: Arc<Metrics>) -> PubSub {
-        PubSub {
+    pub(crate) fn build(make: Option<MakeAdapter>, metrics: Arc<Metrics>) -> PubSub {
+        let pubsub = PubSub {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
                 hasher: RandomState::new(),
                 next_id: AtomicU64::new(1),
-                adapter,
+                adapter: OnceLock::new(),
+                outbound: OnceLock::new(),
                 metrics,
             }),
+        };
+        if let Some(make) = make {
+            let adapter = make(pubsub.local());
+            let _ = pubsub.inner.adapter.set(adapter);
         }
+        pubsub
+    }
+
+    /// Whether broadcasts also go to other nodes (an adapter is plugged in).
+    pub fn clustered(&self) -> bool {
+        self.inner.adapter.get().is_some()
+    }
+
+    /// The handle adapters deliver other nodes' broadcasts with.
+    pub fn local(&self) -> LocalPubSub {
+        LocalPubSub {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// The queue to the adapter task, started on first use; `None` when there
+    /// is no tokio runtime to start it on (a broadcast from a plain thread
+    /// before any from the runtime).
+    fn outbound(&self, adapter: &Arc<dyn Adapter>) -> Option<&mpsc::Sender<Arc<Broadcast>>> {
+        if let Some(tx) = self.inner.outbound.get() {
+            return Some(tx);
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        Some(self.inner.outbound.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<Arc<Broadcast>>(OUTBOUND);
+            let adapter = adapter.clone();
+            let metrics = self.inner.metrics.clone();
+            runtime.spawn(async move {
+                while let Some(b) = rx.recv().await {
+                    if let Err(err) = adapter.publish(b.clone()).await {
+                        Metrics::inc(&metrics.adapter_errors);
+                        tracing::warn!(topic = %b.topic, event = %b.event, %err, "broadcast not sent to other nodes");
+                    }
+                }
+            });
+            tx
+        }))
     }
 
     fn shard(&self, topic: &str) -> &Shard {
@@ -161,17 +317,34 @@ impl PubSub {
     }
 
     pub(crate) fn insert(&self, topic: &str, id: SubId, sub: Subscriber) {
-        let mut shard = self.shard(topic).write().unwrap_or_else(|e| e.into_inner());
-        shard.entry(topic.to_owned()).or_default().push((id, sub));
+        let first = {
+            let mut shard = self.shard(topic).write().unwrap_or_else(|e| e.into_inner());
+            let subs = shard.entry(topic.to_owned()).or_default();
+            subs.push((id, sub));
+            subs.len() == 1
+        };
+        if first {
+            if let Some(adapter) = self.inner.adapter.get() {
+                adapter.first_subscriber(topic);
+            }
+        }
     }
 
     /// Removes one subscription (no-op if it is gone).
     pub(crate) fn unsubscribe(&self, topic: &str, id: SubId) {
-        let mut shard = self.shard(topic).write().unwrap_or_else(|e| e.into_inner());
-        if let Some(subs) = shard.get_mut(topic) {
-            subs.retain(|(sid, _)| *sid != id);
-            if subs.is_empty() {
-                shard.remove(topic);
+        let last = {
+            let mut shard = self.shard(topic).write().unwrap_or_else(|e| e.into_inner());
+            match shard.get_mut(topic) {
+                Some(subs) => {
+                    subs.retain(|(sid, _)| *sid != id);
+                    subs.is_empty() && shard.remove(topic).is_some()
+                }
+                None => false,
+            }
+        };
+        if last {
+            if let Some(adapter) = self.inner.adapter.get() {
+                adapter.last_subscriber_gone(topic);
             }
         }
     }
@@ -203,15 +376,24 @@ impl PubSub {
 
     pub(crate) fn publish(&self, broadcast: Arc<Broadcast>, from: Option<SubId>) {
         Metrics::inc(&self.inner.metrics.broadcasts);
-        if let Some(adapter) = &self.inner.adapter {
-            adapter.publish(&broadcast);
+        if let Some(adapter) = self.inner.adapter.get() {
+            let queued = match self.outbound(adapter) {
+                Some(tx) => tx.try_send(broadcast.clone()).map_err(|e| e.to_string()),
+                None => Err("no tokio runtime to run the adapter on".to_owned()),
+            };
+            if let Err(err) = queued {
+                Metrics::inc(&self.inner.metrics.adapter_errors);
+                tracing::warn!(topic = %broadcast.topic, %err, "broadcast not queued for other nodes");
+            }
         }
         self.dispatch(&broadcast, from);
     }
 
-    /// Delivers a broadcast that arrived from another node to this node's subscribers.
-    pub fn deliver(&self, broadcast: Broadcast) {
-        self.dispatch(&Arc::new(broadcast), None);
+    /// Delivers a broadcast to this node's subscribers only (presence diffs:
+    /// every node computes its own from the replicated state).
+    pub(crate) fn publish_local(&self, broadcast: Arc<Broadcast>) {
+        Metrics::inc(&self.inner.metrics.broadcasts);
+        self.dispatch(&broadcast, None);
     }
 
     /// The fast lane: encode once per serializer, share the frame with every socket.

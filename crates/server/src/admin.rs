@@ -7,6 +7,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use phx_cluster::{Cluster, LinkState};
+use phx_presence::ReplicaStatus;
 use phx_runtime::{Endpoint, Payload};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -36,12 +38,21 @@ pub struct Admin {
 
 impl Admin {
     /// An admin view of `endpoint`; `token` is the bearer token (none: refuse all).
-    pub fn new(endpoint: Endpoint, sessions: Arc<SocketSessions>, token: Option<String>) -> Admin {
+    /// With `cluster`, `/metrics` also shows the Redis link and the cluster's counters.
+    pub fn new(
+        endpoint: Endpoint,
+        sessions: Arc<SocketSessions>,
+        token: Option<String>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Admin {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(RuntimeCollector {
             endpoint: endpoint.clone(),
             sessions: sessions.clone(),
         }));
+        if let Some(cluster) = cluster {
+            registry.register_collector(Box::new(ClusterCollector(cluster)));
+        }
         Admin {
             endpoint,
             sessions,
@@ -266,6 +277,112 @@ impl Collector for RuntimeCollector {
             None,
             largest.metric_type(),
         )?)?;
+        Ok(())
+    }
+}
+
+/// Reads the cluster node's Redis link state and counters on every scrape.
+struct ClusterCollector(Arc<Cluster>);
+
+impl std::fmt::Debug for ClusterCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterCollector")
+    }
+}
+
+impl Collector for ClusterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        let up = gauge(i64::from(s.link.state == LinkState::Connected));
+        up.encode(encoder.encode_descriptor(
+            "phx_cluster_redis_up",
+            "1 when the Redis link is connected and subscribed, else 0.",
+            None,
+            up.metric_type(),
+        )?)?;
+        let counters: [(&str, &str, u64); 11] = [
+            (
+                "phx_cluster_redis_published",
+                "Messages published to Redis.",
+                s.link.published,
+            ),
+            (
+                "phx_cluster_redis_received",
+                "Messages received from Redis.",
+                s.link.received,
+            ),
+            (
+                "phx_cluster_redis_errors",
+                "Redis errors (failed publishes, lost connections).",
+                s.link.errors,
+            ),
+            (
+                "phx_cluster_redis_reconnects",
+                "Reconnections to Redis.",
+                s.link.reconnects,
+            ),
+            (
+                "phx_cluster_redis_dropped",
+                "Messages dropped because the Redis queue was full.",
+                s.link.dropped,
+            ),
+            (
+                "phx_cluster_broadcasts_sent",
+                "Broadcasts sent to other nodes.",
+                s.broadcasts_sent,
+            ),
+            (
+                "phx_cluster_broadcasts_received",
+                "Broadcasts received from other nodes.",
+                s.broadcasts_received,
+            ),
+            (
+                "phx_cluster_broadcasts_lost",
+                "Broadcasts of other nodes known lost (sequence gaps).",
+                s.broadcasts_lost,
+            ),
+            (
+                "phx_cluster_gossip_sent",
+                "Presence tracker messages sent.",
+                s.gossip_sent,
+            ),
+            (
+                "phx_cluster_gossip_received",
+                "Presence tracker messages received.",
+                s.gossip_received,
+            ),
+            (
+                "phx_cluster_bad_frames",
+                "Messages from other nodes that could not be decoded.",
+                s.bad_frames,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let nodes = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "phx_cluster_nodes",
+            "Other nodes known, by status.",
+            None,
+            nodes.metric_type(),
+        )?;
+        for status in [
+            ReplicaStatus::Up,
+            ReplicaStatus::Syncing,
+            ReplicaStatus::Down,
+            ReplicaStatus::Left,
+        ] {
+            let n = s.replicas.iter().filter(|(_, st)| *st == status).count();
+            let label = format!("{status:?}").to_lowercase();
+            gauge(n).encode(family.encode_family(&[("status", label.as_str())])?)?;
+        }
         Ok(())
     }
 }

@@ -4,7 +4,9 @@
 //! page at `/` (`protocol-spec/editing.md`); `--conformance` adds the conformance
 //! app's channels (`conformance/contract.md`). The operators' listener
 //! (`--admin-bind`) serves `/api/stats`, `/metrics` and `/api/broadcast` behind a
-//! bearer token. Logs go to stderr through `tracing` (filter with `RUST_LOG`).
+//! bearer token. `--redis-url` (with `--node-name`) joins a cluster over Redis
+//! (phx-cluster); SIGTERM then says goodbye to the other nodes before draining.
+//! Logs go to stderr through `tracing` (filter with `RUST_LOG`).
 
 mod admin;
 mod conformance;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use phx_cluster::{Cluster, NodeConfig};
 use phx_runtime::{AcceptAll, CheckOrigin, Config, Endpoint};
 
 /// Command-line options.
@@ -91,6 +94,26 @@ struct Args {
     /// Milliseconds between drain batches.
     #[arg(long, default_value_t = 2_000)]
     drain_batch_interval_ms: u64,
+    /// Join a cluster through this Redis (e.g. redis://127.0.0.1:6379/):
+    /// broadcasts and presence cover every node. Without it: one node, in memory.
+    #[arg(long, env = "PHX_REDIS_URL")]
+    redis_url: Option<String>,
+    /// This node's name in the cluster: unique, and the same across restarts
+    /// (default: phx@<bind>:<port>).
+    #[arg(long, env = "PHX_NODE_NAME")]
+    node_name: Option<String>,
+    /// Milliseconds of silence after which another node counts as down (and its
+    /// presences leave).
+    #[arg(long, default_value_t = 5_000)]
+    down_period_ms: u64,
+    /// Milliseconds between this node's heartbeats to the others.
+    #[arg(long, default_value_t = 1_500)]
+    heartbeat_ms: u64,
+    /// The secret that signs long-poll session tokens; every node of a cluster
+    /// needs the same one. Without it a random one is made (and long-poll
+    /// sessions cannot move between nodes or survive a restart).
+    #[arg(long, env = "PHX_SECRET_KEY_BASE", hide_env_values = true)]
+    secret_key_base: Option<String>,
 }
 
 impl Args {
@@ -102,7 +125,7 @@ impl Args {
         } else {
             CheckOrigin::Host(self.host.clone())
         };
-        Config {
+        let mut config = Config {
             check_origin,
             longpoll: !self.no_longpoll,
             longpoll_window: Duration::from_millis(self.longpoll_window_ms),
@@ -119,7 +142,26 @@ impl Args {
             drain_batch_size: self.drain_batch_size,
             drain_batch_interval: Duration::from_millis(self.drain_batch_interval_ms),
             ..Config::default()
+        };
+        match self.secret_key_base.as_deref().filter(|s| !s.is_empty()) {
+            Some(secret) => config.secret = secret.as_bytes().to_vec(),
+            None => tracing::warn!(
+                "no --secret-key-base / PHX_SECRET_KEY_BASE: long-poll tokens are signed with a random key \
+                 (sessions do not survive a restart or move between nodes)"
+            ),
         }
+        config
+    }
+
+    fn node_config(&self, redis_url: &str) -> NodeConfig {
+        let name = self
+            .node_name
+            .clone()
+            .unwrap_or_else(|| format!("phx@{}:{}", self.bind, self.port));
+        let mut config = NodeConfig::new(redis_url, name);
+        config.tracker.broadcast_period_ms = self.heartbeat_ms.max(1);
+        config.tracker.down_period_ms = self.down_period_ms.max(1);
+        config
     }
 }
 
@@ -145,7 +187,16 @@ async fn main() -> std::io::Result<()> {
             sessions: sessions.clone(),
         })
     };
-    let endpoint = editing::mount(builder).build();
+    let builder = editing::mount(builder);
+    let (cluster, endpoint) = match &args.redis_url {
+        Some(url) => {
+            let (cluster, endpoint) = Cluster::start(args.node_config(url), builder)
+                .map_err(|e| std::io::Error::other(format!("cannot join the cluster: {e}")))?;
+            tracing::info!(node = %cluster.stats().me.name, redis = %url, "clustered over Redis");
+            (Some(Arc::new(cluster)), endpoint)
+        }
+        None => (None, builder.build()),
+    };
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
     let addr = listener.local_addr()?;
     println!("phx-server listening on http://{addr} (socket at ws://{addr}/socket/websocket)");
@@ -161,7 +212,12 @@ async fn main() -> std::io::Result<()> {
     if args.api_token.as_deref().is_none_or(str::is_empty) {
         tracing::warn!("no --api-token / PHX_API_TOKEN: every admin request will be refused");
     }
-    let admin = admin::Admin::new(endpoint.clone(), sessions, args.api_token.clone());
+    let admin = admin::Admin::new(
+        endpoint.clone(),
+        sessions,
+        args.api_token.clone(),
+        cluster.clone(),
+    );
     match tokio::net::TcpListener::bind(admin_addr).await {
         Ok(admin_listener) => {
             let admin_addr = admin_listener.local_addr()?;
@@ -182,6 +238,11 @@ async fn main() -> std::io::Result<()> {
         .service()
         .fallback(warp::service(editing::demo::routes()));
     phx_runtime::serve(listener, service, phx_runtime::shutdown_signal()).await?;
+    if let Some(cluster) = &cluster {
+        // First the goodbye, so that the other nodes drop our presences at once.
+        let sent = cluster.shutdown().await;
+        tracing::info!(goodbye_sent = sent, "left the cluster");
+    }
     tracing::info!("shutting down: draining sockets");
     endpoint.drain().await;
     Ok(())
