@@ -146,7 +146,7 @@ async fn main() -> std::io::Result<()> {
         })
     };
     let endpoint = editing::mount(builder).build();
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
+    let listener = phx_runtime::bind(SocketAddr::new(args.bind, args.port))?;
     let addr = listener.local_addr()?;
     println!("phx-server listening on http://{addr} (socket at ws://{addr}/socket/websocket)");
 
