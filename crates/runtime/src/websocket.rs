@@ -3,10 +3,11 @@
 //! The upgrade is taken by hand (a warp filter that reads hyper's `OnUpgrade`)
 //! instead of warp's `ws()` filter, because warp leaves tungstenite at its
 //! defaults, which reserve a 128 KiB read buffer per connection. Here the read
-//! buffer is 512 bytes and grows only while a large frame is being read, and the
-//! frames queued for a socket are coalesced into one write (up to 8 KiB) and
-//! flushed at once, which cuts system calls several-fold under fan-out; an idle
-//! connection costs a few KiB (see the README's memory figures).
+//! buffer is 512 bytes and grows only while a large frame is being read. Data
+//! frames are encoded here, not by tungstenite ([`Outbox`]): the frames queued
+//! for a socket are coalesced into one write (up to 32 KiB) and the buffer is
+//! freed after a large write, so an idle connection keeps no capacity from the
+//! largest frame it ever sent (see the README's memory figures).
 //!
 //! Checks, in Phoenix's order (`phoenix/lib/phoenix/transports/websocket.ex`):
 //! GET only (400), upgrade headers (400), `check_origin` (403), the 1.8 auth token
