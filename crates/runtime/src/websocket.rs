@@ -527,3 +527,69 @@ fn read_error(shared: &Shared, err: tungstenite::Error) -> Ending {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+    /// Parses what [`Outbox`] wrote with tungstenite's own frame parser: every
+    /// frame's header, then its payload, in order.
+    fn parse(mut bytes: &[u8]) -> Vec<(FrameHeader, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            let mut cursor = std::io::Cursor::new(bytes);
+            let (header, len) = FrameHeader::parse(&mut cursor)
+                .expect("a valid header")
+                .expect("a whole header");
+            let start = cursor.position() as usize;
+            let end = start + len as usize;
+            frames.push((header, bytes[start..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        frames
+    }
+
+    #[test]
+    fn outbox_encodes_every_length_form_as_tungstenite_parses_it() {
+        let mut out = Outbox::default();
+        // 7-bit, 16-bit and 64-bit length fields, at their edges.
+        let sizes = [0usize, 125, 126, 65_535, 65_536];
+        for (i, &size) in sizes.iter().enumerate() {
+            let frame = if i % 2 == 0 {
+                Frame::text("x".repeat(size))
+            } else {
+                Frame::Binary(vec![7u8; size].into())
+            };
+            out.push(&frame);
+        }
+        assert_eq!(out.frames, sizes.len() as u64);
+        let frames = parse(&out.buf);
+        assert_eq!(frames.len(), sizes.len());
+        for (i, ((header, payload), &size)) in frames.iter().zip(&sizes).enumerate() {
+            assert!(header.is_final, "frame {i} must be final");
+            assert!(header.mask.is_none(), "server frames are unmasked");
+            let want = if i % 2 == 0 {
+                tungstenite::protocol::frame::coding::OpCode::Data(
+                    tungstenite::protocol::frame::coding::Data::Text,
+                )
+            } else {
+                tungstenite::protocol::frame::coding::OpCode::Data(
+                    tungstenite::protocol::frame::coding::Data::Binary,
+                )
+            };
+            assert_eq!(header.opcode, want);
+            assert_eq!(payload.len(), size);
+            let byte = if i % 2 == 0 { b'x' } else { 7 };
+            assert!(payload.iter().all(|b| *b == byte));
+        }
+    }
+
+    #[test]
+    fn outbox_fills_at_the_batch_size() {
+        let mut out = Outbox::default();
+        assert!(!out.is_full());
+        out.push(&Frame::text("y".repeat(WRITE_BATCH_BYTES)));
+        assert!(out.is_full());
+    }
+}
