@@ -85,5 +85,8 @@ pub use metrics::{MetricEntry, Metrics, MetricsSnapshot};
 pub use origin::{CheckOrigin, Origin, OriginFn};
 pub use phx_protocol::{Payload, Serializer};
 pub use pubsub::{PubSub, Subscription};
-pub use server::{serve, shutdown_signal, BoxError, EndpointService, RequestBody, ResponseBody};
+pub use server::{
+    bind, serve, shutdown_signal, BoxError, EndpointService, RequestBody, ResponseBody,
+    LISTEN_BACKLOG,
+};
 pub use transport::PeerAddr;

@@ -5,6 +5,7 @@
 //! channel sends its socket. No I/O and no knowledge of sockets' or channels'
 //! insides, so `socket`, `channel`, `pubsub` and `presence` all build on it.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -139,13 +140,14 @@ impl SocketHandle {
 
     /// Waits until something asks this socket to close, and says why.
     pub(crate) async fn close_requested(&self) -> CloseReason {
-        loop {
-            let notified = self.shared.wake.notified();
-            if let Some(reason) = *self.shared.close.lock().unwrap_or_else(|e| e.into_inner()) {
-                return reason;
-            }
-            notified.await;
-        }
+        close_requested(&self.shared).await
+    }
+
+    /// The same wait as an owned future, for a transport to pin once and poll on
+    /// every wake-up instead of building a new one each time.
+    pub(crate) fn close_signal(&self) -> impl Future<Output = CloseReason> + Send + 'static {
+        let shared = self.shared.clone();
+        async move { close_requested(&shared).await }
     }
 
     /// The socket has ended: its channels terminate.
@@ -251,6 +253,17 @@ impl SocketHandle {
             }
             notified.await;
         }
+    }
+}
+
+/// Waits until something asks the socket to close, and says why.
+async fn close_requested(shared: &SocketShared) -> CloseReason {
+    loop {
+        let notified = shared.wake.notified();
+        if let Some(reason) = *shared.close.lock().unwrap_or_else(|e| e.into_inner()) {
+            return reason;
+        }
+        notified.await;
     }
 }
 

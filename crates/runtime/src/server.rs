@@ -272,6 +272,33 @@ impl<B: Body> Body for SyncBody<B> {
     }
 }
 
+/// The listen backlog [`bind`] asks for: connects beyond it while the accept loop
+/// is busy are dropped by the kernel (tokio's `TcpListener::bind` asks for 1024,
+/// which a storm of thousands of connects overflows). The kernel caps it at
+/// `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener for [`serve`] on `addr` with a backlog of
+/// [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as tokio's own `bind`). Must be called
+/// inside a tokio runtime.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// let listener = phx_runtime::bind("127.0.0.1:4000".parse().unwrap())?;
+/// println!("listening on {}", listener.local_addr()?);
+/// # Ok(()) }
+/// ```
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `endpoint` (an [`Endpoint`], or its [`EndpointService`] with a
 /// [fallback](EndpointService::fallback) app) on `listener` until `shutdown` resolves.
 ///

@@ -146,6 +146,12 @@ impl SocketCore {
         self.handle.close_requested().await
     }
 
+    /// Resolves when something asks this socket to close: an owned future that a
+    /// transport pins once for the connection's life.
+    pub(crate) fn close_signal(&self) -> impl Future<Output = CloseReason> + Send + 'static {
+        self.handle.close_signal()
+    }
+
     fn encode_reply(&self, reply: &Reply) -> Option<Frame> {
         match self.serializer.encode_reply(reply) {
             Ok(frame) => Some(frame),

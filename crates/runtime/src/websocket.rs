@@ -3,10 +3,11 @@
 //! The upgrade is taken by hand (a warp filter that reads hyper's `OnUpgrade`)
 //! instead of warp's `ws()` filter, because warp leaves tungstenite at its
 //! defaults, which reserve a 128 KiB read buffer per connection. Here the read
-//! buffer is 512 bytes and grows only while a large frame is being read, and the
-//! frames queued for a socket are coalesced into one write (up to 8 KiB) and
-//! flushed at once, which cuts system calls several-fold under fan-out; an idle
-//! connection costs a few KiB (see the README's memory figures).
+//! buffer is 512 bytes and grows only while a large frame is being read. Data
+//! frames are encoded here, not by tungstenite ([`Outbox`]): the frames queued
+//! for a socket are coalesced into one write (up to 32 KiB) and the buffer is
+//! freed after a large write, so an idle connection keeps no capacity from the
+//! largest frame it ever sent (see the README's memory figures).
 //!
 //! Checks, in Phoenix's order (`phoenix/lib/phoenix/transports/websocket.ex`):
 //! GET only (400), upgrade headers (400), `check_origin` (403), the 1.8 auth token
@@ -28,10 +29,12 @@ use futures::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use phx_protocol::{Frame, Serializer};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, Method, StatusCode};
@@ -50,9 +53,6 @@ use crate::transport::{
 
 /// The prefix of the Phoenix 1.8 auth-token subprotocol.
 const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
-
-/// Frames written per wake-up before flushing.
-const WRITE_BATCH: usize = 64;
 
 pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,)> {
     let full_path = path.clone();
@@ -258,20 +258,96 @@ fn switching_protocols(accept: &str, subprotocol: Option<String>) -> Response {
     resp
 }
 
-fn to_ws(frame: Frame) -> WsMessage {
-    match frame {
-        // SAFETY: `phx_protocol::Text` can only be built from valid UTF-8.
-        Frame::Text(text) => {
-            WsMessage::Text(unsafe { Utf8Bytes::from_bytes_unchecked(text.into_bytes()) })
-        }
-        Frame::Binary(bytes) => WsMessage::Binary(bytes),
-    }
-}
-
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Why the loop ended: a close frame to send, or nothing (the peer is gone).
 type Ending = Option<(u16, String)>;
+
+/// Encoded bytes gathered per wake-up before they are written.
+const WRITE_BATCH_BYTES: usize = 32 * 1024;
+
+/// A write buffer whose capacity grew past this is freed once written, so an idle
+/// connection does not keep the capacity of the largest frame it ever sent.
+const KEEP_WRITE_BUFFER: usize = 2 * 1024;
+
+/// The frames of one wake-up, encoded for the wire and written in one go.
+///
+/// Data frames bypass tungstenite's writer: its buffer keeps the capacity of the
+/// largest frame it ever held (a `presence_state` of a busy room is tens of KiB,
+/// kept for the connection's life), and going through it costs a conversion and
+/// a copy per frame. A server frame is unmasked, so its encoding is a 2-10 byte
+/// header and the payload. tungstenite still writes what it makes itself (pongs,
+/// the closing handshake); [`Outbox::write`] flushes those first, and it always
+/// writes whole frames before the stream is read again, so the two never
+/// interleave.
+#[derive(Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    frames: u64,
+}
+
+impl Outbox {
+    /// Appends one frame: FIN set, opcode 0x1 (text) or 0x2 (binary), the payload
+    /// length in 7, 7+16 or 7+64 bits (RFC 6455, section 5.2), then the payload.
+    fn push(&mut self, frame: &Frame) {
+        let (opcode, payload) = match frame {
+            Frame::Text(text) => (0x1u8, text.as_bytes()),
+            Frame::Binary(bytes) => (0x2u8, bytes),
+        };
+        let len = payload.len();
+        self.buf.reserve(len + 10);
+        self.buf.push(0x80 | opcode);
+        if len < 126 {
+            // Fits in the 7-bit length field.
+            self.buf.push(len as u8);
+        } else if let Ok(len) = u16::try_from(len) {
+            self.buf.push(126);
+            self.buf.extend_from_slice(&len.to_be_bytes());
+        } else {
+            self.buf.push(127);
+            self.buf.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        self.buf.extend_from_slice(payload);
+        self.frames += 1;
+    }
+
+    fn is_full(&self) -> bool {
+        self.buf.len() >= WRITE_BATCH_BYTES
+    }
+
+    /// Writes what tungstenite queued (a pong), then the gathered frames, and
+    /// flushes. Gives the number of frames written.
+    async fn write(&mut self, ws: &mut Ws) -> Result<u64, tungstenite::Error> {
+        ws.flush().await?;
+        if self.buf.is_empty() {
+            return Ok(0);
+        }
+        let io = ws.get_mut();
+        io.write_all(&self.buf).await?;
+        io.flush().await?;
+        if self.buf.capacity() > KEEP_WRITE_BUFFER {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+        Ok(std::mem::take(&mut self.frames))
+    }
+}
+
+/// Moves mailbox messages into `out` until the mailbox is empty or a write's
+/// worth of bytes is gathered.
+fn drain_mailbox(core: &mut SocketCore, rx: &mut Receiver<SocketMsg>, out: &mut Outbox) {
+    while !out.is_full() {
+        match rx.try_recv() {
+            Ok(msg) => {
+                if let Some(frame) = core.handle_mailbox(msg) {
+                    out.push(&frame);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+}
 
 /// Drives one WebSocket connection until it ends.
 ///
@@ -279,21 +355,23 @@ type Ending = Option<(u16, String)>;
 /// unbiased `select!`), so a socket under a sustained broadcast stream still reads
 /// its client. While the socket waits on a join or a full channel mailbox it reads
 /// nothing from the client (TCP backpressure) and keeps writing.
-async fn run(
-    mut ws: Ws,
-    mut core: SocketCore,
-    mut rx: tokio::sync::mpsc::Receiver<SocketMsg>,
-    shared: Arc<Shared>,
-) {
+///
+/// Each wake-up takes everything queued in the mailbox (up to
+/// [`WRITE_BATCH_BYTES`]) and writes it with one system call. The futures that
+/// live across wake-ups (the close request, the drain turn, the idle deadline)
+/// are built once, not per iteration.
+async fn run(mut ws: Ws, mut core: SocketCore, mut rx: Receiver<SocketMsg>, shared: Arc<Shared>) {
     let idle = shared.config.idle_timeout;
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
+    let close = core.close_signal();
+    tokio::pin!(close);
     let mut drained = Box::pin(drain_turn(shared.clone()));
-    let mut batch: Vec<Frame> = Vec::new();
+    let mut out = Outbox::default();
     let mut waiting: Option<Wait> = None;
     let ending: Ending = loop {
         tokio::select! {
-            reason = core.close_requested() => {
+            reason = &mut close => {
                 tracing::info!(code = reason.code(), reason = reason.text(), "closing socket");
                 break Some((reason.code(), reason.text().to_owned()));
             }
@@ -302,19 +380,16 @@ async fn run(
                 waiting = None;
                 deadline.as_mut().reset(Instant::now() + idle);
                 if let Some(frame) = core.resume(resumed) {
-                    core.drain_mailbox(&mut rx, &mut batch);
-                    batch.push(frame);
+                    drain_all(&mut core, &mut rx, &mut out);
+                    out.push(&frame);
                 }
             }
             msg = rx.recv() => {
                 let Some(msg) = msg else { break None };
-                batch.extend(core.handle_mailbox(msg));
-                while batch.len() < WRITE_BATCH {
-                    match rx.try_recv() {
-                        Ok(msg) => batch.extend(core.handle_mailbox(msg)),
-                        Err(_) => break,
-                    }
+                if let Some(frame) = core.handle_mailbox(msg) {
+                    out.push(&frame);
                 }
+                drain_mailbox(&mut core, &mut rx, &mut out);
             }
             incoming = ws.next(), if waiting.is_none() => {
                 deadline.as_mut().reset(Instant::now() + idle);
@@ -324,8 +399,8 @@ async fn run(
                     Some(Ok(msg)) => match inbound(&shared, &mut core, msg) {
                         Inbound::Step(Step::Nothing) | Inbound::Flush => {}
                         Inbound::Step(Step::Reply(frame)) => {
-                            core.drain_mailbox(&mut rx, &mut batch);
-                            batch.push(frame);
+                            drain_all(&mut core, &mut rx, &mut out);
+                            out.push(&frame);
                         }
                         Inbound::Step(Step::Wait(wait)) => waiting = Some(wait),
                         Inbound::End(ending) => break ending,
@@ -340,29 +415,25 @@ async fn run(
         }
         // Write what is ready (and any pong tungstenite queued), unless the socket is
         // told to close while the client is not reading.
-        let frames = batch.drain(..).map(|f| Ok(to_ws(f)));
-        let write = async {
-            let count = frames.len() as u64;
-            let mut stream = futures::stream::iter(frames);
-            ws.send_all(&mut stream).await?;
-            shared
-                .metrics
-                .frames_out
-                .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-            Ok::<(), tungstenite::Error>(())
-        };
-        // Boxed, like the close below, so an idle connection's task stays small.
         let result = tokio::select! {
             biased;
-            r = Box::pin(write) => r,
-            reason = core.close_requested() => {
+            r = out.write(&mut ws) => r,
+            reason = &mut close => {
                 tracing::info!(code = reason.code(), reason = reason.text(), "closing socket while writing");
                 break None;
             }
         };
-        if let Err(err) = result {
-            tracing::debug!(%err, "websocket write failed");
-            break None;
+        match result {
+            Ok(frames) => {
+                shared
+                    .metrics
+                    .frames_out
+                    .fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(err) => {
+                tracing::debug!(%err, "websocket write failed");
+                break None;
+            }
         }
     };
     if let Some((code, reason)) = ending {
@@ -381,6 +452,17 @@ async fn run(
         .await;
     }
     drop(core);
+}
+
+/// Moves everything waiting in the mailbox into `out`, in order, however many
+/// bytes: called before a reply the socket makes itself, which must not overtake
+/// anything queued before it.
+fn drain_all(core: &mut SocketCore, rx: &mut Receiver<SocketMsg>, out: &mut Outbox) {
+    while let Ok(msg) = rx.try_recv() {
+        if let Some(frame) = core.handle_mailbox(msg) {
+            out.push(&frame);
+        }
+    }
 }
 
 enum Inbound {
@@ -443,5 +525,71 @@ fn read_error(shared: &Shared, err: tungstenite::Error) -> Ending {
             tracing::debug!(err = %other, "websocket read ended");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+    /// Parses what [`Outbox`] wrote with tungstenite's own frame parser: every
+    /// frame's header, then its payload, in order.
+    fn parse(mut bytes: &[u8]) -> Vec<(FrameHeader, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            let mut cursor = std::io::Cursor::new(bytes);
+            let (header, len) = FrameHeader::parse(&mut cursor)
+                .expect("a valid header")
+                .expect("a whole header");
+            let start = cursor.position() as usize;
+            let end = start + len as usize;
+            frames.push((header, bytes[start..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        frames
+    }
+
+    #[test]
+    fn outbox_encodes_every_length_form_as_tungstenite_parses_it() {
+        let mut out = Outbox::default();
+        // 7-bit, 16-bit and 64-bit length fields, at their edges.
+        let sizes = [0usize, 125, 126, 65_535, 65_536];
+        for (i, &size) in sizes.iter().enumerate() {
+            let frame = if i % 2 == 0 {
+                Frame::text("x".repeat(size))
+            } else {
+                Frame::Binary(vec![7u8; size].into())
+            };
+            out.push(&frame);
+        }
+        assert_eq!(out.frames, sizes.len() as u64);
+        let frames = parse(&out.buf);
+        assert_eq!(frames.len(), sizes.len());
+        for (i, ((header, payload), &size)) in frames.iter().zip(&sizes).enumerate() {
+            assert!(header.is_final, "frame {i} must be final");
+            assert!(header.mask.is_none(), "server frames are unmasked");
+            let want = if i % 2 == 0 {
+                tungstenite::protocol::frame::coding::OpCode::Data(
+                    tungstenite::protocol::frame::coding::Data::Text,
+                )
+            } else {
+                tungstenite::protocol::frame::coding::OpCode::Data(
+                    tungstenite::protocol::frame::coding::Data::Binary,
+                )
+            };
+            assert_eq!(header.opcode, want);
+            assert_eq!(payload.len(), size);
+            let byte = if i % 2 == 0 { b'x' } else { 7 };
+            assert!(payload.iter().all(|b| *b == byte));
+        }
+    }
+
+    #[test]
+    fn outbox_fills_at_the_batch_size() {
+        let mut out = Outbox::default();
+        assert!(!out.is_full());
+        out.push(&Frame::text("y".repeat(WRITE_BATCH_BYTES)));
+        assert!(out.is_full());
     }
 }

@@ -197,7 +197,7 @@ async fn main() -> std::io::Result<()> {
         }
         None => (None, builder.build()),
     };
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
+    let listener = phx_runtime::bind(SocketAddr::new(args.bind, args.port))?;
     let addr = listener.local_addr()?;
     println!("phx-server listening on http://{addr} (socket at ws://{addr}/socket/websocket)");
 

@@ -49,6 +49,10 @@ impl Server {
                 "127.0.0.1:0",
                 "--api-token",
                 ADMIN_TOKEN,
+                // The set holds up to 19 000 connections at once, over the
+                // server's default limit (16 384).
+                "--max-connections",
+                "65536",
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
