@@ -242,17 +242,13 @@ pub async fn full(server: &Server, a: &FanoutArgs) -> Result<Outcome, String> {
                 group(messages as f64),
                 usage.wall
             );
-            if let Some(e) = &first_stop {
-                r.push_str(&format!(
-                    "; {stopped} subscribers stopped early, first: {e}"
-                ));
-            }
-            if slow > 0 {
-                r.push_str(&format!("; {slow} disconnected as slow clients"));
-            }
-            if let Some(e) = &publish_error {
-                r.push_str(&format!("; publisher: {e}"));
-            }
+            trouble(
+                &mut r,
+                stopped,
+                first_stop.as_deref(),
+                slow,
+                publish_error.as_deref(),
+            );
             r
         },
         usage,
@@ -403,17 +399,13 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
         group(per_cpu),
         group(delivered as f64 / usage.wall),
     );
-    if let Some(e) = &first_stop {
-        result.push_str(&format!(
-            "; {stopped} subscribers stopped early, first: {e}"
-        ));
-    }
-    if slow > 0 {
-        result.push_str(&format!("; {slow} disconnected as slow clients"));
-    }
-    if let Some(e) = &publish_error {
-        result.push_str(&format!("; publisher: {e}"));
-    }
+    trouble(
+        &mut result,
+        stopped,
+        first_stop.as_deref(),
+        slow,
+        publish_error.as_deref(),
+    );
     if timed_out {
         result.push_str(&format!(
             "; {} subscribers never saw the last broadcast",
@@ -452,4 +444,26 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
         })),
         complete: missing == 0 && out_of_order == 0 && !timed_out && publish_error.is_none(),
     })
+}
+
+/// Appends what went wrong during a fan-out run to its result line: subscribers
+/// that stopped early, slow-client disconnects, a publisher error.
+fn trouble(
+    result: &mut String,
+    stopped: u64,
+    first_stop: Option<&str>,
+    slow: u64,
+    publish_error: Option<&str>,
+) {
+    if let Some(e) = first_stop {
+        result.push_str(&format!(
+            "; {stopped} subscribers stopped early, first: {e}"
+        ));
+    }
+    if slow > 0 {
+        result.push_str(&format!("; {slow} disconnected as slow clients"));
+    }
+    if let Some(e) = publish_error {
+        result.push_str(&format!("; publisher: {e}"));
+    }
 }
