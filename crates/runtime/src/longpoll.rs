@@ -12,8 +12,10 @@
 //!   or after the window (10 s by default) with `204`.
 //! - A POST carries frames: `application/x-ndjson` bodies are split into lines (the
 //!   first 100 count; `[`-lines are JSON, other lines base64 binary frames), any other
-//!   body is one frame. `{"status":200}` once they are handled; `{"status":410}` without
-//!   a live session; a malformed frame ends the session and answers `{"status":400}`.
+//!   body is one frame. `{"status":200}` once they are handled; `{"status":408}` when
+//!   the session's channels did not take them within one window (flow control;
+//!   the client reconnects); `{"status":410}` without a live session; a malformed
+//!   frame ends the session and answers `{"status":400}`.
 //! - The token rides in `?token=` or the `x-phoenix-longpoll-token` header (which
 //!   wins). It is the session id signed with HMAC-SHA256 and the endpoint secret, so
 //!   it cannot be guessed or forged.
@@ -30,7 +32,9 @@
 //!   session is gone everywhere: a GET opens a new one, a POST gets 410. Every
 //!   node must sign with the same secret (`Config::secret`).
 //!
-//! One task per session owns the [`SocketCore`] and the frames waiting for a poll.
+//! One task per session runs the socket loop ([`transport::run`]) over the
+//! session's wire ([`Session`]): it owns the [`SocketCore`] and the frames
+//! waiting for a poll.
 //! Server-to-client binary frames cannot travel over long-poll (as in Phoenix):
 //! they are dropped with a warning.
 
@@ -52,12 +56,12 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::handler::{parse_query, TransportKind};
-use crate::mailbox::SocketMsg;
 use crate::metrics::Metrics;
 use crate::node::Shared;
-use crate::socket::{SocketCore, Step, Wait};
+use crate::socket::SocketCore;
 use crate::transport::{
-    connect, connect_info, exact_path, header, origin_allowed, raw_query, PeerAddr,
+    self, connect, connect_info, exact_path, header, origin_allowed, raw_query, Ending, PeerAddr,
+    Read, Wire,
 };
 
 /// Lines of an ndjson POST that are read (Phoenix's limit).
@@ -353,15 +357,8 @@ impl LpRequest {
         }
         let (core, mailbox) =
             SocketCore::new(shared.clone(), serializer, TransportKind::LongPoll, conn);
-        tokio::spawn(run(
-            shared.clone(),
-            self.sessions.clone(),
-            id,
-            core,
-            mailbox,
-            poll_rx,
-            post_rx,
-        ));
+        let session = Session::new(shared.clone(), self.sessions.clone(), id, poll_rx, post_rx);
+        tokio::spawn(transport::run(session, core, mailbox, shared.clone()));
         tracing::debug!(vsn = serializer.vsn(), "long-poll session opened");
         answer(json!({"status": 410, "token": sign(&shared.config.secret, &id), "messages": []}))
     }
@@ -419,12 +416,17 @@ enum Found {
     None,
 }
 
-/// Hands a POST's messages to its session; the protocol status to answer. The
-/// POST waits while its session's channels are behind (flow control), as long
-/// as a channel may stall before the session gives up.
+/// Hands a POST's messages to its session; the protocol status to answer.
+///
+/// The POST waits while its session's channels are behind (flow control), but
+/// at most one window: then it answers `{"status":408}`, as Phoenix does when
+/// its session does not take a message within `window_ms` (the lines the
+/// session already took are still handled, in order). With the default window (10 s) the answer
+/// comes well before phoenix.js gives up on the request (its `longpollerTimeout`,
+/// 20 s); on a 408 the client closes and reconnects, as on a stuck channel.
 async fn hand_over(shared: &Shared, handle: &SessionHandle, messages: Vec<Message>) -> u16 {
     let (ack, acked) = oneshot::channel();
-    let bound = shared.config.channel_stall_timeout + shared.config.longpoll_window;
+    let bound = shared.config.longpoll_window;
     let handed = async {
         if handle.posts.send((messages, ack)).await.is_err() {
             return Err(());
@@ -527,7 +529,8 @@ async fn relay_request(
         tracing::debug!("long-poll request: no node holds its session");
         return None;
     }
-    let bound = shared.config.channel_stall_timeout + shared.config.longpoll_window + RELAY_ACK;
+    // The session's node answers within a window (a poll's or a POST's bound).
+    let bound = shared.config.longpoll_window + RELAY_ACK;
     let answered = tokio::time::timeout(bound, async {
         while let Some(b) = replies.recv().await {
             if b.event == "answer" {
@@ -608,128 +611,142 @@ async fn relay_session(
     }
 }
 
-/// Keeps `frame` for the next poll.
-fn buffer(waiting: &mut Vec<String>, frame: Frame) {
-    match frame {
-        Frame::Text(text) => waiting.push(text.as_str().to_owned()),
-        Frame::Binary(_) => tracing::warn!("binary frames cannot be sent over long-poll: dropped"),
-    }
-}
-
-/// Drives one session until it ends.
-///
-/// Client messages are handed to the socket one at a time; while it waits on a
-/// join or a full channel mailbox the rest of the POST waits too (and the next
-/// POST is not taken), and the session goes on answering polls.
-async fn run(
+/// A session: long-poll's wire, as [`transport::run`] drives it. Reading takes
+/// the lines of one POST at a time (acknowledging the POST once all are handed
+/// to the socket) and answers polls; a flush hands the waiting frames to the
+/// poll that waits for them, or keeps them for the next; closing ends the
+/// session (and with it the relay that serves other nodes).
+struct Session {
     shared: Arc<Shared>,
     sessions: Arc<Sessions>,
     id: SessionId,
-    mut core: SocketCore,
-    mut mailbox: mpsc::Receiver<SocketMsg>,
-    mut polls: mpsc::Receiver<Poll>,
-    mut posts: mpsc::Receiver<Post>,
-) {
-    Metrics::inc(&shared.metrics.longpoll_sessions);
-    let window = shared.config.longpoll_window;
-    let idle_limit = window.mul_f32(1.5);
-    let mut check = tokio::time::interval(idle_limit.max(Duration::from_millis(10)));
-    check.tick().await;
-    let mut drained = Box::pin(crate::transport::drain_turn(shared.clone()));
-    let mut waiting: Vec<String> = Vec::new();
-    let mut poller: Option<Poll> = None;
-    let mut last_poll = Instant::now();
-    let mut input: VecDeque<Message> = VecDeque::new();
-    let mut ack: Option<oneshot::Sender<()>> = None;
-    let mut blocked: Option<Wait> = None;
-    loop {
-        while blocked.is_none() {
-            let Some(msg) = input.pop_front() else {
-                if let Some(ack) = ack.take() {
+    polls: mpsc::Receiver<Poll>,
+    posts: mpsc::Receiver<Post>,
+    /// Frames for the next poll.
+    waiting: Vec<String>,
+    /// The poll waiting for frames, if any.
+    poller: Option<Poll>,
+    last_poll: Instant,
+    /// A session with no poll for this long ends.
+    idle_limit: Duration,
+    check: tokio::time::Interval,
+    /// The lines of the POST being read.
+    input: VecDeque<Message>,
+    /// Told when `input` is all handed over.
+    ack: Option<oneshot::Sender<()>>,
+}
+
+impl Session {
+    fn new(
+        shared: Arc<Shared>,
+        sessions: Arc<Sessions>,
+        id: SessionId,
+        polls: mpsc::Receiver<Poll>,
+        posts: mpsc::Receiver<Post>,
+    ) -> Session {
+        Metrics::inc(&shared.metrics.longpoll_sessions);
+        let idle_limit = shared.config.longpoll_window.mul_f32(1.5);
+        let period = idle_limit.max(Duration::from_millis(10));
+        Session {
+            shared,
+            sessions,
+            id,
+            polls,
+            posts,
+            waiting: Vec::new(),
+            poller: None,
+            last_poll: Instant::now(),
+            idle_limit,
+            check: tokio::time::interval_at(Instant::now() + period, period),
+            input: VecDeque::new(),
+            ack: None,
+        }
+    }
+}
+
+impl Wire for Session {
+    async fn read(&mut self, input: bool) -> Read {
+        loop {
+            if input {
+                if let Some(msg) = self.input.pop_front() {
+                    return Read::Message(msg);
+                }
+                if let Some(ack) = self.ack.take() {
                     let _ = ack.send(());
                 }
-                break;
-            };
-            Metrics::inc(&shared.metrics.frames_in);
-            match core.handle_in(msg) {
-                Step::Nothing => {}
-                Step::Reply(frame) => {
-                    let mut frames = Vec::new();
-                    core.drain_mailbox(&mut mailbox, &mut frames);
-                    frames.push(frame);
-                    for frame in frames {
-                        buffer(&mut waiting, frame);
+            }
+            // Polls are answered even while the socket takes no input.
+            tokio::select! {
+                poll = self.polls.recv() => {
+                    let Some(tx) = poll else { return Read::End(Ending::Gone) };
+                    self.last_poll = Instant::now();
+                    if let Some(old) = self.poller.replace(tx) {
+                        let _ = old.send(Vec::new());
                     }
+                    return Read::Flush;
                 }
-                Step::Wait(wait) => blocked = Some(wait),
-            }
-        }
-        tokio::select! {
-            biased;
-            reason = core.close_requested() => {
-                tracing::info!(reason = reason.text(), "ending long-poll session");
-                break;
-            }
-            () = &mut drained => break,
-            resumed = async { match &mut blocked { Some(w) => w.await, None => std::future::pending().await } } => {
-                blocked = None;
-                if let Some(frame) = core.resume(resumed) {
-                    let mut frames = Vec::new();
-                    core.drain_mailbox(&mut mailbox, &mut frames);
-                    frames.push(frame);
-                    for frame in frames {
-                        buffer(&mut waiting, frame);
+                post = self.posts.recv(), if input => {
+                    let Some((messages, tx)) = post else { return Read::End(Ending::Gone) };
+                    self.input.extend(messages);
+                    self.ack = Some(tx);
+                }
+                _ = self.check.tick() => {
+                    let polling = self.poller.as_ref().is_some_and(|p| !p.is_closed());
+                    if !polling && self.last_poll.elapsed() > self.idle_limit {
+                        tracing::debug!("ending long-poll session: no poll within 1.5 windows");
+                        return Read::End(Ending::Gone);
                     }
-                }
-            }
-            msg = mailbox.recv() => {
-                let Some(msg) = msg else { break };
-                if let Some(frame) = core.handle_mailbox(msg) {
-                    buffer(&mut waiting, frame);
-                }
-            }
-            poll = polls.recv() => {
-                let Some(tx) = poll else { break };
-                last_poll = Instant::now();
-                if let Some(old) = poller.replace(tx) {
-                    let _ = old.send(Vec::new());
-                }
-            }
-            post = posts.recv(), if input.is_empty() && ack.is_none() => {
-                let Some((messages, tx)) = post else { break };
-                input.extend(messages);
-                ack = Some(tx);
-            }
-            _ = check.tick() => {
-                let polling = poller.as_ref().is_some_and(|p| !p.is_closed());
-                if !polling && last_poll.elapsed() > idle_limit {
-                    tracing::debug!("ending long-poll session: no poll within 1.5 windows");
-                    break;
-                }
-            }
-        }
-        if waiting.len() > shared.config.outbound_queue {
-            Metrics::inc(&shared.metrics.slow_clients);
-            tracing::info!("ending long-poll session: too many frames waiting (slow client)");
-            break;
-        }
-        if !waiting.is_empty() {
-            if let Some(tx) = poller.take() {
-                let count = waiting.len() as u64;
-                match tx.send(std::mem::take(&mut waiting)) {
-                    Ok(()) => {
-                        shared
-                            .metrics
-                            .frames_out
-                            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    // The poll gave up (its window passed): keep the frames for the next.
-                    Err(frames) => waiting = frames,
                 }
             }
         }
     }
-    sessions.remove(&id);
-    Metrics::dec(&shared.metrics.longpoll_sessions);
-    drop(core);
+
+    /// Keeps `frame` for the next poll.
+    fn push(&mut self, frame: &Frame) {
+        match frame {
+            Frame::Text(text) => self.waiting.push(text.as_str().to_owned()),
+            Frame::Binary(_) => {
+                tracing::warn!("binary frames cannot be sent over long-poll: dropped");
+            }
+        }
+    }
+
+    /// Past `outbound_queue` waiting frames the client is too slow: the next
+    /// flush ends the session.
+    fn is_full(&self) -> bool {
+        self.waiting.len() > self.shared.config.outbound_queue
+    }
+
+    async fn flush(&mut self) -> Result<u64, Ending> {
+        if self.is_full() {
+            Metrics::inc(&self.shared.metrics.slow_clients);
+            tracing::info!("ending long-poll session: too many frames waiting (slow client)");
+            return Err(Ending::Gone);
+        }
+        if self.waiting.is_empty() {
+            return Ok(0);
+        }
+        let Some(tx) = self.poller.take() else {
+            return Ok(0);
+        };
+        let count = self.waiting.len() as u64;
+        match tx.send(std::mem::take(&mut self.waiting)) {
+            Ok(()) => Ok(count),
+            // The poll gave up (its window passed): keep the frames for the next.
+            Err(frames) => {
+                self.waiting = frames;
+                Ok(0)
+            }
+        }
+    }
+
+    /// Ends the session: it is forgotten at once (its token answers 410 or opens
+    /// a new session), and its relay stops when the poll channel closes.
+    async fn close(self, ending: Ending) {
+        if let Ending::Close(code, reason) = &ending {
+            tracing::debug!(code, %reason, "long-poll session ended");
+        }
+        self.sessions.remove(&self.id);
+        Metrics::dec(&self.shared.metrics.longpoll_sessions);
+    }
 }

@@ -138,13 +138,8 @@ impl SocketHandle {
         (handle, rx)
     }
 
-    /// Waits until something asks this socket to close, and says why.
-    pub(crate) async fn close_requested(&self) -> CloseReason {
-        close_requested(&self.shared).await
-    }
-
-    /// The same wait as an owned future, for a transport to pin once and poll on
-    /// every wake-up instead of building a new one each time.
+    /// Resolves when something asks this socket to close, and says why: an owned
+    /// future, for a transport to pin once and poll on every wake-up.
     pub(crate) fn close_signal(&self) -> impl Future<Output = CloseReason> + Send + 'static {
         let shared = self.shared.clone();
         async move { close_requested(&shared).await }

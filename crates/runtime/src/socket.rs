@@ -4,9 +4,10 @@
 //! and applies Phoenix's socket rules (`phoenix/lib/phoenix/socket.ex`, v1.8.12):
 //! heartbeats, joins (unmatched topic, channel limit, duplicate join), leaves,
 //! stale join_refs, messages for unjoined topics, and channel exits turned into
-//! `phx_close` / `phx_error`. It does no I/O: a transport (WebSocket or long-poll)
-//! feeds it decoded messages and writes the frames it returns and the frames that
-//! arrive in the socket's mailbox, in mailbox order.
+//! `phx_close` / `phx_error`. It does no I/O: the socket loop
+//! (`transport::run`, over a WebSocket or long-poll wire) feeds it decoded
+//! messages and writes the frames it returns and the frames that arrive in the
+//! socket's mailbox, in mailbox order.
 //!
 //! Everything a channel sends a client passes through one bounded mailbox, so
 //! replies, pushes, broadcasts and closes keep their order; a client that stops
@@ -15,7 +16,7 @@
 //! everything already in the mailbox, so they never overtake an earlier reply.
 //!
 //! A join runs synchronously, as in Phoenix: [`SocketCore::handle_in`] answers a
-//! `phx_join` with a [`Step::Wait`], and the transport reads nothing more from its
+//! `phx_join` with a [`Step::Wait`], and the socket loop reads nothing more from its
 //! client until it resolves (it keeps writing). The same wait is how flow control
 //! works: a client message for a channel whose mailbox is full waits for room, so
 //! TCP backpressure reaches the client; only a channel stuck for longer than
@@ -135,15 +136,6 @@ impl SocketCore {
             channels: HashMap::new(),
         };
         (core, rx)
-    }
-
-    pub(crate) fn serializer(&self) -> Serializer {
-        self.serializer
-    }
-
-    /// Waits until something asks this socket to close, and says why.
-    pub(crate) async fn close_requested(&self) -> CloseReason {
-        self.handle.close_requested().await
     }
 
     /// Resolves when something asks this socket to close: an owned future that a
@@ -397,18 +389,6 @@ impl SocketCore {
                 tracing::warn!(%err, topic = %msg.topic, "close frame cannot be encoded");
                 None
             }
-        }
-    }
-
-    /// Moves everything waiting in the mailbox into `out`, in order. Called before
-    /// writing a reply the socket makes itself, so it cannot overtake them.
-    pub(crate) fn drain_mailbox(
-        &mut self,
-        rx: &mut mpsc::Receiver<SocketMsg>,
-        out: &mut Vec<Frame>,
-    ) {
-        while let Ok(msg) = rx.try_recv() {
-            out.extend(self.handle_mailbox(msg));
         }
     }
 

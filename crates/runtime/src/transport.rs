@@ -1,19 +1,29 @@
 //! What both transports share, as Phoenix's `socket/transport.ex`: the peer
 //! address, the connect info, the origin check, vsn negotiation and the connect
-//! step (the socket handler's `connect`), and the small HTTP helpers both routes
-//! use. `websocket.rs` and `longpoll.rs` keep only their own wire.
+//! step (the socket handler's `connect`), the small HTTP helpers both routes
+//! use, and the socket loop itself ([`run`]), written once over the small
+//! [`Wire`] trait. `websocket.rs` and `longpoll.rs` keep only their own wire:
+//! how a client message is read, how a batch of frames is written, how the
+//! connection ends.
 
+use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use phx_protocol::Serializer;
+use phx_protocol::{Frame, Message, Serializer};
+use tokio::sync::mpsc::Receiver;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
 
 use crate::handler::{ConnectInfo, ConnectRequest, TransportKind};
+use crate::mailbox::SocketMsg;
 use crate::metrics::Metrics;
 use crate::node::Shared;
 use crate::origin::Origin;
+use crate::socket::{SocketCore, Step, Wait};
 
 /// The peer address of a request, put in its extensions by [`crate::serve`].
 #[derive(Clone, Copy, Debug)]
@@ -174,6 +184,170 @@ impl ConnSlot {
     pub(crate) fn new(permit: tokio::sync::OwnedSemaphorePermit) -> ConnSlot {
         ConnSlot {
             _permit: std::sync::Arc::new(permit),
+        }
+    }
+}
+
+/// How a connection ends, as its wire tells the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The client is gone, or nothing can be said to it: just stop.
+    Gone,
+    /// Tell the client why: a WebSocket close code and its reason.
+    Close(u16, Cow<'static, str>),
+}
+
+/// What a [`Wire::read`] brought.
+pub(crate) enum Read {
+    /// A client message, decoded: the socket applies it.
+    Message(Message),
+    /// Nothing for the socket, but the wire has something to write (a pong, a
+    /// poll that waits for frames): the loop flushes.
+    Flush,
+    /// The connection ends.
+    End(Ending),
+}
+
+/// One transport's side of a connection, as the socket loop ([`run`]) drives it:
+/// read what the client sends, gather frames into a batch and write it, close.
+///
+/// The loop is generic over the wire (static dispatch, nothing boxed per frame).
+/// Every future a wire returns must be cancel-safe: the loop polls them in a
+/// `select!` and drops the ones that lose.
+pub(crate) trait Wire: Send {
+    /// Waits for the client. With `input` false the socket takes no message
+    /// (it waits on a join or on a channel with a full mailbox): the wire must not
+    /// read one, but may go on with what keeps the connection alive (long-poll
+    /// answers polls) and may end it (an idle client). A wire's own idle timeout
+    /// lives here.
+    fn read(&mut self, input: bool) -> impl Future<Output = Read> + Send;
+
+    /// Adds a frame to the batch the next [`Wire::flush`] writes.
+    fn push(&mut self, frame: &Frame);
+
+    /// Whether the batch holds a write's worth: the loop stops taking frames from
+    /// the mailbox until it is written.
+    fn is_full(&self) -> bool;
+
+    /// Writes the batch (or hands it to whoever waits for it); the number of
+    /// frames that left, or `Err` when the connection cannot go on.
+    fn flush(&mut self) -> impl Future<Output = Result<u64, Ending>> + Send;
+
+    /// Ends the connection, telling the client why when it can.
+    fn close(self, ending: Ending) -> impl Future<Output = ()> + Send;
+}
+
+/// Drives one connection until it ends: the socket loop both transports share.
+///
+/// Each turn waits for the first of: a request to close the socket (a
+/// socket-id `disconnect`, a slow client, a channel that lost a message), its
+/// turn in a server drain (1012), the end of what the socket waits on, a
+/// mailbox message, or the client. The choice is unbiased, so a socket under a
+/// sustained broadcast stream still reads its client. While the socket waits on
+/// a join or a full channel mailbox it reads nothing from the client (TCP
+/// backpressure reaches it; a POST waits) and keeps writing; a wait that lasts
+/// past `Config::channel_stall_timeout` ends the socket (1013).
+///
+/// Each turn then writes what it gathered in one flush: everything queued in
+/// the mailbox up to a write's worth ([`Wire::is_full`]). A reply the socket
+/// makes itself is written after everything already in the mailbox, so replies
+/// leave in request order. The futures that live across turns (the close
+/// request, the drain turn) are built once, not per turn.
+pub(crate) async fn run<W: Wire>(
+    mut wire: W,
+    mut core: SocketCore,
+    mut rx: Receiver<SocketMsg>,
+    shared: Arc<Shared>,
+) {
+    let close = core.close_signal();
+    tokio::pin!(close);
+    let mut drained = Box::pin(drain_turn(shared.clone()));
+    let mut waiting: Option<Wait> = None;
+    let ending = loop {
+        let input = waiting.is_none();
+        tokio::select! {
+            reason = &mut close => {
+                tracing::info!(code = reason.code(), reason = reason.text(), "closing socket");
+                break Ending::Close(reason.code(), Cow::Borrowed(reason.text()));
+            }
+            () = &mut drained => break Ending::Close(1012, Cow::Borrowed("server restarting")),
+            resumed = async { match &mut waiting { Some(w) => w.await, None => std::future::pending().await } } => {
+                waiting = None;
+                if let Some(frame) = core.resume(resumed) {
+                    drain_all(&mut core, &mut rx, &mut wire);
+                    wire.push(&frame);
+                }
+            }
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break Ending::Gone };
+                if let Some(frame) = core.handle_mailbox(msg) {
+                    wire.push(&frame);
+                }
+                drain_mailbox(&mut core, &mut rx, &mut wire);
+            }
+            read = wire.read(input) => match read {
+                Read::Message(msg) => {
+                    Metrics::inc(&shared.metrics.frames_in);
+                    match core.handle_in(msg) {
+                        Step::Nothing => {}
+                        Step::Reply(frame) => {
+                            drain_all(&mut core, &mut rx, &mut wire);
+                            wire.push(&frame);
+                        }
+                        Step::Wait(wait) => waiting = Some(wait),
+                    }
+                }
+                Read::Flush => {}
+                Read::End(ending) => break ending,
+            },
+        }
+        // Write what is ready, unless the socket is told to close while the client
+        // is not reading.
+        let flushed = tokio::select! {
+            biased;
+            flushed = wire.flush() => flushed,
+            reason = &mut close => {
+                tracing::info!(code = reason.code(), reason = reason.text(), "closing socket while writing");
+                break Ending::Gone;
+            }
+        };
+        match flushed {
+            Ok(0) => {}
+            Ok(frames) => {
+                shared
+                    .metrics
+                    .frames_out
+                    .fetch_add(frames, Ordering::Relaxed);
+            }
+            Err(ending) => break ending,
+        }
+    };
+    wire.close(ending).await;
+    drop(core);
+}
+
+/// Moves mailbox messages into the batch until the mailbox is empty or a
+/// write's worth is gathered.
+fn drain_mailbox<W: Wire>(core: &mut SocketCore, rx: &mut Receiver<SocketMsg>, wire: &mut W) {
+    while !wire.is_full() {
+        match rx.try_recv() {
+            Ok(msg) => {
+                if let Some(frame) = core.handle_mailbox(msg) {
+                    wire.push(&frame);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// Moves everything waiting in the mailbox into the batch, in order, however
+/// many bytes: called before a reply the socket makes itself, which must not
+/// overtake anything queued before it.
+fn drain_all<W: Wire>(core: &mut SocketCore, rx: &mut Receiver<SocketMsg>, wire: &mut W) {
+    while let Ok(msg) = rx.try_recv() {
+        if let Some(frame) = core.handle_mailbox(msg) {
+            wire.push(&frame);
         }
     }
 }

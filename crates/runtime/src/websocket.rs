@@ -1,4 +1,6 @@
-//! The WebSocket transport at `<mount>/websocket`.
+//! The WebSocket transport at `<mount>/websocket`: the upgrade, and the
+//! WebSocket wire ([`WsWire`]) that the shared socket loop
+//! ([`transport::run`]) drives.
 //!
 //! The upgrade is taken by hand (a warp filter that reads hyper's `OnUpgrade`)
 //! instead of warp's `ws()` filter, because warp leaves tungstenite at its
@@ -20,7 +22,10 @@
 //! slow to read its messages, a channel stuck past the stall timeout, or a message
 //! one of its channels could not queue.
 
+use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +35,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use phx_protocol::{Frame, Serializer};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc::Receiver;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
@@ -42,13 +46,12 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::handler::{parse_query, TransportKind};
-use crate::mailbox::SocketMsg;
 use crate::metrics::Metrics;
 use crate::node::Shared;
-use crate::socket::{SocketCore, Step, Wait};
+use crate::socket::SocketCore;
 use crate::transport::{
-    connect, connect_info, drain_turn, exact_path, header, origin_allowed, raw_query, status,
-    ConnSlot, PeerAddr,
+    self, connect, connect_info, exact_path, header, origin_allowed, raw_query, status, ConnSlot,
+    Ending, PeerAddr, Read, Wire,
 };
 
 /// The prefix of the Phoenix 1.8 auth-token subprotocol.
@@ -158,7 +161,8 @@ impl Upgrade {
             .await;
             let (core, rx) =
                 SocketCore::new(shared.clone(), serializer, TransportKind::WebSocket, conn);
-            run(ws, core, rx, shared).await;
+            let wire = WsWire::new(ws, shared.clone(), serializer);
+            transport::run(wire, core, rx, shared).await;
             // The connection's slot under max_connections is free again.
             drop(slot);
         });
@@ -260,9 +264,6 @@ fn switching_protocols(accept: &str, subprotocol: Option<String>) -> Response {
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// Why the loop ended: a close frame to send, or nothing (the peer is gone).
-type Ending = Option<(u16, String)>;
-
 /// Encoded bytes gathered per wake-up before they are written.
 const WRITE_BATCH_BYTES: usize = 32 * 1024;
 
@@ -334,167 +335,134 @@ impl Outbox {
     }
 }
 
-/// Moves mailbox messages into `out` until the mailbox is empty or a write's
-/// worth of bytes is gathered.
-fn drain_mailbox(core: &mut SocketCore, rx: &mut Receiver<SocketMsg>, out: &mut Outbox) {
-    while !out.is_full() {
-        match rx.try_recv() {
-            Ok(msg) => {
-                if let Some(frame) = core.handle_mailbox(msg) {
-                    out.push(&frame);
+/// The WebSocket side of a connection, as [`transport::run`] drives it: reads
+/// client frames (with the idle timeout), gathers frames in an [`Outbox`] and
+/// writes them in one go, and ends with a closing handshake.
+struct WsWire {
+    ws: Ws,
+    out: Outbox,
+    shared: Arc<Shared>,
+    serializer: Serializer,
+    idle: Duration,
+    /// Nothing received from the client until then ends the socket (1001).
+    /// Pinned once for the connection's life, reset on every frame.
+    deadline: Pin<Box<Sleep>>,
+    /// The socket took no input since the last read: the idle deadline starts
+    /// again when it does.
+    paused: bool,
+}
+
+impl WsWire {
+    fn new(ws: Ws, shared: Arc<Shared>, serializer: Serializer) -> WsWire {
+        let idle = shared.config.idle_timeout;
+        WsWire {
+            ws,
+            out: Outbox::default(),
+            shared,
+            serializer,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            paused: false,
+        }
+    }
+
+    /// What a client frame means for the socket.
+    fn inbound(&self, msg: WsMessage) -> Read {
+        let serializer = self.serializer;
+        let decoded = match msg {
+            WsMessage::Text(text) => serializer.decode_text(text.as_str()),
+            // Phoenix's V1 serializer ignores the opcode: a binary frame on a V1 socket
+            // is JSON text like any other.
+            WsMessage::Binary(bytes) if serializer == Serializer::V1Json => {
+                match std::str::from_utf8(&bytes) {
+                    Ok(text) => serializer.decode_text(text),
+                    Err(_) => serializer.decode_binary(bytes),
                 }
             }
-            Err(_) => break,
+            WsMessage::Binary(bytes) => serializer.decode_binary(bytes),
+            // tungstenite answers pings and closes itself; the flush writes them.
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return Read::Flush,
+            WsMessage::Close(_) => return Read::End(Ending::Gone),
+        };
+        match decoded {
+            Ok(msg) => Read::Message(msg),
+            Err(err) => {
+                Metrics::inc(&self.shared.metrics.malformed_frames);
+                tracing::warn!(%err, "closing socket: malformed frame");
+                Read::End(Ending::Close(
+                    1007,
+                    Cow::Owned(format!("invalid frame: {}", err.kind())),
+                ))
+            }
         }
     }
 }
 
-/// Drives one WebSocket connection until it ends.
-///
-/// The loop is fair: it takes mailbox frames and client frames in turn (an
-/// unbiased `select!`), so a socket under a sustained broadcast stream still reads
-/// its client. While the socket waits on a join or a full channel mailbox it reads
-/// nothing from the client (TCP backpressure) and keeps writing.
-///
-/// Each wake-up takes everything queued in the mailbox (up to
-/// [`WRITE_BATCH_BYTES`]) and writes it with one system call. The futures that
-/// live across wake-ups (the close request, the drain turn, the idle deadline)
-/// are built once, not per iteration.
-async fn run(mut ws: Ws, mut core: SocketCore, mut rx: Receiver<SocketMsg>, shared: Arc<Shared>) {
-    let idle = shared.config.idle_timeout;
-    let deadline = tokio::time::sleep(idle);
-    tokio::pin!(deadline);
-    let close = core.close_signal();
-    tokio::pin!(close);
-    let mut drained = Box::pin(drain_turn(shared.clone()));
-    let mut out = Outbox::default();
-    let mut waiting: Option<Wait> = None;
-    let ending: Ending = loop {
-        tokio::select! {
-            reason = &mut close => {
-                tracing::info!(code = reason.code(), reason = reason.text(), "closing socket");
-                break Some((reason.code(), reason.text().to_owned()));
+impl Wire for WsWire {
+    fn read(&mut self, input: bool) -> impl Future<Output = Read> + Send {
+        // Runs when the loop builds its turn, so a pause is always seen: the
+        // time the socket spent waiting on a channel is not the client's idling.
+        if !input {
+            self.paused = true;
+        } else if std::mem::take(&mut self.paused) {
+            self.deadline.as_mut().reset(Instant::now() + self.idle);
+        }
+        async move {
+            if !input {
+                return std::future::pending().await;
             }
-            () = &mut drained => break Some((1012, "server restarting".to_owned())),
-            resumed = async { match &mut waiting { Some(w) => w.await, None => std::future::pending().await } } => {
-                waiting = None;
-                deadline.as_mut().reset(Instant::now() + idle);
-                if let Some(frame) = core.resume(resumed) {
-                    drain_all(&mut core, &mut rx, &mut out);
-                    out.push(&frame);
+            tokio::select! {
+                biased;
+                incoming = self.ws.next() => {
+                    self.deadline.as_mut().reset(Instant::now() + self.idle);
+                    match incoming {
+                        None => Read::End(Ending::Gone),
+                        Some(Err(err)) => Read::End(read_error(&self.shared, err)),
+                        Some(Ok(msg)) => self.inbound(msg),
+                    }
                 }
-            }
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break None };
-                if let Some(frame) = core.handle_mailbox(msg) {
-                    out.push(&frame);
+                () = self.deadline.as_mut() => {
+                    Metrics::inc(&self.shared.metrics.idle_timeouts);
+                    tracing::info!(timeout = ?self.idle, "closing socket: nothing received within the idle timeout");
+                    Read::End(Ending::Close(1001, Cow::Borrowed("idle timeout")))
                 }
-                drain_mailbox(&mut core, &mut rx, &mut out);
-            }
-            incoming = ws.next(), if waiting.is_none() => {
-                deadline.as_mut().reset(Instant::now() + idle);
-                match incoming {
-                    None => break None,
-                    Some(Err(err)) => break read_error(&shared, err),
-                    Some(Ok(msg)) => match inbound(&shared, &mut core, msg) {
-                        Inbound::Step(Step::Nothing) | Inbound::Flush => {}
-                        Inbound::Step(Step::Reply(frame)) => {
-                            drain_all(&mut core, &mut rx, &mut out);
-                            out.push(&frame);
-                        }
-                        Inbound::Step(Step::Wait(wait)) => waiting = Some(wait),
-                        Inbound::End(ending) => break ending,
-                    },
-                }
-            }
-            _ = &mut deadline, if waiting.is_none() => {
-                Metrics::inc(&shared.metrics.idle_timeouts);
-                tracing::info!(timeout = ?idle, "closing socket: nothing received within the idle timeout");
-                break Some((1001, "idle timeout".to_owned()));
             }
         }
-        // Write what is ready (and any pong tungstenite queued), unless the socket is
-        // told to close while the client is not reading.
-        let result = tokio::select! {
-            biased;
-            r = out.write(&mut ws) => r,
-            reason = &mut close => {
-                tracing::info!(code = reason.code(), reason = reason.text(), "closing socket while writing");
-                break None;
-            }
+    }
+
+    fn push(&mut self, frame: &Frame) {
+        self.out.push(frame);
+    }
+
+    fn is_full(&self) -> bool {
+        self.out.is_full()
+    }
+
+    async fn flush(&mut self) -> Result<u64, Ending> {
+        self.out.write(&mut self.ws).await.map_err(|err| {
+            tracing::debug!(%err, "websocket write failed");
+            Ending::Gone
+        })
+    }
+
+    async fn close(mut self, ending: Ending) {
+        let Ending::Close(code, reason) = ending else {
+            return;
         };
-        match result {
-            Ok(frames) => {
-                shared
-                    .metrics
-                    .frames_out
-                    .fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(err) => {
-                tracing::debug!(%err, "websocket write failed");
-                break None;
-            }
-        }
-    };
-    if let Some((code, reason)) = ending {
         let frame = CloseFrame {
             code: CloseCode::from(code),
-            reason: reason.into(),
+            reason: reason.as_ref().into(),
         };
         // The closing handshake: send our close, then read (and discard) what the
         // client still sends until its close answers ours. Dropping the connection
         // with unread input would reset it, and the client could lose the close code.
+        let ws = &mut self.ws;
         let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), async {
             ws.close(Some(frame)).await?;
             while let Some(Ok(_)) = ws.next().await {}
             Ok::<(), tungstenite::Error>(())
         }))
         .await;
-    }
-    drop(core);
-}
-
-/// Moves everything waiting in the mailbox into `out`, in order, however many
-/// bytes: called before a reply the socket makes itself, which must not overtake
-/// anything queued before it.
-fn drain_all(core: &mut SocketCore, rx: &mut Receiver<SocketMsg>, out: &mut Outbox) {
-    while let Ok(msg) = rx.try_recv() {
-        if let Some(frame) = core.handle_mailbox(msg) {
-            out.push(&frame);
-        }
-    }
-}
-
-enum Inbound {
-    Step(Step),
-    Flush,
-    End(Ending),
-}
-
-fn inbound(shared: &Shared, core: &mut SocketCore, msg: WsMessage) -> Inbound {
-    let decoded = match msg {
-        WsMessage::Text(text) => core.serializer().decode_text(text.as_str()),
-        // Phoenix's V1 serializer ignores the opcode: a binary frame on a V1 socket
-        // is JSON text like any other.
-        WsMessage::Binary(bytes) if core.serializer() == Serializer::V1Json => {
-            match std::str::from_utf8(&bytes) {
-                Ok(text) => core.serializer().decode_text(text),
-                Err(_) => core.serializer().decode_binary(bytes),
-            }
-        }
-        WsMessage::Binary(bytes) => core.serializer().decode_binary(bytes),
-        // tungstenite answers pings and closes itself; the write step flushes them.
-        WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return Inbound::Flush,
-        WsMessage::Close(_) => return Inbound::End(None),
-    };
-    Metrics::inc(&shared.metrics.frames_in);
-    match decoded {
-        Ok(msg) => Inbound::Step(core.handle_in(msg)),
-        Err(err) => {
-            Metrics::inc(&shared.metrics.malformed_frames);
-            tracing::warn!(%err, "closing socket: malformed frame");
-            Inbound::End(Some((1007, format!("invalid frame: {}", err.kind()))))
-        }
     }
 }
 
@@ -503,27 +471,27 @@ fn read_error(shared: &Shared, err: tungstenite::Error) -> Ending {
         tungstenite::Error::Capacity(err) => {
             Metrics::inc(&shared.metrics.oversize_frames);
             tracing::warn!(%err, "closing socket: frame over the size limit");
-            Some((1009, "frame too large".to_owned()))
+            Ending::Close(1009, Cow::Borrowed("frame too large"))
         }
         tungstenite::Error::Protocol(
             tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
         ) => {
             tracing::debug!("client went away without a closing handshake");
-            None
+            Ending::Gone
         }
         tungstenite::Error::Protocol(err) => {
             Metrics::inc(&shared.metrics.malformed_frames);
             tracing::warn!(%err, "closing socket: WebSocket protocol error");
-            Some((1002, "protocol error".to_owned()))
+            Ending::Close(1002, Cow::Borrowed("protocol error"))
         }
         tungstenite::Error::Utf8(_) => {
             Metrics::inc(&shared.metrics.malformed_frames);
             tracing::warn!("closing socket: text frame is not UTF-8");
-            Some((1007, "invalid utf-8".to_owned()))
+            Ending::Close(1007, Cow::Borrowed("invalid utf-8"))
         }
         other => {
             tracing::debug!(err = %other, "websocket read ended");
-            None
+            Ending::Gone
         }
     }
 }
