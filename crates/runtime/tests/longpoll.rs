@@ -438,3 +438,58 @@ async fn a_post_behind_a_full_channel_mailbox_waits_and_loses_nothing() {
     expected.extend((0..60).map(|i| json!(i.to_string())));
     assert_eq!(refs, expected, "every line handled, in order");
 }
+
+/// A room whose `sleep` keeps the channel busy for 10 s.
+struct Sleeper;
+
+impl phx_runtime::Channel for Sleeper {
+    type Info = ();
+
+    async fn join(
+        &mut self,
+        _t: &str,
+        _p: Payload,
+        _ctx: &mut phx_runtime::ChannelContext,
+    ) -> Result<Payload, Payload> {
+        Ok(Payload::empty_object())
+    }
+
+    async fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        _ctx: &mut phx_runtime::ChannelContext,
+    ) -> Result<phx_runtime::HandleIn, phx_runtime::RuntimeError> {
+        if event == "sleep" {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        Ok(phx_runtime::HandleIn::ok(payload))
+    }
+}
+
+#[tokio::test]
+async fn a_post_behind_a_busy_channel_answers_408_within_a_window() {
+    // Phoenix answers {"status":408} when its session does not take a message
+    // within the window; the POST must not outlast phoenix.js's request timeout.
+    let endpoint = phx_runtime::Endpoint::builder()
+        .config(Config {
+            channel_mailbox: 1,
+            // Unpolled, the session lives 1.5 windows: longer than the POST's bound.
+            longpoll_window: Duration::from_secs(2),
+            ..lp_config()
+        })
+        .channel("room:*", |_, _| Sleeper)
+        .build();
+    let s = support::start_endpoint(endpoint).await;
+    let token = open(s.addr, "vsn=2.0.0").await;
+    let mut lines = vec![join("room:busy")];
+    lines.push(json!(["1", "2", "room:busy", "sleep", {}]).to_string());
+    lines.extend((3..6).map(|i| json!(["1", i.to_string(), "room:busy", "echo", {}]).to_string()));
+    // The channel sleeps 10 s, past the 5 s the request helper waits: only the
+    // window's bound can answer in time.
+    assert_eq!(post(s.addr, &token, &lines).await, json!({"status": 408}));
+    // The join went through before the POST gave up.
+    let got = frames(s.addr, &token, 1).await;
+    assert_eq!(got.first().map(|f| f[1].clone()), Some(json!("1")));
+    assert!(s.endpoint.metrics().backpressure_waits >= 1);
+}

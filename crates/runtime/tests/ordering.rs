@@ -18,7 +18,8 @@ use support::*;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// A room whose `after_join` tracks the member and pushes `presence_state`, as the
-/// conformance app does; `echo`, `crash`, `sleep`, `shout`, and typed infos.
+/// conformance app does; `echo`, `crash`, `sleep` (5 s), `nap` (`ms`), `shout`,
+/// and typed infos.
 #[derive(Default)]
 struct Lobby {
     user: String,
@@ -74,6 +75,11 @@ impl Channel for Lobby {
             }
             "sleep" => {
                 tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(HandleIn::NoReply)
+            }
+            "nap" => {
+                let ms = payload.parse::<Value>()?["ms"].as_u64().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
                 Ok(HandleIn::NoReply)
             }
             "say_later" => {
@@ -611,4 +617,36 @@ async fn a_topic_over_the_length_limit_is_refused() {
     assert_eq!(s.endpoint.metrics().topics_too_long, 1);
     // The socket lives on.
     joined(&mut c, "2", "room:short", r#"{"quiet":true}"#).await;
+}
+
+#[tokio::test]
+async fn a_wait_on_a_busy_channel_is_not_the_client_idling() {
+    // The channel naps for 2 s, past the idle timeout (800 ms); the socket reads
+    // nothing meanwhile (flow control), so the idle clock starts again after.
+    let s = start_lobby(Config {
+        channel_mailbox: 1,
+        idle_timeout: Duration::from_millis(800),
+        ..config()
+    })
+    .await;
+    let mut c = s.connect("vsn=2.0.0").await;
+    joined(&mut c, "1", "lobby:busy", r#"{"user":"x"}"#).await;
+    let frames: Vec<String> =
+        std::iter::once(r#"["1","2","lobby:busy","nap",{"ms":2000}]"#.to_owned())
+            .chain((3..5).map(|i| format!(r#"["1","{i}","lobby:busy","echo",{{}}]"#)))
+            .collect();
+    // The nap holds the channel, "3" fills its mailbox, "4" waits: the socket
+    // reads nothing more until the nap ends, and "4" is its last client frame.
+    pipeline(&mut c, &frames).await;
+    assert_eq!(reply_refs(&mut c, 2).await, ["3", "4"]);
+    // Quiet for a moment, well inside the idle timeout counted from the wait's end.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.send(r#"[null,"hb","phoenix","heartbeat",{}]"#).await;
+    assert_eq!(
+        reply_refs(&mut c, 1).await,
+        ["hb"],
+        "still open after the wait"
+    );
+    assert_eq!(s.endpoint.metrics().idle_timeouts, 0);
+    assert!(s.endpoint.metrics().backpressure_waits >= 1);
 }
