@@ -18,7 +18,8 @@
 //!  endpoint               Endpoint and its builder: routes, limits, drain; starts what is below
 //!  websocket  longpoll    the two wires: read frames, write batches, close with a reason
 //!  socket    transport    one per connection (heartbeats, synchronous joins, flow control);
-//!                         what both transports share (connect info, origin, vsn + connect)
+//!                         what both transports share (connect info, origin, vsn + connect,
+//!                         the socket loop over a wire)
 //!  channel                one actor per joined topic: the Channel trait and its context
 //!  node                   the node-wide state (config, routes, handler, PubSub, presence)
 //!  presence   pubsub      live presence; topics, subscribers, broadcasts
