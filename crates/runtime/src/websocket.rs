@@ -27,6 +27,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use base64::Engine;
@@ -411,9 +412,17 @@ impl Wire for WsWire {
             if !input {
                 return std::future::pending().await;
             }
-            tokio::select! {
-                biased;
-                incoming = self.ws.next() => {
+            // The client first, then the idle deadline (a plain poll: this runs on
+            // every wake-up, and a `select!` would cost more than the two polls).
+            let polled = std::future::poll_fn(|cx| {
+                if let Poll::Ready(incoming) = self.ws.poll_next_unpin(cx) {
+                    return Poll::Ready(Some(incoming));
+                }
+                self.deadline.as_mut().poll(cx).map(|()| None)
+            })
+            .await;
+            match polled {
+                Some(incoming) => {
                     self.deadline.as_mut().reset(Instant::now() + self.idle);
                     match incoming {
                         None => Read::End(Ending::Gone),
@@ -421,7 +430,7 @@ impl Wire for WsWire {
                         Some(Ok(msg)) => self.inbound(msg),
                     }
                 }
-                () = self.deadline.as_mut() => {
+                None => {
                     Metrics::inc(&self.shared.metrics.idle_timeouts);
                     tracing::info!(timeout = ?self.idle, "closing socket: nothing received within the idle timeout");
                     Read::End(Ending::Close(1001, Cow::Borrowed("idle timeout")))
@@ -430,10 +439,12 @@ impl Wire for WsWire {
         }
     }
 
+    #[inline]
     fn push(&mut self, frame: &Frame) {
         self.out.push(frame);
     }
 
+    #[inline]
     fn is_full(&self) -> bool {
         self.out.is_full()
     }
