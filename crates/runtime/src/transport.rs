@@ -351,3 +351,189 @@ fn drain_all<W: Wire>(core: &mut SocketCore, rx: &mut Receiver<SocketMsg>, wire:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use phx_protocol::Payload;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::channel::{Channel, ChannelContext, HandleIn};
+    use crate::endpoint::Endpoint;
+    use crate::handler::Connection;
+    use crate::RuntimeError;
+
+    /// What the loop did with a [`Script`] wire.
+    #[derive(Default)]
+    struct Log {
+        /// The `input` of every read the loop polled.
+        inputs: Vec<bool>,
+        /// Pushed frames, as JSON.
+        frames: Vec<Value>,
+        /// The frame counts of the flushes that wrote something.
+        flushes: Vec<u64>,
+        ending: Option<Ending>,
+    }
+
+    /// A wire that plays client messages from a script (reading nothing while
+    /// the socket takes no input) and logs the rest.
+    struct Script {
+        reads: VecDeque<Read>,
+        batch: u64,
+        log: Arc<Mutex<Log>>,
+    }
+
+    impl Script {
+        fn new(lines: &[&str], end: Ending) -> (Script, Arc<Mutex<Log>>) {
+            let mut reads: VecDeque<Read> = lines
+                .iter()
+                .map(|l| {
+                    let msg = Serializer::V2Json
+                        .decode_text(l)
+                        .unwrap_or_else(|e| panic!("bad test line {l}: {e}"));
+                    Read::Message(msg)
+                })
+                .collect();
+            reads.push_back(Read::End(end));
+            let log = Arc::new(Mutex::new(Log::default()));
+            let wire = Script {
+                reads,
+                batch: 0,
+                log: log.clone(),
+            };
+            (wire, log)
+        }
+
+        fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+            self.log.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    impl Wire for Script {
+        async fn read(&mut self, input: bool) -> Read {
+            self.log().inputs.push(input);
+            if !input {
+                return std::future::pending().await;
+            }
+            match self.reads.pop_front() {
+                Some(read) => read,
+                None => std::future::pending().await,
+            }
+        }
+
+        fn push(&mut self, frame: &Frame) {
+            let Frame::Text(text) = frame else {
+                panic!("the test sends text only")
+            };
+            let value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+            self.log().frames.push(value);
+            self.batch += 1;
+        }
+
+        fn is_full(&self) -> bool {
+            false
+        }
+
+        async fn flush(&mut self) -> Result<u64, Ending> {
+            let n = std::mem::take(&mut self.batch);
+            if n > 0 {
+                self.log().flushes.push(n);
+            }
+            Ok(n)
+        }
+
+        async fn close(self, ending: Ending) {
+            self.log().ending = Some(ending);
+        }
+    }
+
+    /// Answers its join after 100 ms.
+    struct SlowJoin;
+
+    impl Channel for SlowJoin {
+        type Info = ();
+
+        async fn join(
+            &mut self,
+            _topic: &str,
+            _payload: Payload,
+            _ctx: &mut ChannelContext,
+        ) -> Result<Payload, Payload> {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(Payload::empty_object())
+        }
+
+        async fn handle_in(
+            &mut self,
+            _event: &str,
+            _payload: Payload,
+            _ctx: &mut ChannelContext,
+        ) -> Result<HandleIn, RuntimeError> {
+            Ok(HandleIn::NoReply)
+        }
+    }
+
+    async fn run_script(lines: &[&str]) -> (Log, Endpoint) {
+        let endpoint = Endpoint::builder()
+            .channel("slow:*", |_, _| SlowJoin)
+            .build();
+        let shared = endpoint.shared.clone();
+        let (core, rx) = SocketCore::new(
+            shared.clone(),
+            Serializer::V2Json,
+            TransportKind::WebSocket,
+            Connection::new(),
+        );
+        let (wire, log) = Script::new(lines, Ending::Close(4000, Cow::Borrowed("done")));
+        tokio::time::timeout(Duration::from_secs(5), run(wire, core, rx, shared))
+            .await
+            .expect("the loop ends with the script");
+        let log = std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()));
+        (log, endpoint)
+    }
+
+    /// The ref (index 1) of every pushed frame.
+    fn refs(log: &Log) -> Vec<Value> {
+        log.frames.iter().map(|f| f[1].clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn replies_are_flushed_and_the_wire_closes_with_its_own_ending() {
+        let (log, endpoint) = run_script(&[
+            r#"[null,"1","phoenix","heartbeat",{}]"#,
+            r#"[null,"2","nowhere:1","ping",{}]"#,
+        ])
+        .await;
+        assert_eq!(refs(&log), [json!("1"), json!("2")]);
+        assert_eq!(log.frames[1][4]["response"]["reason"], "unmatched topic");
+        // Each reply left in the flush of the turn that read its request.
+        assert_eq!(log.flushes, [1, 1]);
+        assert!(
+            log.inputs.iter().all(|i| *i),
+            "nothing made the socket wait"
+        );
+        assert_eq!(log.ending, Some(Ending::Close(4000, Cow::Borrowed("done"))));
+        let metrics = endpoint.metrics();
+        assert_eq!(metrics.frames_in, 2);
+        assert_eq!(metrics.frames_out, 2);
+    }
+
+    #[tokio::test]
+    async fn a_pending_join_stops_reading_and_its_reply_comes_first() {
+        let (log, _endpoint) = run_script(&[
+            r#"["1","1","slow:a","phx_join",{}]"#,
+            r#"[null,"2","phoenix","heartbeat",{}]"#,
+        ])
+        .await;
+        // The heartbeat is read only once the join answered, so its reply follows.
+        assert_eq!(refs(&log), [json!("1"), json!("2")]);
+        assert_eq!(log.frames[0][3], "phx_reply");
+        assert_eq!(log.frames[0][4]["status"], "ok");
+        // The turn after the join read nothing from the client.
+        assert_eq!(log.inputs.get(1), Some(&false), "{:?}", log.inputs);
+    }
+}

@@ -388,6 +388,8 @@ impl WsWire {
         match decoded {
             Ok(msg) => Read::Message(msg),
             Err(err) => {
+                // A decoded message is counted by the loop; this one never reaches it.
+                Metrics::inc(&self.shared.metrics.frames_in);
                 Metrics::inc(&self.shared.metrics.malformed_frames);
                 tracing::warn!(%err, "closing socket: malformed frame");
                 Read::End(Ending::Close(
