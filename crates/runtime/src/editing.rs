@@ -295,6 +295,9 @@ struct Session {
     waiting: Option<oneshot::Sender<()>>,
     /// A form change of another node was heard while the request waited.
     heard: bool,
+    /// The follower fell behind and may have missed other nodes' presence
+    /// changes: the next editor to open the record here resyncs the line.
+    stale: bool,
     /// The task following the record's topics (presence, other nodes' changes).
     follower: Option<AbortHandle>,
 }
@@ -557,6 +560,9 @@ async fn follow(
                 // Fell behind: a presence change may be lost until the next
                 // editor of this record joins here (the join resyncs the line).
                 tracing::warn!(record = %id, kind = %sessions.kind, "editing session fell behind its topic; resubscribing");
+                if let Some(session) = sessions.lock().get_mut(&id) {
+                    session.stale = true;
+                }
                 if from_edit {
                     edit = pubsub.subscribe(&sessions.edit_topic(&id), FOLLOW_CAPACITY);
                 } else {
@@ -732,18 +738,20 @@ impl<R: Records> Editing<R> {
     /// role, the owner, the unsaved form and the saved record.
     ///
     /// `pubsub` carries the session's traffic with other nodes and `presence`
-    /// is the record topic's presence list (`key → {"metas": [...]}`), where
-    /// other nodes' editors are found; on one node pass an empty object. The
-    /// first editor of a record on this node whose line already has editors
-    /// elsewhere asks the owner's node for the unsaved form (waiting at most
-    /// half a second).
+    /// reads the record topic's presence list (`key → {"metas": [...]}`), where
+    /// other nodes' editors are found; on one node it may give an empty
+    /// object. It is read once per session, under the session's lock right
+    /// after the session subscribed to the topic, so that no change falls
+    /// between the list and the diffs that follow it. The first editor of a
+    /// record on this node whose line already has editors elsewhere asks the
+    /// owner's node for the unsaved form (waiting at most half a second).
     pub async fn open(
         &self,
         id: &str,
         editor: Editor,
         notify: Notify,
         pubsub: &PubSub,
-        presence: &Value,
+        presence: &(dyn Fn() -> Value + Sync),
     ) -> Result<Opened, Denied> {
         let record = self.records.load(id).await.ok_or(Denied::NotFound)?;
         let me = self.sessions.node.clone();
@@ -764,7 +772,9 @@ impl<R: Records> Editing<R> {
                 session.follower = Some(task.abort_handle());
             }
             let before = session.first();
-            session.sync_remote(&me, presence);
+            if created || std::mem::take(&mut session.stale) {
+                session.sync_remote(&me, &presence());
+            }
             let told = session.tell(before);
             let seq = self.sessions.seq.fetch_add(1, Ordering::Relaxed) + 1;
             // The server clock, but never ahead of someone already in line
@@ -978,12 +988,14 @@ impl<R: Records> Channel for EditorChannel<R> {
                 tracing::warn!(topic = %topic_name, %err, "editing notice not delivered");
             }
         });
-        let presence = ctx
-            .presence_list()
-            .ok()
-            .and_then(|list| list.parse::<Value>().ok())
-            .unwrap_or(Value::Null);
         let pubsub = ctx.pubsub().clone();
+        let ctx: &ChannelContext<Notice> = ctx;
+        let presence = || {
+            ctx.presence_list()
+                .ok()
+                .and_then(|list| list.parse::<Value>().ok())
+                .unwrap_or(Value::Null)
+        };
         let opened = self
             .editing
             .open(id, editor, notify, &pubsub, &presence)
@@ -1216,7 +1228,7 @@ mod tests {
 
     /// Opens `id` on one node (no other node's editors known).
     async fn open(e: &Editing<Mem>, editor: Editor, notify: Notify) -> Result<Opened, Denied> {
-        e.open("1", editor, notify, &PubSub::new(), &json!({}))
+        e.open("1", editor, notify, &PubSub::new(), &|| json!({}))
             .await
     }
 
@@ -1340,10 +1352,11 @@ mod tests {
         // even when another node's clock runs ahead.
         let ahead = json!({"key": "fut", "name": "F", "joined_at": now_ms() + 60_000,
                            "node": "~", "seq": 1, "user_id": "fut"});
+        e.sessions.follow("1", &diff("joins", ahead), &pubsub);
         let (n2, _) = recorder();
-        let presence = json!({"fut": {"metas": [ahead]}});
+        // The session exists: the presence list is not read again.
         let b = e
-            .open("1", user("bob"), n2, &pubsub, &presence)
+            .open("1", user("bob"), n2, &pubsub, &|| json!({}))
             .await
             .unwrap();
         let line: Vec<Value> = e.editors("1").iter().map(|m| m["key"].clone()).collect();
@@ -1358,7 +1371,7 @@ mod tests {
         let pubsub = PubSub::new();
         let (n1, _) = recorder();
         let a = node_a
-            .open("1", user("ann"), n1, &pubsub, &json!({}))
+            .open("1", user("ann"), n1, &pubsub, &|| json!({}))
             .await
             .unwrap();
         node_a
@@ -1369,7 +1382,7 @@ mod tests {
         let presence = json!({"ann": {"metas": [meta]}});
         let (n2, _) = recorder();
         let b = node_b
-            .open("1", user("bob"), n2, &pubsub, &presence)
+            .open("1", user("bob"), n2, &pubsub, &|| presence.clone())
             .await
             .unwrap();
         assert_eq!(b.role, Role::Spectator);
