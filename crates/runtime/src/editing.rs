@@ -7,14 +7,20 @@
 //! `protocol-spec/editing.md`: topics `edit:<kind>:<id>` (roles, live form state,
 //! save, delete, promotion of the next editor when the owner leaves) and
 //! `events:<kind>` (the list of records and their created / updated / deleted
-//! events).
+//! events), on one node or across a cluster.
 //!
-//! The session of a record is one shared state, not something each channel
-//! recomputes from presence diffs: every editor's channel takes a seat on join
-//! (joined_at from the server clock, and a server-assigned sequence that breaks
+//! The session of a record is one shared state per node, not something each
+//! channel recomputes from presence diffs: every editor's channel takes a seat on
+//! join (joined_at from the server clock, the node's id and a sequence that break
 //! ties) and its [`Seat`] gives the seat back when dropped — with the channel,
 //! however the channel ends (leave, crash, socket closed, abort). The first seat
 //! in line is the owner; when it is given back, the next one is told at once.
+//!
+//! In a cluster the line also holds the other nodes' editors: the session
+//! follows its record's topic (their presence diffs, their owner's form changes)
+//! and, when it starts, asks the owner's node for the unsaved form over an
+//! internal topic. Every node orders the line by `(joined_at, node, seq)` and so
+//! agrees on the owner.
 //!
 //! The code that talks to the [`Channel`] trait is the two small types at the end
 //! of this file ([`EditorChannel`], [`EventsChannel`]); everything above them is
