@@ -26,7 +26,7 @@
 //! of this file ([`EditorChannel`], [`EventsChannel`]); everything above them is
 //! plain session logic.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -304,6 +304,11 @@ struct Session {
     /// The follower fell behind and may have missed other nodes' presence
     /// changes: the next editor to open the record here resyncs the line.
     stale: bool,
+    /// Other nodes' owners that said they left before their presence leave
+    /// arrived (a late presence join of theirs must not bring them back).
+    gone: VecDeque<(Arc<str>, u64)>,
+    /// Where this node says its owner left; set when the session starts.
+    pubsub: Option<PubSub>,
     /// The task following the record's topics (presence, other nodes' changes).
     follower: Option<AbortHandle>,
 }
@@ -402,13 +407,29 @@ impl Session {
         for place in metas(&diff["leaves"]).filter_map(Place::remote) {
             if &*place.node != me {
                 self.remove(&place.node, place.seq);
+                self.gone
+                    .retain(|(node, seq)| !(*node == place.node && *seq == place.seq));
             }
         }
         for place in metas(&diff["joins"]).filter_map(Place::remote) {
-            if &*place.node != me {
+            let gone = self
+                .gone
+                .iter()
+                .any(|(node, seq)| *node == place.node && *seq == place.seq);
+            if &*place.node != me && !gone {
                 self.insert(place);
             }
         }
+    }
+
+    /// Another node's owner left (said at once by its node, ahead of the
+    /// presence leave, which comes with the tracker's next heartbeat).
+    fn owner_left(&mut self, node: &str, seq: u64) {
+        self.remove(node, seq);
+        if self.gone.len() == GONE_KEPT {
+            self.gone.pop_front();
+        }
+        self.gone.push_back((node.into(), seq));
     }
 }
 
@@ -426,6 +447,9 @@ fn tell(told: Told) {
         notify(notice);
     }
 }
+
+/// How many owners that left early a session remembers (see `Session::gone`).
+const GONE_KEPT: usize = 64;
 
 /// How many broadcasts of a record's topics may wait for its session's follower.
 const FOLLOW_CAPACITY: usize = 4096;
@@ -462,21 +486,35 @@ impl Sessions {
     /// Removes a local place; tells the next in line when the owner left. The
     /// session ends with its last local editor.
     fn leave(&self, id: &str, seq: u64) {
-        let told = {
+        let (told, say) = {
             let mut sessions = self.lock();
             let Some(session) = sessions.get_mut(id) else {
                 return;
             };
             let before = session.first();
+            let was_owner = session.is_first(&self.node, seq);
             session.remove(&self.node, seq);
+            // The other nodes hear of an owner leaving at once, not only with
+            // the presence leave of the tracker's next heartbeat.
+            let others_waiting = session.line.iter().any(|p| p.notify.is_none());
+            let say = (was_owner && others_waiting)
+                .then(|| session.pubsub.clone())
+                .flatten();
             if session.has_local() {
-                session.tell(before)
+                (session.tell(before), say)
             } else {
                 sessions.remove(id);
-                Told::new()
+                (Told::new(), say)
             }
         };
         tell(told);
+        if let Some(pubsub) = say {
+            pubsub.broadcast(
+                &self.sync_topic(id),
+                "left",
+                Payload::from(json!({"node": &*self.node, "seq": seq})),
+            );
+        }
     }
 
     fn is_owner(&self, id: &str, seq: u64) -> bool {
@@ -523,6 +561,13 @@ impl Sessions {
                         }));
                     }
                 }
+                "left" if payload["node"].as_str() != Some(&*self.node) => {
+                    if let (Some(node), Some(seq)) =
+                        (payload["node"].as_str(), payload["seq"].as_u64())
+                    {
+                        session.owner_left(node, seq);
+                    }
+                }
                 "form!" if payload["to"].as_str() == Some(&*self.node) => {
                     if let Some(waiter) = session.waiting.take() {
                         if !session.heard {
@@ -553,7 +598,11 @@ async fn follow(
     mut sync: Subscription,
 ) {
     loop {
+        // The record's topic first: what another node published there before
+        // it said on the internal topic that its owner left (its last
+        // form_change) is applied before the promotion that follows.
         let (got, from_edit) = tokio::select! {
+            biased;
             b = edit.recv() => (b, true),
             b = sync.recv() => (b, false),
         };
@@ -776,6 +825,7 @@ impl<R: Records> Editing<R> {
                     sync,
                 ));
                 session.follower = Some(task.abort_handle());
+                session.pubsub = Some(pubsub.clone());
             }
             let before = session.first();
             if created || std::mem::take(&mut session.stale) {
@@ -1368,6 +1418,39 @@ mod tests {
         let line: Vec<Value> = e.editors("1").iter().map(|m| m["key"].clone()).collect();
         assert_eq!(line, vec![json!("ann"), json!("fut"), json!("bob")]);
         assert_eq!(b.role, Role::Spectator);
+    }
+
+    #[tokio::test]
+    async fn an_owner_that_says_it_left_is_not_brought_back_by_a_late_presence_join() {
+        let e = editing();
+        let pubsub = PubSub::new();
+        let (n1, seen1) = recorder();
+        let a = open(&e, user("ann"), n1).await.unwrap();
+        let zed = json!({"key": "zed", "name": "Zed", "joined_at": 1, "node": "other",
+                         "seq": 4, "user_id": "zed"});
+        e.sessions.follow("1", &diff("joins", zed.clone()), &pubsub);
+        assert_eq!(e.editors("1")[0]["key"], "zed");
+        let left = Broadcast::new(
+            "phx_editing:doc:1",
+            "left",
+            Payload::from(json!({"node": "other", "seq": 4})),
+        );
+        e.sessions.follow("1", &left, &pubsub);
+        assert!(matches!(
+            seen1.lock().unwrap().last(),
+            Some(Notice::Promoted { owner }) if owner["key"] == "ann"
+        ));
+        // Its presence join, late (a resync, say), does not bring it back...
+        e.sessions.follow("1", &diff("joins", zed.clone()), &pubsub);
+        assert_eq!(e.editors("1").len(), 1);
+        // ...and its presence leave is the last word.
+        e.sessions.follow("1", &diff("leaves", zed), &pubsub);
+        assert!(e
+            .sessions
+            .lock()
+            .get("1")
+            .is_some_and(|s| s.gone.is_empty()));
+        assert!(e.form_change(&a.seat, json!({"title": "t"})).is_ok());
     }
 
     #[tokio::test]

@@ -125,8 +125,9 @@ const before = (x, y) => { const [a, b] = [order(x), order(y)]; return a[0] < b[
   console.log("measured cross_node_promotion_ms " + (Date.now() - t0));
   check(role.role === "owner" && role.owner.key === "bob", "bob is told he owns", role);
   const cont = { ...draft2, body: "bob continues on B" };
+  const alFrom = al.channel.seen.length;
   check((await push(bob.channel, "form_change", { params: cont })).status === "ok", "bob edits");
-  const alSees = await next(al.channel, "form_change", al.channel.seen.length);
+  const alSees = await next(al.channel, "form_change", alFrom);
   check(same(alSees.params, cont) && alSees.by === "bob", "A's spectator sees the new owner's change", alSees);
   await sleep(200);
   check(count(al.channel, "role") === 0 && count(cy.channel, "role") === 0, "nobody else is told they own", [al.channel.seen, cy.channel.seen]);
