@@ -139,7 +139,13 @@ impl MemoryRecords {
         let id_suffix = node.map_or(String::new(), |n| {
             let clean: String = n
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             format!("-{clean}")
         });
@@ -521,6 +527,73 @@ mod tests {
         assert!(store
             .validate(json!({"title": " "}).as_object().unwrap_or(&Record::new()))
             .is_err());
+    }
+
+    /// Waits (bounded) until `cond` holds for the store.
+    async fn until(store: &MemoryRecords, cond: impl Fn(&[Record]) -> bool) -> bool {
+        for _ in 0..200 {
+            if cond(&store.list().await) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn copies_on_two_nodes_stay_in_step_and_choose_distinct_ids() {
+        // Two nodes' copies of one kind, sharing one PubSub as a cluster would.
+        let pubsub = PubSub::new();
+        let (a, b) = (
+            MemoryRecords::with(seed("post")),
+            MemoryRecords::with(seed("post")),
+        );
+        let tasks = [
+            a.replicate("post", &pubsub, Some("web 1")),
+            b.replicate("post", &pubsub, Some("web-2")),
+        ];
+        let new = |title: &str| {
+            json!({"title": title})
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let on_a = a.create(new("from a")).await.unwrap_or_default();
+        let on_b = b.create(new("from b")).await.unwrap_or_default();
+        assert_eq!(
+            (on_a["id"].clone(), on_b["id"].clone()),
+            (json!("2-web_1"), json!("2-web-2"))
+        );
+        assert!(
+            until(&b, |r| r.iter().any(|r| r["id"] == "2-web_1")).await,
+            "created on A, listed on B"
+        );
+        assert!(until(&a, |r| r.iter().any(|r| r["id"] == "2-web-2")).await);
+        b.save("2-web_1", new("saved on b"))
+            .await
+            .unwrap_or_default();
+        assert!(
+            until(&a, |r| r.iter().any(|r| r["title"] == "saved on b")).await,
+            "saved on B, seen on A"
+        );
+        assert!(a.delete("docs/my-post").await);
+        assert!(
+            until(&b, |r| r.iter().all(|r| r["id"] != "docs/my-post")).await,
+            "deleted everywhere"
+        );
+        assert!(b.load("docs/my-post").await.is_none());
+
+        // A node started later takes the others' records in place of its seed.
+        let c = MemoryRecords::with(seed("post"));
+        let late = c.replicate("post", &pubsub, Some("web-3"));
+        assert!(
+            until(&c, |r| r.len() == 3
+                && r.iter().all(|r| r["id"] != "docs/my-post"))
+            .await
+        );
+        for task in tasks.into_iter().chain([late]) {
+            task.abort();
+        }
     }
 
     #[test]
