@@ -197,8 +197,17 @@ pub struct Editor {
 
 impl Editor {
     /// Reads `{"user": {"id", "name"}}` from a join payload. Without a usable id
-    /// the editor is anonymous and its key is `anonymous:<connection>`.
-    pub fn from_join(params: &Value, connection: u64) -> Editor {
+    /// the editor is anonymous and its key is `anonymous:<connection>`, so
+    /// `connection` must be unique among the record's editors (the channel
+    /// passes its node's id and its channel id, unique cluster-wide).
+    ///
+    /// ```
+    /// use phx_runtime::editing::Editor;
+    /// let params = serde_json::json!({"user": {"name": "Ann"}});
+    /// let ann = Editor::from_join(&params, "node1:7");
+    /// assert_eq!((ann.key.as_str(), ann.user_id), ("anonymous:node1:7", None));
+    /// ```
+    pub fn from_join(params: &Value, connection: &str) -> Editor {
         let user = &params["user"];
         let user_id = match &user["id"] {
             Value::String(s) if !s.is_empty() => Some(s.clone()),
@@ -1036,7 +1045,8 @@ impl<R: Records> Channel for EditorChannel<R> {
             return Err(refuse(Denied::NotFound));
         };
         let params = payload.parse::<Value>().unwrap_or(Value::Null);
-        let editor = Editor::from_join(&params, ctx.channel_id());
+        let connection = format!("{}:{}", self.editing.sessions.node, ctx.channel_id());
+        let editor = Editor::from_join(&params, &connection);
         let handle = ctx.handle();
         let topic_name = topic.to_owned();
         let notify: Notify = Arc::new(move |notice| {
@@ -1279,7 +1289,7 @@ mod tests {
     }
 
     fn user(key: &str) -> Editor {
-        Editor::from_join(&json!({"user": {"id": key, "name": key}}), 0)
+        Editor::from_join(&json!({"user": {"id": key, "name": key}}), "n:0")
     }
 
     /// Opens `id` on one node (no other node's editors known).
@@ -1333,7 +1343,7 @@ mod tests {
         let (n1, _) = recorder();
         let (n2, seen2) = recorder();
         let a = open(&e, user("ann"), n1).await.unwrap();
-        let b = open(&e, Editor::from_join(&json!({}), 7), n2)
+        let b = open(&e, Editor::from_join(&json!({}), "n:7"), n2)
             .await
             .unwrap();
         e.delete(&a.seat).await.unwrap();
@@ -1501,10 +1511,13 @@ mod tests {
 
     #[test]
     fn anonymous_editors_get_a_key_per_connection() {
-        let a = Editor::from_join(&json!({"user": {"name": "x"}}), 1);
-        let b = Editor::from_join(&json!(null), 2);
+        let a = Editor::from_join(&json!({"user": {"name": "x"}}), "n:1");
+        let b = Editor::from_join(&json!(null), "n:2");
         assert_ne!(a.key, b.key);
         assert_eq!(a.user_id, None);
-        assert_eq!(Editor::from_join(&json!({"user": {"id": 5}}), 3).key, "5");
+        assert_eq!(
+            Editor::from_join(&json!({"user": {"id": 5}}), "n:3").key,
+            "5"
+        );
     }
 }
