@@ -97,14 +97,15 @@ function notice(text) {
   $("#notice").hidden = !text;
 }
 
+// The server's line order, the same on every node: (joined_at, node, seq).
 function lineOrder(a, b) {
-  return (a.joined_at - b.joined_at) || (a.seq - b.seq);
+  return (a.joined_at - b.joined_at) || (a.node < b.node ? -1 : a.node > b.node ? 1 : 0) || (a.seq - b.seq);
 }
 
 function renderEditors() {
   const metas = editor.presence.list((key, { metas }) => metas).flat().sort(lineOrder);
   $("#editors").replaceChildren(...metas.map((m, i) => el("li", {},
-    el("span", {}, m.name, ...(editor.me && m.seq === editor.me.seq ? [el("span", { className: "you", textContent: "(you)" })] : [])),
+    el("span", {}, m.name, ...(editor.me && m.seq === editor.me.seq && m.node === editor.me.node ? [el("span", { className: "you", textContent: "(you)" })] : [])),
     el("span", { className: "r", textContent: i === 0 ? "owner" : "watching" }))));
   const owner = metas[0];
   if (owner && editor.role !== "owner") $("#owner-line").textContent = `${owner.name} is editing; you see their changes live.`;
@@ -137,7 +138,9 @@ function openRecord(kind, id) {
   channel.on("role", ({ role, owner }) => {
     if (editor !== mine) return;
     setRole(role, owner);
-    notice("You are now the owner: the previous owner left. You continue from their unsaved changes.");
+    notice(role === "owner"
+      ? "You are now the owner: the previous owner left. You continue from their unsaved changes."
+      : `${owner ? owner.name : "Someone"} opened this record first on another server: you are now a spectator.`);
   });
   channel.on("saved", ({ record }) => {
     if (editor !== mine) return;

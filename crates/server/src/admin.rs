@@ -22,7 +22,7 @@ use warp::http::{Response, StatusCode};
 use warp::reply::Response as Reply;
 use warp::Filter;
 
-use crate::editing::SocketSessions;
+use crate::editing::{App, SocketSessions};
 
 /// The largest `POST /api/broadcast` body accepted.
 const MAX_BODY: u64 = 1 << 20;
@@ -42,6 +42,7 @@ impl Admin {
     pub fn new(
         endpoint: Endpoint,
         sessions: Arc<SocketSessions>,
+        app: Arc<App>,
         token: Option<String>,
         cluster: Option<Arc<Cluster>>,
     ) -> Admin {
@@ -50,6 +51,7 @@ impl Admin {
             endpoint: endpoint.clone(),
             sessions: sessions.clone(),
         }));
+        registry.register_collector(Box::new(EditingCollector(app)));
         if let Some(cluster) = cluster {
             registry.register_collector(Box::new(ClusterCollector(cluster)));
         }
@@ -277,6 +279,32 @@ impl Collector for RuntimeCollector {
             None,
             largest.metric_type(),
         )?)?;
+        Ok(())
+    }
+}
+
+/// Reads the editing app's refusal counters on every scrape.
+struct EditingCollector(Arc<App>);
+
+impl std::fmt::Debug for EditingCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EditingCollector")
+    }
+}
+
+impl Collector for EditingCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let kind = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "phx_editing_refusals",
+            "Editing requests refused (joins and client events), by kind and reason.",
+            None,
+            kind.metric_type(),
+        )?;
+        for (kind, reason, n) in self.0.refusals() {
+            ConstCounter::new(n)
+                .encode(family.encode_family(&[("kind", kind.as_str()), ("reason", reason)])?)?;
+        }
         Ok(())
     }
 }

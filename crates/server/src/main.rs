@@ -187,7 +187,8 @@ async fn main() -> std::io::Result<()> {
             sessions: sessions.clone(),
         })
     };
-    let builder = editing::mount(builder);
+    let app = Arc::new(editing::App::new());
+    let builder = app.mount(builder);
     let (cluster, endpoint) = match &args.redis_url {
         Some(url) => {
             let (cluster, endpoint) = Cluster::start(args.node_config(url), builder)
@@ -197,6 +198,8 @@ async fn main() -> std::io::Result<()> {
         }
         None => (None, builder.build()),
     };
+    let node_name = cluster.as_ref().map(|c| c.stats().me.name.clone());
+    app.replicate(endpoint.pubsub(), node_name.as_deref());
     let listener = phx_runtime::bind(SocketAddr::new(args.bind, args.port))?;
     let addr = listener.local_addr()?;
     println!("phx-server listening on http://{addr} (socket at ws://{addr}/socket/websocket)");
@@ -215,6 +218,7 @@ async fn main() -> std::io::Result<()> {
     let admin = admin::Admin::new(
         endpoint.clone(),
         sessions,
+        app,
         args.api_token.clone(),
         cluster.clone(),
     );

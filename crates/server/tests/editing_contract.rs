@@ -1,7 +1,7 @@
 //! The collaborative-editing wire contract (`protocol-spec/editing.md`) over the
 //! wire with stock phoenix.js: roles, FIFO, ties, multi-tab, spectator refusals,
 //! late-joiner form state, promotion on close, create / save / delete and their
-//! events, stats, metrics and the broadcast API with and without the token.
+//! events, stats, metrics (refusals counted by kind and reason) and the broadcast API with and without the token.
 //!
 //! Needs Node.js and npm; the packages come from `tests/js/package-lock.json`.
 
@@ -61,7 +61,7 @@ fn the_editing_contract_holds_for_stock_phoenix_js() {
         stdout.contains("ok owner's socket closes: the next connection gets role owner"),
         "{stdout}"
     );
-    assert!(stdout.contains("20 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("21 passed, 0 failed"), "{stdout}");
 }
 
 #[test]

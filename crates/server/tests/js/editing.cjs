@@ -266,6 +266,16 @@ async function http(method, base, path, { auth, body } = {}) {
   check(post.status === "ok" && post.reply.record.id === "docs/my-post", "ids with slashes", post);
   ok("unknown kind or id → not_found; ids may contain slashes");
 
+  // ---- refusals are counted in /metrics by kind and reason ----
+  const counted = (await http("GET", adminUrl, "/metrics", { auth: "Bearer " + token })).text;
+  const refusals = (kind, reason) => {
+    const m = counted.match(new RegExp('phx_editing_refusals_total\\{kind="' + kind + '",reason="' + reason + '"\\} (\\d+)'));
+    return m ? Number(m[1]) : null;
+  };
+  const want = [["entity", "not_owner", 3], ["entity", "invalid", 2], ["entity", "not_found", 2], ["entity", "bad_request", 0], ["unknown", "not_found", 2]];
+  for (const [kind, reason, n] of want) check(refusals(kind, reason) === n, "refusals " + kind + " " + reason, [refusals(kind, reason), counted.split("\n").filter((l) => l.includes("refusals"))]);
+  ok("refusals (not_owner, invalid, not_found, unknown kind) counted in /metrics by kind and reason");
+
   sockets.forEach((s) => s.disconnect());
   console.log(passed + " passed, 0 failed");
   process.exit(0);
