@@ -2,7 +2,7 @@
 // the stock phoenix.js client against a running phx-server.
 // Usage: node editing.cjs ws://127.0.0.1:PORT/socket http://127.0.0.1:ADMIN TOKEN http://127.0.0.1:PORT
 // Prints "ok <check>" per check, "measured <figure>" lines, and exits 0 when all passed.
-const { Socket, Presence } = require("phoenix");
+const { Socket } = require("phoenix");
 const WebSocket = require("ws");
 const { isDeepStrictEqual: same } = require("node:util");
 
@@ -23,44 +23,7 @@ function connect(params = {}) {
   return socket;
 }
 
-// Joins and records every event the channel gets, in order.
-function join(socket, topic, payload) {
-  const channel = socket.channel(topic, payload);
-  channel.seen = [];
-  const orig = channel.onMessage.bind(channel);
-  channel.onMessage = (event, p, ref) => { if (!event.startsWith("chan_reply_")) channel.seen.push({ event, payload: p }); return orig(event, p, ref); };
-  channel.closed = new Promise((resolve) => channel.onClose(resolve));
-  channel.presence = new Presence(channel);
-  return new Promise((resolve) => {
-    channel.join()
-      .receive("ok", (reply) => resolve({ channel, status: "ok", reply }))
-      .receive("error", (reply) => resolve({ channel, status: "error", reply }))
-      .receive("timeout", () => fail("join timeout " + topic));
-  });
-}
-
-function push(channel, event, payload) {
-  return new Promise((resolve) => {
-    channel.push(event, payload, 3000)
-      .receive("ok", (r) => resolve({ status: "ok", r }))
-      .receive("error", (r) => resolve({ status: "error", r }))
-      .receive("timeout", () => fail(event + " timed out"));
-  });
-}
-
-// Resolves with the first event `event` the channel gets (already seen or later).
-function next(channel, event, from = 0) {
-  return new Promise((resolve) => {
-    const poll = () => {
-      const hit = channel.seen.slice(from).find((m) => m.event === event);
-      if (hit) resolve(hit.payload); else setTimeout(poll, 5);
-    };
-    poll();
-  });
-}
-
-const count = (channel, event) => channel.seen.filter((m) => m.event === event).length;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const { join, push, next, count, sleep } = require("./editing_helpers.cjs")(fail, 3000);
 
 async function http(method, base, path, { auth, body } = {}) {
   const headers = {};

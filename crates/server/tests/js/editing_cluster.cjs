@@ -24,44 +24,8 @@ function connect(url) {
   return socket;
 }
 
-// Joins and records every event the channel gets, in order.
-function join(socket, topic, payload) {
-  const channel = socket.channel(topic, payload);
-  channel.seen = [];
-  const orig = channel.onMessage.bind(channel);
-  channel.onMessage = (event, p, ref) => { if (!event.startsWith("chan_reply_")) channel.seen.push({ event, payload: p }); return orig(event, p, ref); };
-  channel.closed = new Promise((resolve) => channel.onClose(resolve));
-  return new Promise((resolve) => {
-    channel.join()
-      .receive("ok", (reply) => resolve({ channel, status: "ok", reply }))
-      .receive("error", (reply) => resolve({ channel, status: "error", reply }))
-      .receive("timeout", () => fail("join timeout " + topic));
-  });
-}
-
+const { join, push, next, count, sleep } = require("./editing_helpers.cjs")(fail, 5000);
 const editor = (url, topic, id) => join(connect(url), topic, { user: { id, name: id.toUpperCase() } });
-
-function push(channel, event, payload) {
-  return new Promise((resolve) => {
-    channel.push(event, payload, 5000)
-      .receive("ok", (r) => resolve({ status: "ok", r }))
-      .receive("error", (r) => resolve({ status: "error", r }))
-      .receive("timeout", () => fail(event + " timed out"));
-  });
-}
-
-// The first event `event` the channel gets from index `from` on (seen or later).
-function next(channel, event, from = 0) {
-  return new Promise((resolve) => {
-    const poll = () => {
-      const hit = channel.seen.slice(from).find((m) => m.event === event);
-      if (hit) resolve(hit.payload); else setTimeout(poll, 5);
-    };
-    poll();
-  });
-}
-const count = (channel, event) => channel.seen.filter((m) => m.event === event).length;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Waits until node `admin` counts `n` presences on `topic` (presence has crossed).
 async function presences(admin, topic, n) {
