@@ -1007,8 +1007,6 @@ impl<I: Send + 'static> ChannelContext<I> {
 
     /// The topic's presences, ready to push as `presence_state`.
     pub fn presence_list(&self) -> Result<Payload, RuntimeError> {
-        Ok(Payload::json(
-            &self.presence.shared.presence.list(self.topic()),
-        )?)
+        self.presence.shared.presence.state_payload(self.topic())
     }
 }

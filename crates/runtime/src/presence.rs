@@ -93,6 +93,14 @@ pub trait PresenceStore: Send + Sync + 'static {
     fn untrack_conn(&self, conn: u64) -> Vec<(String, PresenceDiff)>;
     /// The presences of `topic`, on every node the store knows.
     fn list(&self, topic: &str) -> PresenceList;
+    /// The same presences as [`list`](Self::list), already encoded as the
+    /// `presence_state` payload, for a store that can write it more cheaply than
+    /// building a [`PresenceList`] first (the default store copies its stored
+    /// metas). `None`, the default: the runtime encodes `list`.
+    fn list_encoded(&self, topic: &str) -> Option<Payload> {
+        let _ = topic;
+        None
+    }
 }
 
 /// Phoenix's `fetch/2`: adds per-key data beside `metas` (for example the user
@@ -168,6 +176,16 @@ impl PresenceStore for LocalStore {
     fn list(&self, topic: &str) -> PresenceList {
         self.lock(topic).list(topic)
     }
+
+    fn list_encoded(&self, topic: &str) -> Option<Payload> {
+        match self.lock(topic).list_json(topic) {
+            Ok(raw) => Some(Payload::Json(raw)),
+            Err(err) => {
+                tracing::warn!(%topic, %err, "presence_state cannot be written from the stored metas");
+                None
+            }
+        }
+    }
 }
 
 /// A channel that asked to see its topic's presence changes.
@@ -231,6 +249,17 @@ impl Presence {
             }
         }
         list
+    }
+
+    /// The `presence_state` payload of a topic: the store's own encoding when it
+    /// has one and no [`Fetch`] hook has to see the entries first.
+    pub(crate) fn state_payload(&self, topic: &str) -> Result<Payload, RuntimeError> {
+        if self.fetch.is_none() {
+            if let Some(payload) = self.store.list_encoded(topic) {
+                return Ok(payload);
+            }
+        }
+        Ok(Payload::json(&self.list(topic))?)
     }
 
     /// Session statistics (connected sessions, anonymous and signed in,
