@@ -16,6 +16,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use phx_protocol::presence::{Meta, PresenceDiff, PresenceEntry};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -243,27 +245,10 @@ impl PresenceState {
     /// assert_eq!(encoded.get(), serde_json::to_string(&state.list("room:1")).unwrap());
     /// ```
     pub fn list_json(&self, topic: &str) -> Result<Box<RawValue>, serde_json::Error> {
-        let mut out = String::from("{");
-        if let Some(keys) = self.topics.get(topic) {
-            let metas_len: usize = keys.values().flatten().map(|t| t.meta.get().len()).sum();
-            out.reserve(metas_len + keys.len() * 16);
-            for (i, (key, metas)) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::to_string(key)?);
-                out.push_str(r#":{"metas":["#);
-                for (j, t) in metas.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(t.meta.get());
-                }
-                out.push_str("]}");
-            }
+        match self.topics.get(topic) {
+            Some(keys) => serde_json::value::to_raw_value(&EncodedKeys(keys)),
+            None => serde_json::value::to_raw_value(&EncodedKeys(&Keys::new())),
         }
-        out.push('}');
-        RawValue::from_string(out)
     }
 
     /// One key's presence on a topic.
@@ -299,6 +284,43 @@ impl PresenceState {
     /// Session statistics, maintained on every change.
     pub fn stats(&self) -> &SessionStats {
         &self.stats
+    }
+}
+
+/// A topic's keys as `presence_state`: `{"<key>": {"metas": [meta, …]}, …}`,
+/// each meta copied as it is stored (serde_json writes a `RawValue` verbatim,
+/// without parsing it again).
+struct EncodedKeys<'a>(&'a Keys);
+
+impl Serialize for EncodedKeys<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (key, metas) in self.0 {
+            map.serialize_entry(key, &EncodedEntry(metas))?;
+        }
+        map.end()
+    }
+}
+
+struct EncodedEntry<'a>(&'a [Tracked]);
+
+impl Serialize for EncodedEntry<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("metas", &EncodedMetas(self.0))?;
+        map.end()
+    }
+}
+
+struct EncodedMetas<'a>(&'a [Tracked]);
+
+impl Serialize for EncodedMetas<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for tracked in self.0 {
+            seq.serialize_element(&*tracked.meta)?;
+        }
+        seq.end()
     }
 }
 
