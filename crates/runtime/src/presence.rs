@@ -91,6 +91,13 @@ pub trait PresenceStore: Send + Sync + 'static {
     fn untrack(&self, topic: &str, key: &str, conn: u64) -> PresenceDiff;
     /// Untracks everything of a local connection; one diff per topic.
     fn untrack_conn(&self, conn: u64) -> Vec<(String, PresenceDiff)>;
+    /// Untracks everything of a local connection that tracks on `topic` only
+    /// (a channel tracks on its own topic), so a store kept by topic need not
+    /// look anywhere else. By default [`untrack_conn`](Self::untrack_conn).
+    fn untrack_conn_on(&self, topic: &str, conn: u64) -> Vec<(String, PresenceDiff)> {
+        let _ = topic;
+        self.untrack_conn(conn)
+    }
     /// The presences of `topic`, on every node the store knows.
     fn list(&self, topic: &str) -> PresenceList;
     /// The same presences as [`list`](Self::list), already encoded as the
@@ -171,6 +178,10 @@ impl PresenceStore for LocalStore {
             diffs.extend(state.untrack_all(ConnId(conn)));
         }
         diffs
+    }
+
+    fn untrack_conn_on(&self, topic: &str, conn: u64) -> Vec<(String, PresenceDiff)> {
+        self.lock(topic).untrack_all(ConnId(conn))
     }
 
     fn list(&self, topic: &str) -> PresenceList {
@@ -394,6 +405,14 @@ impl Presence {
 
     pub(crate) fn untrack_all(&self, conn: u64) {
         for (topic, diff) in self.store.untrack_conn(conn) {
+            self.send(&topic, diff);
+        }
+    }
+
+    /// Untracks a channel's presences, all on its own `topic`: one shard of the
+    /// default store to visit instead of every shard.
+    pub(crate) fn untrack_channel(&self, topic: &str, conn: u64) {
+        for (topic, diff) in self.store.untrack_conn_on(topic, conn) {
             self.send(&topic, diff);
         }
     }
