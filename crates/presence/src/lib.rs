@@ -66,6 +66,9 @@ pub enum PresenceError {
     /// A tracker configuration that Phoenix would refuse to start with.
     #[error("invalid tracker configuration: {0}")]
     InvalidConfig(&'static str),
+    /// A meta that cannot be written as JSON.
+    #[error("presence meta cannot be encoded: {0}")]
+    Meta(String),
     /// A tracker message that cannot be decoded (malformed, or another wire version).
     #[error("bad tracker message: {0}")]
     Wire(String),

@@ -5,10 +5,20 @@
 //! Every operation is a plain function of the state: no clocks (the caller passes
 //! the new `phx_ref`), no I/O. Tracking order is kept within a key; a connection's
 //! entries are indexed so that untracking all of them never scans every topic.
+//!
+//! Metas are kept encoded, as the JSON object they are on the wire: a meta is
+//! written far more often (into every joiner's `presence_state`) than read back,
+//! an encoded meta takes a tenth of the memory of a decoded one (whose field map
+//! alone allocates a 640-byte first node), and [`PresenceState::list_json`] writes
+//! a topic's `presence_state` by copying them instead of cloning and encoding
+//! every meta again.
 
 use std::collections::{BTreeMap, HashMap};
 
 use phx_protocol::presence::{Meta, PresenceDiff, PresenceEntry};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::{PresenceError, PresenceList, SessionStats};
@@ -31,7 +41,29 @@ pub fn leave_diff(key: &str, meta: Meta) -> PresenceDiff {
     diff
 }
 
-type Keys = BTreeMap<String, Vec<(ConnId, Meta)>>;
+/// One tracked connection under a key: its meta as the JSON object it is on the
+/// wire (`phx_ref` and `phx_ref_prev` included).
+#[derive(Debug, Clone)]
+struct Tracked {
+    conn: ConnId,
+    meta: Box<RawValue>,
+}
+
+impl Tracked {
+    fn new(conn: ConnId, meta: &Meta) -> Result<Tracked, PresenceError> {
+        let meta = serde_json::value::to_raw_value(meta)
+            .map_err(|e| PresenceError::Meta(e.to_string()))?;
+        Ok(Tracked { conn, meta })
+    }
+
+    /// The meta, decoded again. It was written by [`Tracked::new`], so it always
+    /// decodes; were it ever not to, an empty meta is better than a panic.
+    fn meta(&self) -> Meta {
+        serde_json::from_str(self.meta.get()).unwrap_or_else(|_| Meta::new("", Value::Null))
+    }
+}
+
+type Keys = BTreeMap<String, Vec<Tracked>>;
 
 /// The presences of one node. See the crate docs for an example.
 #[derive(Debug, Clone, Default)]
@@ -58,24 +90,31 @@ impl PresenceState {
         meta: Value,
         phx_ref: String,
     ) -> Result<PresenceDiff, PresenceError> {
-        let metas = self
+        let already = self
             .topics
-            .entry(topic.to_owned())
-            .or_default()
-            .entry(key.to_owned())
-            .or_default();
-        if metas.iter().any(|(c, _)| *c == conn) {
+            .get(topic)
+            .and_then(|keys| keys.get(key))
+            .is_some_and(|metas| metas.iter().any(|t| t.conn == conn));
+        if already {
             return Err(PresenceError::AlreadyTracked {
                 topic: topic.to_owned(),
                 key: key.to_owned(),
             });
         }
         let meta = Meta::new(phx_ref, meta);
-        metas.push((conn, meta.clone()));
-        self.by_conn
-            .entry(conn)
+        let tracked = Tracked::new(conn, &meta)?;
+        let metas = self
+            .topics
+            .entry(topic.to_owned())
             .or_default()
-            .push((topic.to_owned(), key.to_owned()));
+            .entry(key.to_owned())
+            .or_default();
+        // Most keys have one connection: no room for four.
+        metas.reserve_exact(1);
+        metas.push(tracked);
+        let entries = self.by_conn.entry(conn).or_default();
+        entries.reserve_exact(1);
+        entries.push((topic.to_owned(), key.to_owned()));
         self.stats.on_join(topic, key, &meta);
         Ok(join_diff(key, meta))
     }
@@ -89,6 +128,7 @@ impl PresenceState {
                 self.by_conn.remove(&conn);
             }
         }
+        self.shrink();
         diff
     }
 
@@ -98,8 +138,8 @@ impl PresenceState {
             return diff;
         };
         if let Some(metas) = keys.get_mut(key) {
-            if let Some(i) = metas.iter().position(|(c, _)| *c == conn) {
-                let (_, meta) = metas.remove(i);
+            if let Some(i) = metas.iter().position(|t| t.conn == conn) {
+                let meta = metas.remove(i).meta();
                 self.stats.on_leave(topic, key, &meta);
                 diff.add_leave(key, meta);
             }
@@ -111,6 +151,17 @@ impl PresenceState {
             self.topics.remove(topic);
         }
         diff
+    }
+
+    /// Gives memory back once the maps have emptied well below their size: a burst
+    /// of connections must not leave its tables behind for good.
+    fn shrink(&mut self) {
+        if self.by_conn.capacity() > 64 && self.by_conn.len() * 4 < self.by_conn.capacity() {
+            self.by_conn.shrink_to(self.by_conn.len() * 2);
+        }
+        if self.topics.capacity() > 64 && self.topics.len() * 4 < self.topics.capacity() {
+            self.topics.shrink_to(self.topics.len() * 2);
+        }
     }
 
     /// Stops tracking everything `conn` tracks, on every topic: one diff per topic.
@@ -133,6 +184,7 @@ impl PresenceState {
                 None => out.push((topic, diff)),
             }
         }
+        self.shrink();
         out
     }
 
@@ -150,15 +202,15 @@ impl PresenceState {
             .topics
             .get_mut(topic)
             .and_then(|keys| keys.get_mut(key))
-            .and_then(|metas| metas.iter_mut().find(|(c, _)| *c == conn))
+            .and_then(|metas| metas.iter_mut().find(|t| t.conn == conn))
             .ok_or_else(|| PresenceError::NoPresence {
                 topic: topic.to_owned(),
                 key: key.to_owned(),
             })?;
-        let old = slot.1.clone();
+        let old = slot.meta();
         let mut new = Meta::new(phx_ref, meta);
         new.phx_ref_prev = Some(old.phx_ref.clone());
-        slot.1 = new.clone();
+        *slot = Tracked::new(conn, &new)?;
         self.stats.on_leave(topic, key, &old);
         self.stats.on_join(topic, key, &new);
         let mut diff = PresenceDiff::default();
@@ -177,6 +229,26 @@ impl PresenceState {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The `presence_state` of a topic already encoded: the same JSON as
+    /// encoding [`list`](Self::list), written from the stored metas without
+    /// decoding them.
+    ///
+    /// ```
+    /// use phx_presence::{ConnId, PresenceState};
+    /// use serde_json::json;
+    ///
+    /// let mut state = PresenceState::new();
+    /// state.track("room:1", "alice", ConnId(1), json!({"device": "phone"}), "F1".into()).unwrap();
+    /// let encoded = state.list_json("room:1").unwrap();
+    /// assert_eq!(encoded.get(), serde_json::to_string(&state.list("room:1")).unwrap());
+    /// ```
+    pub fn list_json(&self, topic: &str) -> Result<Box<RawValue>, serde_json::Error> {
+        match self.topics.get(topic) {
+            Some(keys) => serde_json::value::to_raw_value(&EncodedKeys(keys)),
+            None => serde_json::value::to_raw_value(&EncodedKeys(&Keys::new())),
+        }
     }
 
     /// One key's presence on a topic.
@@ -215,8 +287,45 @@ impl PresenceState {
     }
 }
 
-fn entry(metas: &[(ConnId, Meta)]) -> PresenceEntry {
-    PresenceEntry::new(metas.iter().map(|(_, m)| m.clone()).collect())
+/// A topic's keys as `presence_state`: `{"<key>": {"metas": [meta, …]}, …}`,
+/// each meta copied as it is stored (serde_json writes a `RawValue` verbatim,
+/// without parsing it again).
+struct EncodedKeys<'a>(&'a Keys);
+
+impl Serialize for EncodedKeys<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (key, metas) in self.0 {
+            map.serialize_entry(key, &EncodedEntry(metas))?;
+        }
+        map.end()
+    }
+}
+
+struct EncodedEntry<'a>(&'a [Tracked]);
+
+impl Serialize for EncodedEntry<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("metas", &EncodedMetas(self.0))?;
+        map.end()
+    }
+}
+
+struct EncodedMetas<'a>(&'a [Tracked]);
+
+impl Serialize for EncodedMetas<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for tracked in self.0 {
+            seq.serialize_element(&*tracked.meta)?;
+        }
+        seq.end()
+    }
+}
+
+fn entry(metas: &[Tracked]) -> PresenceEntry {
+    PresenceEntry::new(metas.iter().map(Tracked::meta).collect())
 }
 
 #[cfg(test)]
@@ -306,6 +415,41 @@ mod tests {
         assert_eq!(s.conn_count("t2", "a"), 1);
         assert!(s.untrack_all(ConnId(1)).is_empty());
         assert_eq!(s.topics().count(), 1);
+    }
+
+    #[test]
+    fn list_json_is_the_encoded_list() {
+        let mut s = PresenceState::new();
+        assert_eq!(s.list_json("t").unwrap().get(), "{}");
+        s.track(
+            "t",
+            "b\"q",
+            ConnId(1),
+            json!({"z": 1, "a": [true, null]}),
+            r(1),
+        )
+        .unwrap();
+        s.track("t", "a", ConnId(2), json!({"n": 1.5e300, "s": "é\n"}), r(2))
+            .unwrap();
+        s.track("t", "a", ConnId(3), json!("not an object"), r(3))
+            .unwrap();
+        s.update("t", "a", ConnId(2), json!({"n": -7}), r(4))
+            .unwrap();
+        s.track("other", "a", ConnId(4), json!({}), r(5)).unwrap();
+        assert_eq!(
+            s.list_json("t").unwrap().get(),
+            serde_json::to_string(&s.list("t")).unwrap()
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(s.list_json("t").unwrap().get()).unwrap(),
+            json!({
+                "a": {"metas": [
+                    {"n": -7, "phx_ref": r(4), "phx_ref_prev": r(2)},
+                    {"phx_ref": r(3)}
+                ]},
+                "b\"q": {"metas": [{"a": [true, null], "phx_ref": r(1), "z": 1}]}
+            })
+        );
     }
 
     #[test]

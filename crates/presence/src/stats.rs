@@ -20,6 +20,17 @@ pub struct SessionStats {
     topics: HashMap<String, usize>,
 }
 
+/// Adds one to `name`'s count, copying the name only when it is new (most joins
+/// are into a topic that already has members).
+fn bump(counts: &mut HashMap<String, usize>, name: &str) {
+    match counts.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(name.to_owned(), 1);
+        }
+    }
+}
+
 fn signed_in(meta: &Meta) -> bool {
     meta.fields.get("user_id").is_some_and(|v| !v.is_null())
 }
@@ -28,10 +39,10 @@ impl SessionStats {
     /// Records one meta joining `topic` under `key`.
     pub fn on_join(&mut self, topic: &str, key: &str, meta: &Meta) {
         self.sessions += 1;
-        *self.topics.entry(topic.to_owned()).or_default() += 1;
+        bump(&mut self.topics, topic);
         if signed_in(meta) {
             self.signed_in += 1;
-            *self.users.entry(key.to_owned()).or_default() += 1;
+            bump(&mut self.users, key);
         }
     }
 

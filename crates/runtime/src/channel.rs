@@ -545,7 +545,7 @@ impl<I: Send + 'static> ChannelContext<I> {
     /// Leaves the topic: unsubscribes, then untracks presence.
     fn unregister(&mut self) {
         self.registration.unsubscribe();
-        self.presence.leave_all();
+        self.presence.leave_topic(&self.topic);
     }
 }
 
@@ -967,9 +967,19 @@ impl PresenceGuard {
         }
     }
 
+    /// Every presence of the channel leaves, wherever it is tracked (the
+    /// fallback of a channel dropped without [`PresenceGuard::leave_topic`]).
     pub(crate) fn leave_all(&mut self) {
         if std::mem::take(&mut self.tracked) {
             self.shared.presence.untrack_all(self.conn);
+        }
+    }
+
+    /// Every presence of the channel leaves; they are all on its `topic`, since
+    /// [`ChannelContext::track`] only tracks there.
+    pub(crate) fn leave_topic(&mut self, topic: &str) {
+        if std::mem::take(&mut self.tracked) {
+            self.shared.presence.untrack_channel(topic, self.conn);
         }
     }
 }
@@ -1007,8 +1017,6 @@ impl<I: Send + 'static> ChannelContext<I> {
 
     /// The topic's presences, ready to push as `presence_state`.
     pub fn presence_list(&self) -> Result<Payload, RuntimeError> {
-        Ok(Payload::json(
-            &self.presence.shared.presence.list(self.topic()),
-        )?)
+        self.presence.shared.presence.state_payload(self.topic())
     }
 }

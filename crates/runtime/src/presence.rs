@@ -91,8 +91,23 @@ pub trait PresenceStore: Send + Sync + 'static {
     fn untrack(&self, topic: &str, key: &str, conn: u64) -> PresenceDiff;
     /// Untracks everything of a local connection; one diff per topic.
     fn untrack_conn(&self, conn: u64) -> Vec<(String, PresenceDiff)>;
+    /// Untracks everything of a local connection that tracks on `topic` only
+    /// (a channel tracks on its own topic), so a store kept by topic need not
+    /// look anywhere else. By default [`untrack_conn`](Self::untrack_conn).
+    fn untrack_conn_on(&self, topic: &str, conn: u64) -> Vec<(String, PresenceDiff)> {
+        let _ = topic;
+        self.untrack_conn(conn)
+    }
     /// The presences of `topic`, on every node the store knows.
     fn list(&self, topic: &str) -> PresenceList;
+    /// The same presences as [`list`](Self::list), already encoded as the
+    /// `presence_state` payload, for a store that can write it more cheaply than
+    /// building a [`PresenceList`] first (the default store copies its stored
+    /// metas). `None`, the default: the runtime encodes `list`.
+    fn list_encoded(&self, topic: &str) -> Option<Payload> {
+        let _ = topic;
+        None
+    }
 }
 
 /// Phoenix's `fetch/2`: adds per-key data beside `metas` (for example the user
@@ -165,8 +180,22 @@ impl PresenceStore for LocalStore {
         diffs
     }
 
+    fn untrack_conn_on(&self, topic: &str, conn: u64) -> Vec<(String, PresenceDiff)> {
+        self.lock(topic).untrack_all(ConnId(conn))
+    }
+
     fn list(&self, topic: &str) -> PresenceList {
         self.lock(topic).list(topic)
+    }
+
+    fn list_encoded(&self, topic: &str) -> Option<Payload> {
+        match self.lock(topic).list_json(topic) {
+            Ok(raw) => Some(Payload::Json(raw)),
+            Err(err) => {
+                tracing::warn!(%topic, %err, "presence_state cannot be written from the stored metas");
+                None
+            }
+        }
     }
 }
 
@@ -231,6 +260,17 @@ impl Presence {
             }
         }
         list
+    }
+
+    /// The `presence_state` payload of a topic: the store's own encoding when it
+    /// has one and no [`Fetch`] hook has to see the entries first.
+    pub(crate) fn state_payload(&self, topic: &str) -> Result<Payload, RuntimeError> {
+        if self.fetch.is_none() {
+            if let Some(payload) = self.store.list_encoded(topic) {
+                return Ok(payload);
+            }
+        }
+        Ok(Payload::json(&self.list(topic))?)
     }
 
     /// Session statistics (connected sessions, anonymous and signed in,
@@ -365,6 +405,14 @@ impl Presence {
 
     pub(crate) fn untrack_all(&self, conn: u64) {
         for (topic, diff) in self.store.untrack_conn(conn) {
+            self.send(&topic, diff);
+        }
+    }
+
+    /// Untracks a channel's presences, all on its own `topic`: one shard of the
+    /// default store to visit instead of every shard.
+    pub(crate) fn untrack_channel(&self, topic: &str, conn: u64) {
+        for (topic, diff) in self.store.untrack_conn_on(topic, conn) {
             self.send(&topic, diff);
         }
     }
