@@ -322,7 +322,9 @@ pub(crate) async fn run<W: Wire>(
             Err(ending) => break ending,
         }
     };
-    wire.close(ending).await;
+    // Boxed: the closing handshake holds the whole wire, and an inline future would
+    // keep room for a second copy of it in every connection's task for its life.
+    Box::pin(wire.close(ending)).await;
     drop(core);
 }
 
