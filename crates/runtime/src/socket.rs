@@ -33,7 +33,7 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use phx_protocol::{events, Frame, Message, Payload, Ref, Reply, Serializer};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::handler::{Assigns, Connection, TransportKind};
@@ -108,7 +108,7 @@ impl SocketCore {
         serializer: Serializer,
         transport: TransportKind,
         conn: Connection,
-    ) -> (SocketCore, mpsc::Receiver<SocketMsg>) {
+    ) -> (SocketCore, flume::Receiver<SocketMsg>) {
         let (handle, rx) = SocketHandle::new(
             shared.config.outbound_queue,
             shared.config.socket_buffer_bytes,

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use flume::Receiver;
 use phx_protocol::{Frame, Message, Serializer};
-use tokio::sync::mpsc::Receiver;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::Filter;
@@ -256,7 +256,7 @@ pub(crate) trait Wire: Send {
 pub(crate) async fn run<W: Wire>(
     mut wire: W,
     mut core: SocketCore,
-    mut rx: Receiver<SocketMsg>,
+    rx: Receiver<SocketMsg>,
     shared: Arc<Shared>,
 ) {
     let close = core.close_signal();
@@ -274,16 +274,16 @@ pub(crate) async fn run<W: Wire>(
             resumed = async { match &mut waiting { Some(w) => w.await, None => std::future::pending().await } } => {
                 waiting = None;
                 if let Some(frame) = core.resume(resumed) {
-                    drain_all(&mut core, &mut rx, &mut wire);
+                    drain_all(&mut core, &rx, &mut wire);
                     wire.push(&frame);
                 }
             }
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break Ending::Gone };
+            msg = rx.recv_async() => {
+                let Ok(msg) = msg else { break Ending::Gone };
                 if let Some(frame) = core.handle_mailbox(msg) {
                     wire.push(&frame);
                 }
-                drain_mailbox(&mut core, &mut rx, &mut wire);
+                drain_mailbox(&mut core, &rx, &mut wire);
             }
             read = wire.read(input) => match read {
                 Read::Message(msg) => {
@@ -291,7 +291,7 @@ pub(crate) async fn run<W: Wire>(
                     match core.handle_in(msg) {
                         Step::Nothing => {}
                         Step::Reply(frame) => {
-                            drain_all(&mut core, &mut rx, &mut wire);
+                            drain_all(&mut core, &rx, &mut wire);
                             wire.push(&frame);
                         }
                         Step::Wait(wait) => waiting = Some(wait),
@@ -330,7 +330,7 @@ pub(crate) async fn run<W: Wire>(
 
 /// Moves mailbox messages into the batch until the mailbox is empty or a
 /// write's worth is gathered.
-fn drain_mailbox<W: Wire>(core: &mut SocketCore, rx: &mut Receiver<SocketMsg>, wire: &mut W) {
+fn drain_mailbox<W: Wire>(core: &mut SocketCore, rx: &Receiver<SocketMsg>, wire: &mut W) {
     while !wire.is_full() {
         match rx.try_recv() {
             Ok(msg) => {
@@ -346,7 +346,7 @@ fn drain_mailbox<W: Wire>(core: &mut SocketCore, rx: &mut Receiver<SocketMsg>, w
 /// Moves everything waiting in the mailbox into the batch, in order, however
 /// many bytes: called before a reply the socket makes itself, which must not
 /// overtake anything queued before it.
-fn drain_all<W: Wire>(core: &mut SocketCore, rx: &mut Receiver<SocketMsg>, wire: &mut W) {
+fn drain_all<W: Wire>(core: &mut SocketCore, rx: &Receiver<SocketMsg>, wire: &mut W) {
     while let Ok(msg) = rx.try_recv() {
         if let Some(frame) = core.handle_mailbox(msg) {
             wire.push(&frame);
