@@ -22,8 +22,6 @@
 //! TCP backpressure reaches the client; only a channel stuck for longer than
 //! `Config::channel_stall_timeout` ends the socket (1013).
 
-use std::collections::HashMap;
-
 use std::sync::Arc;
 
 use std::future::Future;
@@ -89,6 +87,53 @@ struct Entry {
     task: AbortHandle,
 }
 
+/// The channels of one socket by topic: a vector sorted by topic, searched by
+/// bisection. Most sockets hold one to a few channels for their whole life; a
+/// hash map's smallest table (four buckets of topic and entry, ~400 B) is most of
+/// that, where the vector holds exactly what is joined. Joins and leaves shift
+/// the vector (at most `max_channels` entries); every client message only
+/// searches it.
+#[derive(Default)]
+struct Channels(Vec<(String, Entry)>);
+
+impl Channels {
+    fn find(&self, topic: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(t, _)| t.as_str().cmp(topic))
+    }
+
+    fn get(&self, topic: &str) -> Option<&Entry> {
+        self.find(topic).ok().map(|i| &self.0[i].1)
+    }
+
+    fn remove(&mut self, topic: &str) -> Option<Entry> {
+        let i = self.find(topic).ok()?;
+        let (_, entry) = self.0.remove(i);
+        if self.0.capacity() > 4 && self.0.len() * 4 < self.0.capacity() {
+            self.0.shrink_to(self.0.len() * 2);
+        }
+        Some(entry)
+    }
+
+    /// Adds `topic`, or replaces its entry.
+    fn insert(&mut self, topic: String, entry: Entry) {
+        match self.find(&topic) {
+            Ok(i) => self.0[i].1 = entry,
+            Err(i) => {
+                if self.0.capacity() == self.0.len() {
+                    // Grow in small steps (at most 8 entries at a time): a socket
+                    // usually stays at the few channels it joined first.
+                    self.0.reserve_exact(self.0.len().clamp(1, 8));
+                }
+                self.0.insert(i, (topic, entry));
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// A connection's state; see the module docs.
 pub(crate) struct SocketCore {
     shared: Arc<Shared>,
@@ -98,7 +143,7 @@ pub(crate) struct SocketCore {
     assigns: Arc<Assigns>,
     id: Option<Arc<str>>,
     id_sub: Option<SubId>,
-    channels: HashMap<String, Entry>,
+    channels: Channels,
 }
 
 impl SocketCore {
@@ -133,7 +178,7 @@ impl SocketCore {
             assigns: Arc::new(conn.assigns),
             id,
             id_sub,
-            channels: HashMap::new(),
+            channels: Channels::default(),
         };
         (core, rx)
     }
