@@ -93,19 +93,24 @@ struct Entry {
 /// that, where the vector holds exactly what is joined. Joins and leaves shift
 /// the vector (at most `max_channels` entries); every client message only
 /// searches it.
-#[derive(Default)]
-struct Channels(Vec<(String, Entry)>);
+struct Channels<E = Entry>(Vec<(String, E)>);
 
-impl Channels {
+impl<E> Default for Channels<E> {
+    fn default() -> Self {
+        Channels(Vec::new())
+    }
+}
+
+impl<E> Channels<E> {
     fn find(&self, topic: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(t, _)| t.as_str().cmp(topic))
     }
 
-    fn get(&self, topic: &str) -> Option<&Entry> {
+    fn get(&self, topic: &str) -> Option<&E> {
         self.find(topic).ok().map(|i| &self.0[i].1)
     }
 
-    fn remove(&mut self, topic: &str) -> Option<Entry> {
+    fn remove(&mut self, topic: &str) -> Option<E> {
         let i = self.find(topic).ok()?;
         let (_, entry) = self.0.remove(i);
         if self.0.capacity() > 4 && self.0.len() * 4 < self.0.capacity() {
@@ -115,7 +120,7 @@ impl Channels {
     }
 
     /// Adds `topic`, or replaces its entry.
-    fn insert(&mut self, topic: String, entry: Entry) {
+    fn insert(&mut self, topic: String, entry: E) {
         match self.find(&topic) {
             Ok(i) => self.0[i].1 = entry,
             Err(i) => {
@@ -482,4 +487,43 @@ pub(crate) fn unmatched_topic() -> Payload {
 /// `{"reason":"channel_crash"}`, the Phoenix 1.8 `phx_error` payload.
 fn channel_crash() -> Payload {
     Payload::from(json!({"reason": "channel_crash"}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Channels;
+
+    #[test]
+    fn channels_are_found_by_topic_whatever_the_join_order() {
+        let mut c: Channels<u32> = Channels::default();
+        let topics = ["room:b", "room:a", "room:c", "lobby", "room:aa"];
+        for (i, t) in topics.iter().enumerate() {
+            c.insert(t.to_string(), i as u32);
+        }
+        assert_eq!(c.len(), 5);
+        for (i, t) in topics.iter().enumerate() {
+            assert_eq!(c.get(t), Some(&(i as u32)), "{t}");
+        }
+        assert_eq!(c.get("room"), None);
+        // A second insert of a topic replaces its entry.
+        c.insert("room:a".into(), 9);
+        assert_eq!((c.len(), c.get("room:a")), (5, Some(&9)));
+        assert_eq!(c.remove("room:a"), Some(9));
+        assert_eq!(c.remove("room:a"), None);
+        assert_eq!(c.get("room:aa"), Some(&4));
+        assert_eq!(c.len(), 4);
+    }
+
+    #[test]
+    fn the_vector_gives_memory_back_when_channels_leave() {
+        let mut c: Channels<u32> = Channels::default();
+        for i in 0..100 {
+            c.insert(format!("room:{i}"), i);
+        }
+        for i in 0..99 {
+            assert_eq!(c.remove(&format!("room:{i}")), Some(i));
+        }
+        assert_eq!(c.get("room:99"), Some(&99));
+        assert!(c.0.capacity() <= 4, "capacity {}", c.0.capacity());
+    }
 }
