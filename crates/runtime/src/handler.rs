@@ -166,6 +166,44 @@ impl std::fmt::Debug for Assigns {
     }
 }
 
+/// A user identity the server has verified (from a signed token), as the socket
+/// handler puts it in the socket's [`Assigns`].
+///
+/// Channels trust only this: a user id read from a join payload or from connect
+/// params is something the client says about itself. An application that
+/// verifies tokens itself inserts one of these; the verifiers of `phx_runtime`
+/// do it for it.
+///
+/// ```
+/// use phx_runtime::{Assigns, Identity};
+/// let assigns = Assigns::new().with(Identity::new("42").with_name("Ann"));
+/// let who = assigns.get::<Identity>().unwrap();
+/// assert_eq!((who.user_id.as_str(), who.name.as_deref()), ("42", Some("Ann")));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The verified user id; a number is written as its decimal string.
+    pub user_id: String,
+    /// The user's display name, when the token carries one.
+    pub name: Option<String>,
+}
+
+impl Identity {
+    /// An identity with no name.
+    pub fn new(user_id: impl Into<String>) -> Identity {
+        Identity {
+            user_id: user_id.into(),
+            name: None,
+        }
+    }
+
+    /// Sets the display name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Identity {
+        self.name = Some(name.into());
+        self
+    }
+}
+
 /// An accepted connection: its assigns and its optional socket id.
 #[derive(Clone, Debug, Default)]
 pub struct Connection {

@@ -78,8 +78,8 @@ pub use editing::{Editing, Records};
 pub use endpoint::{Endpoint, EndpointBuilder};
 pub use error::RuntimeError;
 pub use handler::{
-    AcceptAll, Assigns, ConnectInfo, ConnectRequest, Connection, Params, Refusal, SocketHandler,
-    TransportKind,
+    AcceptAll, Assigns, ConnectInfo, ConnectRequest, Connection, Identity, Params, Refusal,
+    SocketHandler, TransportKind,
 };
 pub use mailbox::CloseReason;
 pub use metrics::{MetricEntry, Metrics, MetricsSnapshot};
