@@ -114,6 +114,17 @@ struct Args {
     /// sessions cannot move between nodes or survive a restart).
     #[arg(long, env = "PHX_SECRET_KEY_BASE", hide_env_values = true)]
     secret_key_base: Option<String>,
+    /// How logs are written to stderr: `text` (for people; coloured only when
+    /// stderr is a terminal) or `json` (one object per line, for log collectors).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// The two log formats of `--log-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Args {
@@ -122,6 +133,10 @@ impl Args {
             CheckOrigin::Disabled
         } else if !self.check_origin.is_empty() {
             CheckOrigin::list(&self.check_origin)
+        } else if self.host == "localhost" && self.bind.is_loopback() {
+            // Bound to loopback, the page is reached as localhost, 127.0.0.1 or
+            // [::1] (the banner prints the second): all three name this machine.
+            CheckOrigin::list(["//localhost", "//127.0.0.1", "//[::1]"])
         } else {
             CheckOrigin::Host(self.host.clone())
         };
@@ -167,13 +182,8 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
+    init_logs(args.log_format);
     let sessions = Arc::new(editing::SocketSessions::default());
     let builder = Endpoint::builder().config(args.config());
     let builder = if args.conformance {
@@ -250,4 +260,19 @@ async fn main() -> std::io::Result<()> {
     tracing::info!("shutting down: draining sockets");
     endpoint.drain().await;
     Ok(())
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`): text with colour only
+/// when stderr is a terminal (a log file gets no escape codes), or JSON lines.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
