@@ -712,6 +712,18 @@ async fn run<C, F>(
     let close_old = start.close_old.clone();
     let (mut ctx, payload) = ChannelContext::joining(start, self_tx);
 
+    let limit = ctx.shared.config.max_join_payload;
+    let size = payload_size(&payload);
+    if size > limit {
+        Metrics::inc(&metrics.join_payloads_too_large);
+        tracing::warn!(topic = %ctx.topic, size, limit, "refusing join: payload too large");
+        drop(payload);
+        let reason = Payload::from(json!({"reason": "join payload too large"}));
+        refuse(&mut ctx, msg_ref, JoinFailure::Refused(reason));
+        exit.disarm();
+        let _ = outcome.send(JoinOutcome::Refused);
+        return;
+    }
     let (channel, joined) = make_and_join(factory, payload, &mut ctx).await;
     let (mut channel, intercepts) = match (channel, joined) {
         (Some(channel), Ok((response, intercepts))) => {
@@ -849,6 +861,14 @@ impl<I: Send + 'static> ChannelContext<I> {
             },
         );
         self.registration.sub_id = Some(sub_id);
+    }
+}
+
+/// The bytes of a payload as the client sent it: its JSON text or its binary.
+fn payload_size(payload: &Payload) -> usize {
+    match payload {
+        Payload::Json(raw) => raw.get().len(),
+        Payload::Binary(bytes) => bytes.len(),
     }
 }
 
