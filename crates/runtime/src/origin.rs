@@ -131,7 +131,10 @@ impl CheckOrigin {
                 .filter_map(|e| {
                     let origin = Origin::parse(e.as_ref());
                     if origin.host.is_none() {
-                        tracing::error!(entry = e.as_ref(), "check_origin entry without a host: left out");
+                        tracing::error!(
+                            entry = e.as_ref(),
+                            "check_origin entry without a host: left out"
+                        );
                         return None;
                     }
                     Some(origin)
@@ -322,14 +325,29 @@ mod tests {
     #[test]
     fn hostless_entries_never_match_everything() {
         for entry in ["example.com", "example.com:4000", "*.example.com", "", "//"] {
-            assert!(CheckOrigin::try_list([entry]).is_err(), "{entry:?} accepted");
+            assert!(
+                CheckOrigin::try_list([entry]).is_err(),
+                "{entry:?} accepted"
+            );
             let p = CheckOrigin::list([entry]);
-            assert!(!p.allows(Some("https://evil.test"), &req()), "{entry:?} matched evil.test");
+            assert!(
+                !p.allows(Some("https://evil.test"), &req()),
+                "{entry:?} matched evil.test"
+            );
         }
-        for entry in ["//example.com", "https://example.com", "http://example.com:8080"] {
+        for entry in [
+            "//example.com",
+            "https://example.com",
+            "http://example.com:8080",
+        ] {
             let p = CheckOrigin::try_list([entry]).unwrap();
-            assert!(p.allows(Some("http://example.com:8080"), &req()) || entry.starts_with("https"));
-            assert!(!p.allows(Some("https://evil.test"), &req()), "{entry:?} matched evil.test");
+            assert!(
+                p.allows(Some("http://example.com:8080"), &req()) || entry.starts_with("https")
+            );
+            assert!(
+                !p.allows(Some("https://evil.test"), &req()),
+                "{entry:?} matched evil.test"
+            );
         }
     }
 

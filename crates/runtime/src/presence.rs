@@ -397,12 +397,18 @@ impl Presence {
     fn check_size(&self, key: &str, meta: &Value) -> Result<(), RuntimeError> {
         let mut counter = ByteCount(key.len());
         if serde_json::to_writer(&mut counter, meta).is_err() {
-            return Err(RuntimeError::channel("presence meta cannot be written as JSON"));
+            return Err(RuntimeError::channel(
+                "presence meta cannot be written as JSON",
+            ));
         }
         let size = counter.0;
         if size > self.max_meta {
             Metrics::inc(&self.metrics.presence_metas_too_large);
-            tracing::warn!(size, limit = self.max_meta, "presence meta refused: too large");
+            tracing::warn!(
+                size,
+                limit = self.max_meta,
+                "presence meta refused: too large"
+            );
             return Err(RuntimeError::TooLarge {
                 what: "presence meta",
                 size,

@@ -430,8 +430,11 @@ async fn accept_loop<S>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    S: Service<hyper::Request<Incoming>, Response = hyper::Response<ResponseBody>, Error = Infallible>
-        + Clone
+    S: Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<ResponseBody>,
+            Error = Infallible,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,

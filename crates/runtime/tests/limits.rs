@@ -297,8 +297,12 @@ async fn a_join_payload_over_the_limit_is_refused_before_the_channel_sees_it() {
     .await;
     let mut c = s.connect("vsn=2.0.0").await;
     let pad = "j".repeat(2_000);
-    c.send(&join("1", "room:j", &format!(r#"{{"quiet":true,"pad":"{pad}"}}"#)))
-        .await;
+    c.send(&join(
+        "1",
+        "room:j",
+        &format!(r#"{{"quiet":true,"pad":"{pad}"}}"#),
+    ))
+    .await;
     let reply = c.recv_event("phx_reply").await;
     assert_eq!(
         reply[4],
@@ -361,7 +365,10 @@ async fn a_presence_meta_over_the_limit_is_refused_and_not_tracked() {
     let reply = c.recv_event("phx_reply").await;
     assert_eq!(reply[4]["status"], json!("error"), "{reply}");
     assert_eq!(reply[4]["response"]["limit"], json!(1024));
-    assert!(s.endpoint.presence().list("track:a").is_empty(), "nothing tracked");
+    assert!(
+        s.endpoint.presence().list("track:a").is_empty(),
+        "nothing tracked"
+    );
     c.send(r#"["1","3","track:a","track",{"name":"ok"}]"#).await;
     let reply = c.recv_event("phx_reply").await;
     assert_eq!(reply[4]["status"], json!("ok"), "{reply}");
@@ -383,13 +390,20 @@ async fn internal_topics_match_no_route() {
         let r = (i + 1).to_string();
         c.send(&join(&r, topic, "{}")).await;
         let reply = c.recv_event("phx_reply").await;
-        assert_eq!(reply[4]["status"], json!("error"), "join of {topic}: {reply}");
+        assert_eq!(
+            reply[4]["status"],
+            json!("error"),
+            "join of {topic}: {reply}"
+        );
         assert_eq!(reply[4]["response"]["reason"], json!("unmatched topic"));
     }
     joined(&mut c, "9", "anything:else", "{}").await;
     let pubsub = s.endpoint.pubsub();
     let refused = pubsub.broadcast_external("phx:lp:00ff", "poll", json!({}).into());
-    assert!(matches!(refused, Err(phx_runtime::RuntimeError::InternalTopic(_))));
+    assert!(matches!(
+        refused,
+        Err(phx_runtime::RuntimeError::InternalTopic(_))
+    ));
     assert!(pubsub
         .broadcast_external("anything:else", "news", json!({}).into())
         .is_ok());
@@ -444,13 +458,15 @@ async fn longpoll_frames_waiting_for_a_poll_count_against_the_socket_budget() {
     joined(&mut c, "1", "room:lpb", r#"{"quiet":true}"#).await;
     let pad = "s".repeat(16 << 10);
     for i in 0..20 {
-        c.send(&format!(r#"["1","{}","room:lpb","shout_from",{{"pad":"{pad}"}}]"#, i + 2))
-            .await;
+        c.send(&format!(
+            r#"["1","{}","room:lpb","shout_from",{{"pad":"{pad}"}}]"#,
+            i + 2
+        ))
+        .await;
         assert_eq!(c.recv_event("phx_reply").await[4]["status"], json!("ok"));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.endpoint.metrics().longpoll_over_budget == 0 && tokio::time::Instant::now() < deadline
-    {
+    while s.endpoint.metrics().longpoll_over_budget == 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let m = s.endpoint.metrics();
@@ -463,7 +479,11 @@ async fn longpoll_frames_waiting_for_a_poll_count_against_the_socket_budget() {
         "",
     )
     .await;
-    assert!(polled.len() < BUDGET, "a poll returned {} bytes", polled.len());
+    assert!(
+        polled.len() < BUDGET,
+        "a poll returned {} bytes",
+        polled.len()
+    );
     let polled: serde_json::Value = serde_json::from_str(&polled).expect("json");
     assert_eq!(polled["status"], json!(410));
 }

@@ -172,7 +172,10 @@ impl Channel for Room {
                     tracing::warn!(%topic, "conformance broadcast outside room:* refused");
                     return Ok(HandleIn::error(json!({"reason": "topic not allowed"})));
                 }
-                match ctx.pubsub().broadcast_external(topic, event, payload.into()) {
+                match ctx
+                    .pubsub()
+                    .broadcast_external(topic, event, payload.into())
+                {
                     Ok(()) => Ok(ok_empty()),
                     Err(_) => Ok(HandleIn::error(json!({"reason": "topic not allowed"}))),
                 }

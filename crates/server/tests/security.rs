@@ -70,17 +70,25 @@ fn metric(admin: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws(addr: &str) -> Ws {
     let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
     ws
 }
 
-async fn send(ws: &mut Ws, join_ref: &str, msg_ref: &str, topic: &str, event: &str, payload: &Value) {
+async fn send(
+    ws: &mut Ws,
+    join_ref: &str,
+    msg_ref: &str,
+    topic: &str,
+    event: &str,
+    payload: &Value,
+) {
     let frame = json!([join_ref, msg_ref, topic, event, payload]).to_string();
     ws.send(WsMessage::text(frame)).await.expect("send");
 }
@@ -89,8 +97,12 @@ async fn send(ws: &mut Ws, join_ref: &str, msg_ref: &str, topic: &str, event: &s
 async fn reply(ws: &mut Ws, msg_ref: &str) -> (String, Value) {
     let wait = async {
         while let Some(msg) = ws.next().await {
-            let Ok(WsMessage::Text(text)) = msg else { continue };
-            let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+            let Ok(WsMessage::Text(text)) = msg else {
+                continue;
+            };
+            let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
             if frame[1] == msg_ref && frame[3] == "phx_reply" {
                 let status = frame[4]["status"].as_str().unwrap_or_default().to_owned();
                 return (status, frame[4]["response"].clone());
@@ -121,25 +133,66 @@ async fn oversized_join_payloads_and_presence_metas_are_refused() {
         assert_eq!(status, "error", "join {i} with a 5 MB payload: {response}");
         assert_eq!(response, json!({"reason": "join payload too large"}));
     }
-    send(&mut socket, "100", "100", "room:small", "phx_join", &json!({"user": "me"})).await;
-    assert_eq!(reply(&mut socket, "100").await.0, "ok", "a small join still works");
+    send(
+        &mut socket,
+        "100",
+        "100",
+        "room:small",
+        "phx_join",
+        &json!({"user": "me"}),
+    )
+    .await;
+    assert_eq!(
+        reply(&mut socket, "100").await.0,
+        "ok",
+        "a small join still works"
+    );
     for i in 0..20 {
         let r = format!("{}", 200 + i);
-        send(&mut socket, "100", &r, "room:small", "update_meta", &json!({"name": name})).await;
+        send(
+            &mut socket,
+            "100",
+            &r,
+            "room:small",
+            "update_meta",
+            &json!({"name": name}),
+        )
+        .await;
         let (status, response) = reply(&mut socket, &r).await;
-        assert_eq!(status, "error", "update_meta {i} with a 5 MB meta: {response}");
+        assert_eq!(
+            status, "error",
+            "update_meta {i} with a 5 MB meta: {response}"
+        );
         assert_eq!(response, json!({"reason": "meta too large"}));
     }
-    send(&mut socket, "100", "300", "room:small", "update_meta", &json!({"name": "ok"})).await;
-    assert_eq!(reply(&mut socket, "300").await.0, "ok", "a small meta still works");
+    send(
+        &mut socket,
+        "100",
+        "300",
+        "room:small",
+        "update_meta",
+        &json!({"name": "ok"}),
+    )
+    .await;
+    assert_eq!(
+        reply(&mut socket, "300").await.0,
+        "ok",
+        "a small meta still works"
+    );
     let after = rss(server.pid());
     println!(
         "join payload + presence meta attack: RSS {:.1} MiB before, {:.1} MiB after",
         mib(before),
         mib(after)
     );
-    assert_eq!(metric(&server.admin, "phx_join_payloads_too_large_total"), 20);
-    assert_eq!(metric(&server.admin, "phx_presence_metas_too_large_total"), 20);
+    assert_eq!(
+        metric(&server.admin, "phx_join_payloads_too_large_total"),
+        20
+    );
+    assert_eq!(
+        metric(&server.admin, "phx_presence_metas_too_large_total"),
+        20
+    );
     assert!(
         after < before + (64 << 20),
         "RSS grew from {:.1} to {:.1} MiB",
@@ -152,7 +205,9 @@ async fn oversized_join_payloads_and_presence_metas_are_refused() {
 fn longpoll_session(addr: &str, topic: &str) -> String {
     let (status, body) = request(
         addr,
-        &format!("GET /socket/longpoll?vsn=2.0.0 HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"),
+        &format!(
+            "GET /socket/longpoll?vsn=2.0.0 HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        ),
         b"",
     );
     assert_eq!(status, 200, "{body}");
@@ -186,7 +241,11 @@ async fn longpoll_frames_are_held_to_the_socket_budget() {
     const SESSIONS: usize = 5;
     let server = Server::start(
         Some(TOKEN),
-        &["--conformance", "--socket-buffer-bytes", &BUDGET.to_string()],
+        &[
+            "--conformance",
+            "--socket-buffer-bytes",
+            &BUDGET.to_string(),
+        ],
     );
     let before = rss(server.pid());
     let addr = server.addr.clone();
@@ -198,18 +257,37 @@ async fn longpoll_frames_are_held_to_the_socket_budget() {
     .await
     .expect("sessions");
     let mut shouter = ws(&server.addr).await;
-    send(&mut shouter, "1", "1", "room:lp", "phx_join", &json!({"user": "shouter"})).await;
+    send(
+        &mut shouter,
+        "1",
+        "1",
+        "room:lp",
+        "phx_join",
+        &json!({"user": "shouter"}),
+    )
+    .await;
     assert_eq!(reply(&mut shouter, "1").await.0, "ok");
     let big = "y".repeat(5 * MB);
     for i in 0..10 {
         let r = format!("{}", 10 + i);
-        send(&mut shouter, "1", &r, "room:lp", "shout_others", &json!({"body": big})).await;
+        send(
+            &mut shouter,
+            "1",
+            &r,
+            "room:lp",
+            "shout_others",
+            &json!({"body": big}),
+        )
+        .await;
         assert_eq!(reply(&mut shouter, &r).await.0, "ok");
     }
     // Every session has seen its frames once the server counts them as slow.
     let deadline = Instant::now() + Duration::from_secs(60);
     while metric(&server.admin, "phx_longpoll_over_budget_total") < SESSIONS as u64 {
-        assert!(Instant::now() < deadline, "sessions over budget were not ended");
+        assert!(
+            Instant::now() < deadline,
+            "sessions over budget were not ended"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let after = rss(server.pid());
@@ -258,9 +336,14 @@ async fn broadcasts_cannot_reach_internal_or_foreign_topics() {
     send(&mut socket, "1", "1", "room:admin", "phx_join", &json!({})).await;
     assert_eq!(reply(&mut socket, "1").await.0, "ok");
     let forged = json!({"joins": {"ghost": {"metas": [{"phx_ref": "x"}]}}, "leaves": {}});
-    for (i, topic) in ["edit:post:1", "events:post", "phx_records:post", "phx:lp:00"]
-        .into_iter()
-        .enumerate()
+    for (i, topic) in [
+        "edit:post:1",
+        "events:post",
+        "phx_records:post",
+        "phx:lp:00",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let r = format!("{}", 10 + i);
         let req = json!({"topic": topic, "event": "presence_diff", "payload": forged});
@@ -271,7 +354,11 @@ async fn broadcasts_cannot_reach_internal_or_foreign_topics() {
     }
     let req = json!({"topic": "room:other", "event": "news", "payload": {}});
     send(&mut socket, "1", "20", "room:admin", "broadcast", &req).await;
-    assert_eq!(reply(&mut socket, "20").await.0, "ok", "room:* still reachable");
+    assert_eq!(
+        reply(&mut socket, "20").await.0,
+        "ok",
+        "room:* still reachable"
+    );
     for (i, topic) in ["phx_records:post", "phx:lp:00"].into_iter().enumerate() {
         let r = format!("{}", 30 + i);
         send(&mut socket, &r, &r, topic, "phx_join", &json!({})).await;
@@ -324,7 +411,11 @@ fn refused_start(args: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
-    let _ = child.stderr.take().expect("stderr").read_to_string(&mut stderr);
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr);
     assert!(!status.success(), "phx-server {args:?} exited 0");
     stderr
 }
@@ -335,7 +426,10 @@ fn refused_start(args: &[&str]) -> String {
 fn startup_refuses_hostless_origins_and_short_secrets() {
     for entry in ["example.com", "*.example.com", "example.com:4000"] {
         let stderr = refused_start(&["--check-origin", entry]);
-        assert!(stderr.contains("has no host"), "--check-origin {entry}: {stderr}");
+        assert!(
+            stderr.contains("has no host"),
+            "--check-origin {entry}: {stderr}"
+        );
     }
     let stderr = refused_start(&["--secret-key-base", "a"]);
     assert!(stderr.contains("at least 64"), "{stderr}");
@@ -345,7 +439,14 @@ fn startup_refuses_hostless_origins_and_short_secrets() {
     let secret = "k".repeat(64);
     let server = Server::start(
         None,
-        &["--check-origin", "//example.com", "--check-origin", "https://*.ex.com", "--secret-key-base", &secret],
+        &[
+            "--check-origin",
+            "//example.com",
+            "--check-origin",
+            "https://*.ex.com",
+            "--secret-key-base",
+            &secret,
+        ],
     );
     let (status, _) = common::http(&server.addr, "GET", "/socket/longpoll?vsn=2.0.0", None);
     assert_eq!(status, 200);
@@ -362,7 +463,11 @@ fn closes_within(stream: &mut TcpStream, wait: Duration) -> bool {
         match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return true,
         }
     }
@@ -380,7 +485,8 @@ fn admin_listener_has_a_head_deadline_and_checks_the_token_first() {
 
     // A head that never ends is closed by the deadline (1 s; allowed 20 s here).
     let mut half = TcpStream::connect(&admin).expect("connect");
-    half.write_all(b"GET /api/stats HTTP/1.1\r\nhost: a\r\n").expect("write");
+    half.write_all(b"GET /api/stats HTTP/1.1\r\nhost: a\r\n")
+        .expect("write");
     assert!(
         closes_within(&mut half, Duration::from_secs(20)),
         "a half-sent head stayed open"
@@ -398,7 +504,9 @@ fn admin_listener_has_a_head_deadline_and_checks_the_token_first() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     let mut answer = [0u8; 12];
-    stream.read_exact(&mut answer).expect("answered without the body");
+    stream
+        .read_exact(&mut answer)
+        .expect("answered without the body");
     assert_eq!(&answer, b"HTTP/1.1 401");
 
     // A chunked body is read.
@@ -472,14 +580,21 @@ fn admin_listener_caps_its_connections() {
         .expect("timeout");
     let mut rest = String::new();
     let _ = third.read_to_string(&mut rest);
-    assert!(rest.starts_with("HTTP/1.1 200"), "served once a slot was free: {rest:?}");
+    assert!(
+        rest.starts_with("HTTP/1.1 200"),
+        "served once a slot was free: {rest:?}"
+    );
     drop(_idle2);
     // The cap was counted (the next scrape needs a free slot too).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, text) = common::http(&admin, "GET", "/metrics", Some(&format!("Bearer {TOKEN}")));
+        let (status, text) =
+            common::http(&admin, "GET", "/metrics", Some(&format!("Bearer {TOKEN}")));
         if status == 200 {
-            assert!(text.contains("phx_admin_connections_limited_total "), "{text}");
+            assert!(
+                text.contains("phx_admin_connections_limited_total "),
+                "{text}"
+            );
             let n: u64 = text
                 .lines()
                 .find_map(|l| l.strip_prefix("phx_admin_connections_limited_total "))
