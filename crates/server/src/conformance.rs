@@ -2,8 +2,8 @@
 //! Phoenix-channels server can host so one client-side suite can check both.
 //!
 //! - `room:*`: public rooms with presence; `room:admin` adds server-side
-//!   broadcasts (to `room:*` topics only: `{"reason":"topic not allowed"}`
-//!   otherwise) and `disconnect_user`. A meta over the endpoint's presence
+//!   broadcasts (to the app's own `room:*` and `private:*` topics only:
+//!   `{"reason":"topic not allowed"}` otherwise) and `disconnect_user`. A meta over the endpoint's presence
 //!   limit is refused with `{"reason":"meta too large"}`.
 //! - `private:*`: joins only with `{"token": "letmein"}`, no presence.
 //! - The socket refuses `reject=1` and takes `users_socket:<user_id>` as its id.
@@ -166,10 +166,11 @@ impl Channel for Room {
                 let topic = req.get("topic").and_then(Value::as_str).unwrap_or_default();
                 let event = req.get("event").and_then(Value::as_str).unwrap_or_default();
                 let payload = req.get("payload").cloned().unwrap_or_else(|| json!({}));
-                // Only the conformance rooms: never an internal topic, nor another
-                // app's topics on the same endpoint (an edit topic's presence).
-                if !topic.starts_with("room:") {
-                    tracing::warn!(%topic, "conformance broadcast outside room:* refused");
+                // Only the conformance app's own topics (`room:*`, `private:*`): never
+                // an internal topic, nor another app's topics on the same endpoint (an
+                // edit topic's presence, a record's `deleted`).
+                if !(topic.starts_with("room:") || topic.starts_with("private:")) {
+                    tracing::warn!(%topic, "conformance broadcast outside its own topics refused");
                     return Ok(HandleIn::error(json!({"reason": "topic not allowed"})));
                 }
                 match ctx
