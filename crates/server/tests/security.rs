@@ -116,7 +116,7 @@ async fn reply(ws: &mut Ws, msg_ref: &str) -> (String, Value) {
 }
 
 /// Issue: one socket, 20 joins with a 5 MB `user.name` each took RSS from 6 to
-/// 422 MB. Now each join is refused (`join payload too large`) and counted;
+/// 422 MB. Now each join (conformance room or edit topic) is refused (`join payload too large`) and counted;
 /// a 5 MB `update_meta` is refused (`meta too large`) and counted. Bound: RSS
 /// grows by less than 64 MiB over the whole attack (40 messages of 5 MB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,6 +133,16 @@ async fn oversized_join_payloads_and_presence_metas_are_refused() {
         assert_eq!(status, "error", "join {i} with a 5 MB payload: {response}");
         assert_eq!(response, json!({"reason": "join payload too large"}));
     }
+    // The editing app's join (the issue's `user.name`) is refused the same way.
+    let payload = json!({"user": {"id": "big", "name": name}});
+    send(&mut socket, "50", "50", "edit:post:1", "phx_join", &payload).await;
+    assert_eq!(
+        reply(&mut socket, "50").await,
+        (
+            "error".to_owned(),
+            json!({"reason": "join payload too large"})
+        )
+    );
     send(
         &mut socket,
         "100",
@@ -187,7 +197,7 @@ async fn oversized_join_payloads_and_presence_metas_are_refused() {
     );
     assert_eq!(
         metric(&server.admin, "phx_join_payloads_too_large_total"),
-        20
+        21
     );
     assert_eq!(
         metric(&server.admin, "phx_presence_metas_too_large_total"),
