@@ -1014,7 +1014,9 @@ impl Drop for PresenceGuard {
 impl<I: Send + 'static> ChannelContext<I> {
     /// Tracks this connection's presence on the channel's topic under `key`; every
     /// member gets a `presence_diff` with the join. One key may have many
-    /// connections (one user, several devices).
+    /// connections (one user, several devices). An entry over
+    /// `Config::max_presence_meta` (key plus meta JSON) is refused with
+    /// [`RuntimeError::TooLarge`] and nothing is tracked.
     pub fn track(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
         let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
         shared.presence.track(self.topic(), key, conn, meta)?;
@@ -1023,7 +1025,9 @@ impl<I: Send + 'static> ChannelContext<I> {
     }
 
     /// Replaces this connection's meta under `key` (new `phx_ref`, `phx_ref_prev` =
-    /// the old one); members get one diff with the leave and the join.
+    /// the old one); members get one diff with the leave and the join. A meta over
+    /// `Config::max_presence_meta` is refused with [`RuntimeError::TooLarge`] and
+    /// the old one stays.
     pub fn update(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
         let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
         shared.presence.update(self.topic(), key, conn, meta)
