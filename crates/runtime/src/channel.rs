@@ -712,6 +712,18 @@ async fn run<C, F>(
     let close_old = start.close_old.clone();
     let (mut ctx, payload) = ChannelContext::joining(start, self_tx);
 
+    let limit = ctx.shared.config.max_join_payload;
+    let size = payload_size(&payload);
+    if size > limit {
+        Metrics::inc(&metrics.join_payloads_too_large);
+        tracing::warn!(topic = %ctx.topic, size, limit, "refusing join: payload too large");
+        drop(payload);
+        let reason = Payload::from(json!({"reason": "join payload too large"}));
+        refuse(&mut ctx, msg_ref, JoinFailure::Refused(reason));
+        exit.disarm();
+        let _ = outcome.send(JoinOutcome::Refused);
+        return;
+    }
     let (channel, joined) = make_and_join(factory, payload, &mut ctx).await;
     let (mut channel, intercepts) = match (channel, joined) {
         (Some(channel), Ok((response, intercepts))) => {
@@ -849,6 +861,14 @@ impl<I: Send + 'static> ChannelContext<I> {
             },
         );
         self.registration.sub_id = Some(sub_id);
+    }
+}
+
+/// The bytes of a payload as the client sent it: its JSON text or its binary.
+fn payload_size(payload: &Payload) -> usize {
+    match payload {
+        Payload::Json(raw) => raw.get().len(),
+        Payload::Binary(bytes) => bytes.len(),
     }
 }
 
@@ -994,7 +1014,9 @@ impl Drop for PresenceGuard {
 impl<I: Send + 'static> ChannelContext<I> {
     /// Tracks this connection's presence on the channel's topic under `key`; every
     /// member gets a `presence_diff` with the join. One key may have many
-    /// connections (one user, several devices).
+    /// connections (one user, several devices). An entry over
+    /// `Config::max_presence_meta` (key plus meta JSON) is refused with
+    /// [`RuntimeError::TooLarge`] and nothing is tracked.
     pub fn track(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
         let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
         shared.presence.track(self.topic(), key, conn, meta)?;
@@ -1003,7 +1025,9 @@ impl<I: Send + 'static> ChannelContext<I> {
     }
 
     /// Replaces this connection's meta under `key` (new `phx_ref`, `phx_ref_prev` =
-    /// the old one); members get one diff with the leave and the join.
+    /// the old one); members get one diff with the leave and the join. A meta over
+    /// `Config::max_presence_meta` is refused with [`RuntimeError::TooLarge`] and
+    /// the old one stays.
     pub fn update(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
         let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
         shared.presence.update(self.topic(), key, conn, meta)

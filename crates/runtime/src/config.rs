@@ -35,7 +35,8 @@ pub struct Config {
     /// disconnected as a slow client (close 1013). Default 1024.
     pub outbound_queue: usize,
     /// Bytes that may wait per socket in each direction: frames queued for the
-    /// client (past it the client is too slow: 1013), and client messages queued
+    /// client (past it the client is too slow: 1013; on long-poll, frames waiting
+    /// for a poll count too, and past it the session ends), and client messages queued
     /// in its channels' mailboxes (past it the socket stops reading the client
     /// until they are taken). A single message always fits. Default 32 MiB, so
     /// 1 024 queued 10 MB frames cannot pile up behind one slow channel.
@@ -51,6 +52,18 @@ pub struct Config {
     /// `{"reason":"topic too long"}`. Default 1 KiB (Phoenix has none, but a
     /// topic is copied into several places for as long as the channel lives).
     pub max_topic_length: usize,
+    /// Largest join payload a client may send, in bytes (its JSON text, or its
+    /// binary payload); a larger one is refused with
+    /// `{"reason":"join payload too large"}` before the channel sees it. Default
+    /// 64 KiB (Phoenix has none; a channel may keep what it joined with for its
+    /// whole life, in its state and in presence).
+    pub max_join_payload: usize,
+    /// Largest presence entry a channel may track or update, in bytes (the key
+    /// plus the meta's JSON); a larger one is refused with
+    /// [`RuntimeError::TooLarge`](crate::RuntimeError::TooLarge) and nothing is
+    /// tracked. Default 64 KiB: every meta is kept for as long as its channel
+    /// lives and copied into each `presence_state` and `presence_diff`.
+    pub max_presence_meta: usize,
     /// Serve the long-poll transport at `<mount>/longpoll` (default on).
     pub longpoll: bool,
     /// How long a long-poll GET waits for messages (Phoenix: 10 s).
@@ -93,6 +106,8 @@ impl Default for Config {
             channel_mailbox: 1024,
             channel_stall_timeout: Duration::from_secs(30),
             max_topic_length: 1024,
+            max_join_payload: 64 << 10,
+            max_presence_meta: 64 << 10,
             longpoll: true,
             longpoll_window: Duration::from_secs(10),
             secret: rand::random::<[u8; 32]>().to_vec(),

@@ -131,6 +131,30 @@ impl EndpointBuilder {
         self
     }
 
+    /// Largest join payload a client may send, in bytes (default 64 KiB); see
+    /// [`Config::max_join_payload`].
+    ///
+    /// ```
+    /// let endpoint = phx_runtime::Endpoint::builder().max_join_payload(16 << 10).build();
+    /// assert_eq!(endpoint.config().max_join_payload, 16 << 10);
+    /// ```
+    pub fn max_join_payload(mut self, bytes: usize) -> Self {
+        self.config.max_join_payload = bytes;
+        self
+    }
+
+    /// Largest presence entry (key and meta) a channel may track, in bytes
+    /// (default 64 KiB); see [`Config::max_presence_meta`].
+    ///
+    /// ```
+    /// let endpoint = phx_runtime::Endpoint::builder().max_presence_meta(4 << 10).build();
+    /// assert_eq!(endpoint.config().max_presence_meta, 4 << 10);
+    /// ```
+    pub fn max_presence_meta(mut self, bytes: usize) -> Self {
+        self.config.max_presence_meta = bytes;
+        self
+    }
+
     /// How long a channel may leave its socket waiting (default 30 s).
     pub fn channel_stall_timeout(mut self, timeout: Duration) -> Self {
         self.config.channel_stall_timeout = timeout;
@@ -220,6 +244,7 @@ impl EndpointBuilder {
                     metrics.clone(),
                     self.presence_store,
                     self.presence_fetch,
+                    self.config.max_presence_meta,
                 ),
                 config: self.config,
                 routes: self.routes,

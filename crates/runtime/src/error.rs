@@ -31,6 +31,23 @@ pub enum RuntimeError {
     /// could not be read.
     #[error("cluster adapter: {0}")]
     Adapter(String),
+    /// Something a peer sent is over a configured size limit (`what` names it).
+    #[error("{what} of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large (`presence meta`).
+        what: &'static str,
+        /// Its size, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A broadcast from outside the application named an internal topic
+    /// (`phx_*`, `phx:*`), which only the runtime and its apps may reach.
+    #[error("topic {0:?} is internal: no outside broadcast may reach it")]
+    InternalTopic(String),
+    /// The configuration cannot be used (an origin entry without a host).
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// A channel handler failed; the channel crashes and its client gets `phx_error`.
     #[error("channel failed: {0}")]
     Channel(String),

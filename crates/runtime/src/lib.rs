@@ -87,7 +87,7 @@ pub use origin::{CheckOrigin, Origin, OriginFn};
 pub use phx_protocol::{Payload, Serializer};
 pub use pubsub::{PubSub, Subscription};
 pub use server::{
-    bind, serve, shutdown_signal, BoxError, EndpointService, RequestBody, ResponseBody,
-    LISTEN_BACKLOG,
+    bind, serve, serve_app, shutdown_signal, BoxError, EndpointService, HttpLimits, RequestBody,
+    ResponseBody, LISTEN_BACKLOG,
 };
 pub use transport::PeerAddr;

@@ -21,7 +21,8 @@
 //!   it cannot be guessed or forged.
 //! - A session with no poll for 1.5 windows ends, like a closed WebSocket: its
 //!   channels stop and its presences leave. So does a session whose client lets more
-//!   than `outbound_queue` frames pile up, a socket-id `disconnect`, and a drain.
+//!   than `outbound_queue` frames, or more than `socket_buffer_bytes` bytes, wait
+//!   for a poll (a slow client, counted), a socket-id `disconnect`, and a drain.
 //!
 //! - Across a cluster (as Phoenix routes them over PubSub): every session
 //!   listens on the PubSub topic `phx:lp:<session id>`. A request whose session
@@ -624,6 +625,9 @@ struct Session {
     posts: mpsc::Receiver<Post>,
     /// Frames for the next poll.
     waiting: Vec<String>,
+    /// Their bytes: counted against `Config::socket_buffer_bytes`, as a
+    /// WebSocket's queued frames are.
+    waiting_bytes: usize,
     /// The poll waiting for frames, if any.
     poller: Option<Poll>,
     last_poll: Instant,
@@ -654,6 +658,7 @@ impl Session {
             polls,
             posts,
             waiting: Vec::new(),
+            waiting_bytes: 0,
             poller: None,
             last_poll: Instant::now(),
             idle_limit,
@@ -704,23 +709,42 @@ impl Wire for Session {
     /// Keeps `frame` for the next poll.
     fn push(&mut self, frame: &Frame) {
         match frame {
-            Frame::Text(text) => self.waiting.push(text.as_str().to_owned()),
+            Frame::Text(text) => {
+                self.waiting_bytes = self.waiting_bytes.saturating_add(text.as_str().len());
+                self.waiting.push(text.as_str().to_owned());
+            }
             Frame::Binary(_) => {
                 tracing::warn!("binary frames cannot be sent over long-poll: dropped");
             }
         }
     }
 
-    /// Past `outbound_queue` waiting frames the client is too slow: the next
-    /// flush ends the session.
+    /// A write's worth: `outbound_queue` frames, or the socket's byte budget.
+    /// The loop then leaves further frames in the mailbox (where they count
+    /// against the same budget) until a poll takes these.
     fn is_full(&self) -> bool {
         self.waiting.len() > self.shared.config.outbound_queue
+            || self.waiting_bytes >= self.shared.config.socket_buffer_bytes
     }
 
+    /// Hands the waiting frames to the poll that waits for them. Past
+    /// `outbound_queue` frames, or past the socket's byte budget (a single frame
+    /// always fits), the client is too slow and the session ends, as a
+    /// WebSocket whose client does not read.
     async fn flush(&mut self) -> Result<u64, Ending> {
-        if self.is_full() {
+        let budget = self.shared.config.socket_buffer_bytes;
+        let over_budget = self.waiting.len() > 1 && self.waiting_bytes > budget;
+        if self.waiting.len() > self.shared.config.outbound_queue || over_budget {
             Metrics::inc(&self.shared.metrics.slow_clients);
-            tracing::info!("ending long-poll session: too many frames waiting (slow client)");
+            if over_budget {
+                Metrics::inc(&self.shared.metrics.longpoll_over_budget);
+            }
+            tracing::info!(
+                frames = self.waiting.len(),
+                bytes = self.waiting_bytes,
+                budget,
+                "ending long-poll session: too much waiting for a poll (slow client)"
+            );
             return Err(Ending::Gone);
         }
         if self.waiting.is_empty() {
@@ -731,7 +755,10 @@ impl Wire for Session {
         };
         let count = self.waiting.len() as u64;
         match tx.send(std::mem::take(&mut self.waiting)) {
-            Ok(()) => Ok(count),
+            Ok(()) => {
+                self.waiting_bytes = 0;
+                Ok(count)
+            }
             // The poll gave up (its window passed): keep the frames for the next.
             Err(frames) => {
                 self.waiting = frames;

@@ -109,6 +109,16 @@ metrics! {
     dropped_messages,
     /// Joins refused because the topic was over the length limit.
     topics_too_long,
+    /// Joins refused because the join payload was over the size limit.
+    join_payloads_too_large,
+    /// Presence tracks and updates refused because the entry was over the size limit.
+    presence_metas_too_large,
+    /// Long-poll sessions ended because the frames waiting for a poll passed the
+    /// socket's byte budget (also counted as slow clients).
+    longpoll_over_budget,
+    /// Broadcasts from outside the application (a client's request, the admin
+    /// API) refused because they named an internal topic (`phx_*`, `phx:*`).
+    internal_topics_refused,
     /// Messages for a topic the socket has not joined.
     unmatched_topics,
     /// Long-poll sessions open now (gauge).

@@ -55,7 +55,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The route serving `topic`; none for an internal topic, which no client
+    /// may join whatever the routes say.
     pub(crate) fn route(&self, topic: &str) -> Option<&Route> {
+        if crate::pubsub::is_internal(topic) {
+            return None;
+        }
         self.routes.iter().find(|r| r.matches(topic))
     }
 

@@ -121,13 +121,53 @@ impl fmt::Debug for CheckOrigin {
 
 impl CheckOrigin {
     /// A list policy from entries such as `"//example.com"` or `"https://*.ex.com"`.
+    /// An entry without a host (`example.com` with neither scheme nor `//`) is
+    /// left out with an error logged, so that it never matches every origin;
+    /// [`CheckOrigin::try_list`] refuses such a list instead, as Phoenix does.
     pub fn list<I: IntoIterator<Item = S>, S: AsRef<str>>(entries: I) -> CheckOrigin {
         CheckOrigin::List(
             entries
                 .into_iter()
-                .map(|e| Origin::parse(e.as_ref()))
+                .filter_map(|e| {
+                    let origin = Origin::parse(e.as_ref());
+                    if origin.host.is_none() {
+                        tracing::error!(
+                            entry = e.as_ref(),
+                            "check_origin entry without a host: left out"
+                        );
+                        return None;
+                    }
+                    Some(origin)
+                })
                 .collect(),
         )
+    }
+
+    /// A list policy, refusing any entry without a host as Phoenix does at
+    /// start-up (`parse_origin/1` in `socket/transport.ex` raises when
+    /// `URI.parse/1` finds no host: `example.com` alone is a path, not a host).
+    ///
+    /// ```
+    /// use phx_runtime::CheckOrigin;
+    /// assert!(CheckOrigin::try_list(["//example.com", "https://*.ex.com"]).is_ok());
+    /// assert!(CheckOrigin::try_list(["example.com"]).is_err());
+    /// ```
+    pub fn try_list<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        entries: I,
+    ) -> Result<CheckOrigin, crate::RuntimeError> {
+        let mut list = Vec::new();
+        for entry in entries {
+            let origin = Origin::parse(entry.as_ref());
+            if origin.host.is_none() {
+                return Err(crate::RuntimeError::Config(format!(
+                    "check_origin entry {:?} has no host; write it with a scheme or `//`, \
+                     e.g. \"https://example.com\", \"//example.com\", \"//example.com:8080\"",
+                    entry.as_ref()
+                )));
+            }
+            list.push(origin);
+        }
+        Ok(CheckOrigin::List(list))
     }
 
     /// Whether a request with this `Origin` header (if any) may connect. `request`
@@ -280,6 +320,35 @@ mod tests {
         let f = CheckOrigin::Custom(Arc::new(|o: &Origin| o.host.is_none()));
         assert!(f.allows(Some("null"), &req()));
         assert!(!f.allows(Some("http://a.com"), &req()));
+    }
+
+    #[test]
+    fn hostless_entries_never_match_everything() {
+        for entry in ["example.com", "example.com:4000", "*.example.com", "", "//"] {
+            assert!(
+                CheckOrigin::try_list([entry]).is_err(),
+                "{entry:?} accepted"
+            );
+            let p = CheckOrigin::list([entry]);
+            assert!(
+                !p.allows(Some("https://evil.test"), &req()),
+                "{entry:?} matched evil.test"
+            );
+        }
+        for entry in [
+            "//example.com",
+            "https://example.com",
+            "http://example.com:8080",
+        ] {
+            let p = CheckOrigin::try_list([entry]).unwrap();
+            assert!(
+                p.allows(Some("http://example.com:8080"), &req()) || entry.starts_with("https")
+            );
+            assert!(
+                !p.allows(Some("https://evil.test"), &req()),
+                "{entry:?} matched evil.test"
+            );
+        }
     }
 
     #[test]

@@ -219,6 +219,22 @@ pub struct Presence {
     stats: Mutex<SessionStats>,
     pubsub: PubSub,
     metrics: Arc<Metrics>,
+    /// `Config::max_presence_meta`.
+    max_meta: usize,
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Presence {
@@ -227,6 +243,7 @@ impl Presence {
         metrics: Arc<Metrics>,
         store: Option<Arc<dyn PresenceStore>>,
         fetch: Option<Fetch>,
+        max_meta: usize,
     ) -> Presence {
         Presence {
             store: store.unwrap_or_else(|| Arc::new(LocalStore::new())),
@@ -237,6 +254,7 @@ impl Presence {
             stats: Mutex::default(),
             pubsub,
             metrics,
+            max_meta,
         }
     }
 
@@ -374,6 +392,32 @@ impl Presence {
         }
     }
 
+    /// Refuses (and counts) an entry over `Config::max_presence_meta`: its key
+    /// plus its meta's JSON, measured without writing it anywhere.
+    fn check_size(&self, key: &str, meta: &Value) -> Result<(), RuntimeError> {
+        let mut counter = ByteCount(key.len());
+        if serde_json::to_writer(&mut counter, meta).is_err() {
+            return Err(RuntimeError::channel(
+                "presence meta cannot be written as JSON",
+            ));
+        }
+        let size = counter.0;
+        if size > self.max_meta {
+            Metrics::inc(&self.metrics.presence_metas_too_large);
+            tracing::warn!(
+                size,
+                limit = self.max_meta,
+                "presence meta refused: too large"
+            );
+            return Err(RuntimeError::TooLarge {
+                what: "presence meta",
+                size,
+                limit: self.max_meta,
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn track(
         &self,
         topic: &str,
@@ -381,6 +425,7 @@ impl Presence {
         conn: u64,
         meta: Value,
     ) -> Result<(), RuntimeError> {
+        self.check_size(key, &meta)?;
         let diff = self.store.track(topic, key, conn, meta, self.next_ref())?;
         self.send(topic, diff);
         Ok(())
@@ -393,6 +438,7 @@ impl Presence {
         conn: u64,
         meta: Value,
     ) -> Result<(), RuntimeError> {
+        self.check_size(key, &meta)?;
         let diff = self.store.update(topic, key, conn, meta, self.next_ref())?;
         self.send(topic, diff);
         Ok(())

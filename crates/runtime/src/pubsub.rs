@@ -81,6 +81,19 @@ pub trait Adapter: Send + Sync + 'static {
     fn last_subscriber_gone(&self, _topic: &str) {}
 }
 
+/// Whether `topic` belongs to the runtime or its apps (`phx_*`, `phx:*`: the
+/// long-poll relay, replication of records, editing sessions): no client may
+/// join one (it matches no route) and [`PubSub::broadcast_external`] refuses it.
+///
+/// ```
+/// assert!(phx_runtime::pubsub::is_internal("phx_records:post"));
+/// assert!(phx_runtime::pubsub::is_internal("phx:lp:0a1b"));
+/// assert!(!phx_runtime::pubsub::is_internal("room:phx_1"));
+/// ```
+pub fn is_internal(topic: &str) -> bool {
+    topic.starts_with("phx_") || topic.starts_with("phx:")
+}
+
 /// How a broadcast's payload travels between nodes: one tag byte (0 = JSON
 /// text, 1 = binary), then the bytes.
 ///
@@ -372,6 +385,32 @@ impl PubSub {
     /// Broadcasts `event` with `payload` to every subscriber of `topic`, on every node.
     pub fn broadcast(&self, topic: &str, event: &str, payload: Payload) {
         self.publish(Arc::new(Broadcast::new(topic, event, payload)), None);
+    }
+
+    /// Broadcasts on behalf of someone outside the application (a client's
+    /// request, an operator's API call): as [`PubSub::broadcast`], but an
+    /// internal topic ([`is_internal`]) is refused and counted, so no outsider
+    /// can speak on the runtime's or the apps' own topics.
+    ///
+    /// ```
+    /// use phx_runtime::{Payload, PubSub};
+    /// let pubsub = PubSub::new();
+    /// assert!(pubsub.broadcast_external("room:1", "news", Payload::empty_object()).is_ok());
+    /// assert!(pubsub.broadcast_external("phx:lp:00", "poll", Payload::empty_object()).is_err());
+    /// ```
+    pub fn broadcast_external(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: Payload,
+    ) -> Result<(), RuntimeError> {
+        if is_internal(topic) {
+            Metrics::inc(&self.inner.metrics.internal_topics_refused);
+            tracing::warn!(%topic, %event, "outside broadcast to an internal topic refused");
+            return Err(RuntimeError::InternalTopic(topic.to_owned()));
+        }
+        self.broadcast(topic, event, payload);
+        Ok(())
     }
 
     pub(crate) fn publish(&self, broadcast: Arc<Broadcast>, from: Option<SubId>) {

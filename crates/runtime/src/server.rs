@@ -319,15 +319,133 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let service: EndpointService = endpoint.into();
-    let config = service.shared.config.clone();
+    let limits = HttpLimits {
+        max_connections: service.shared.config.max_connections,
+        header_timeout: service.shared.config.http_header_timeout,
+    };
     let metrics = service.shared.metrics.clone();
-    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    accept_loop(listener, service, limits, metrics, shutdown).await
+}
+
+/// The limits [`serve_app`] puts on a listener: the same two [`serve`] takes
+/// from an endpoint's [`Config`](crate::Config).
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Deadline for a whole request head, and for a kept-alive connection's
+    /// next request.
+    pub header_timeout: std::time::Duration,
+}
+
+/// Serves any tower service (an operators' API, a page) on `listener` with the
+/// accept loop of [`serve`]: `TCP_NODELAY`, the peer address in the request
+/// extensions ([`PeerAddr`]), at most `limits.max_connections` connections at
+/// once and a deadline for every request head, until `shutdown` resolves. The
+/// listener's counters (`http_connections_open`, `connections_limited`,
+/// `http_head_timeouts`) go to `metrics`, which the caller owns and reads.
+///
+/// The body is handed to the service unread: the service decides whether, and
+/// how much of it, to read.
+///
+/// ```no_run
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use std::task::{Context, Poll};
+/// use std::time::Duration;
+///
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use phx_runtime::{HttpLimits, Metrics, RequestBody};
+///
+/// #[derive(Clone)]
+/// struct Hello;
+///
+/// impl tower_service::Service<hyper::Request<RequestBody>> for Hello {
+///     type Response = hyper::Response<Full<Bytes>>;
+///     type Error = Infallible;
+///     type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+///         Poll::Ready(Ok(()))
+///     }
+///     fn call(&mut self, _req: hyper::Request<RequestBody>) -> Self::Future {
+///         std::future::ready(Ok(hyper::Response::new(Full::new(Bytes::from_static(b"hello")))))
+///     }
+/// }
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:4001").await?;
+/// let limits = HttpLimits { max_connections: 64, header_timeout: Duration::from_secs(10) };
+/// let metrics = Arc::new(Metrics::default());
+/// phx_runtime::serve_app(listener, Hello, limits, metrics, phx_runtime::shutdown_signal()).await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve_app<S, B>(
+    listener: TcpListener,
+    app: S,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: Service<hyper::Request<RequestBody>, Response = hyper::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let app = AppConn(Arc::new(AppService(app)));
+    accept_loop(listener, app, limits, metrics, shutdown).await
+}
+
+/// An application's service as the accept loop calls it: bodies boxed both ways.
+#[derive(Clone)]
+struct AppConn(Fallback);
+
+impl Service<hyper::Request<Incoming>> for AppConn {
+    type Response = hyper::Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
+        let call = self.0.call(req.map(box_request));
+        Box::pin(async move { Ok(call.await) })
+    }
+}
+
+/// The accept loop of [`serve`] and [`serve_app`]: a connection slot, then a
+/// connection, then HTTP/1.1 on it (upgrades allowed) under the head deadline.
+async fn accept_loop<S>(
+    listener: TcpListener,
+    service: S,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<ResponseBody>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         if slots.available_permits() == 0 {
             Metrics::inc(&metrics.connections_limited);
             tracing::warn!(
-                limit = config.max_connections,
+                limit = limits.max_connections,
                 "connection limit reached: new connections wait"
             );
         }
@@ -353,7 +471,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = service.clone();
         let metrics = metrics.clone();
-        let head_timeout = config.http_header_timeout;
+        let head_timeout = limits.header_timeout;
         tokio::spawn(async move {
             Metrics::inc(&metrics.http_connections_open);
             let conn_slot = slot.clone();

@@ -287,3 +287,203 @@ async fn frames_over_the_socket_byte_budget_mark_a_slow_client() {
     assert_eq!(s.endpoint.metrics().slow_clients, 1);
     drop(c);
 }
+
+#[tokio::test]
+async fn a_join_payload_over_the_limit_is_refused_before_the_channel_sees_it() {
+    let s = start(Config {
+        max_join_payload: 1024,
+        ..config()
+    })
+    .await;
+    let mut c = s.connect("vsn=2.0.0").await;
+    let pad = "j".repeat(2_000);
+    c.send(&join(
+        "1",
+        "room:j",
+        &format!(r#"{{"quiet":true,"pad":"{pad}"}}"#),
+    ))
+    .await;
+    let reply = c.recv_event("phx_reply").await;
+    assert_eq!(
+        reply[4],
+        json!({"status": "error", "response": {"reason": "join payload too large"}})
+    );
+    joined(&mut c, "2", "room:j", r#"{"quiet":true}"#).await;
+    let m = s.endpoint.metrics();
+    assert_eq!(m.join_payloads_too_large, 1);
+    assert_eq!(m.joins_refused, 1);
+    assert_eq!(m.channels_open, 1, "the refused join left nothing behind");
+}
+
+/// Tracks `{"meta": ...}` on `track`, answering `too large` when refused.
+struct Tracked;
+
+impl phx_runtime::Channel for Tracked {
+    type Info = ();
+
+    async fn join(
+        &mut self,
+        _topic: &str,
+        _payload: phx_runtime::Payload,
+        _ctx: &mut phx_runtime::ChannelContext,
+    ) -> Result<phx_runtime::Payload, phx_runtime::Payload> {
+        Ok(phx_runtime::Payload::empty_object())
+    }
+
+    async fn handle_in(
+        &mut self,
+        _event: &str,
+        payload: phx_runtime::Payload,
+        ctx: &mut phx_runtime::ChannelContext,
+    ) -> Result<phx_runtime::HandleIn, phx_runtime::RuntimeError> {
+        let meta: serde_json::Value = payload.parse()?;
+        match ctx.track("me", meta) {
+            Ok(()) => Ok(phx_runtime::HandleIn::ok(json!({"tracked": true}))),
+            Err(phx_runtime::RuntimeError::TooLarge { size, limit, .. }) => Ok(
+                phx_runtime::HandleIn::error(json!({"size": size, "limit": limit})),
+            ),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_presence_meta_over_the_limit_is_refused_and_not_tracked() {
+    let s = start_endpoint(
+        Endpoint::builder()
+            .config(config())
+            .max_presence_meta(1024)
+            .channel("track:*", |_, _| Tracked)
+            .build(),
+    )
+    .await;
+    let mut c = s.connect("vsn=2.0.0").await;
+    joined(&mut c, "1", "track:a", "{}").await;
+    let pad = "m".repeat(2_000);
+    c.send(&format!(r#"["1","2","track:a","track",{{"pad":"{pad}"}}]"#))
+        .await;
+    let reply = c.recv_event("phx_reply").await;
+    assert_eq!(reply[4]["status"], json!("error"), "{reply}");
+    assert_eq!(reply[4]["response"]["limit"], json!(1024));
+    assert!(
+        s.endpoint.presence().list("track:a").is_empty(),
+        "nothing tracked"
+    );
+    c.send(r#"["1","3","track:a","track",{"name":"ok"}]"#).await;
+    let reply = c.recv_event("phx_reply").await;
+    assert_eq!(reply[4]["status"], json!("ok"), "{reply}");
+    assert_eq!(s.endpoint.presence().list("track:a").len(), 1);
+    assert_eq!(s.endpoint.metrics().presence_metas_too_large, 1);
+}
+
+#[tokio::test]
+async fn internal_topics_match_no_route() {
+    let s = start_endpoint(
+        Endpoint::builder()
+            .config(config())
+            .channel("*", |_, _| Tracked)
+            .build(),
+    )
+    .await;
+    let mut c = s.connect("vsn=2.0.0").await;
+    for (i, topic) in ["phx_records:post", "phx:lp:00ff"].iter().enumerate() {
+        let r = (i + 1).to_string();
+        c.send(&join(&r, topic, "{}")).await;
+        let reply = c.recv_event("phx_reply").await;
+        assert_eq!(
+            reply[4]["status"],
+            json!("error"),
+            "join of {topic}: {reply}"
+        );
+        assert_eq!(reply[4]["response"]["reason"], json!("unmatched topic"));
+    }
+    joined(&mut c, "9", "anything:else", "{}").await;
+    let pubsub = s.endpoint.pubsub();
+    let refused = pubsub.broadcast_external("phx:lp:00ff", "poll", json!({}).into());
+    assert!(matches!(
+        refused,
+        Err(phx_runtime::RuntimeError::InternalTopic(_))
+    ));
+    assert!(pubsub
+        .broadcast_external("anything:else", "news", json!({}).into())
+        .is_ok());
+    assert_eq!(s.endpoint.metrics().internal_topics_refused, 1);
+}
+
+/// One HTTP/1.1 request on its own connection; the body of the answer.
+async fn http_body(addr: SocketAddr, head: String, body: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(body.as_bytes()).await.expect("body");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut out))
+        .await
+        .expect("answered")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn longpoll_frames_waiting_for_a_poll_count_against_the_socket_budget() {
+    const BUDGET: usize = 64 << 10;
+    let s = start(Config {
+        longpoll: true,
+        socket_buffer_bytes: BUDGET,
+        ..config()
+    })
+    .await;
+    let opened = http_body(
+        s.addr,
+        "GET /socket/longpoll?vsn=2.0.0 HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n".into(),
+        "",
+    )
+    .await;
+    let opened: serde_json::Value = serde_json::from_str(&opened).expect("json");
+    let token = opened["token"].as_str().expect("token").to_owned();
+    let join = join("1", "room:lpb", r#"{"quiet":true}"#);
+    let posted = http_body(
+        s.addr,
+        format!(
+            "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nhost: a\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            join.len()
+        ),
+        &join,
+    )
+    .await;
+    assert_eq!(posted, r#"{"status":200}"#);
+    // Nobody polls; a WebSocket member shouts 20 × 16 KiB (5 budgets' worth).
+    let mut c = s.connect("vsn=2.0.0").await;
+    joined(&mut c, "1", "room:lpb", r#"{"quiet":true}"#).await;
+    let pad = "s".repeat(16 << 10);
+    for i in 0..20 {
+        c.send(&format!(
+            r#"["1","{}","room:lpb","shout_from",{{"pad":"{pad}"}}]"#,
+            i + 2
+        ))
+        .await;
+        assert_eq!(c.recv_event("phx_reply").await[4]["status"], json!("ok"));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.endpoint.metrics().longpoll_over_budget == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = s.endpoint.metrics();
+    assert_eq!(m.longpoll_over_budget, 1, "{m:?}");
+    assert_eq!(m.slow_clients, 1);
+    // The session is gone: its token opens a new one (410), with nothing of the flood.
+    let polled = http_body(
+        s.addr,
+        format!("GET /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"),
+        "",
+    )
+    .await;
+    assert!(
+        polled.len() < BUDGET,
+        "a poll returned {} bytes",
+        polled.len()
+    );
+    let polled: serde_json::Value = serde_json::from_str(&polled).expect("json");
+    assert_eq!(polled["status"], json!(410));
+}

@@ -3,13 +3,27 @@
 //! `Authorization: Bearer <token>` with the token of `--api-token` /
 //! `PHX_API_TOKEN`; without a configured token every request is refused (401).
 //! The main port serves none of these paths.
+//!
+//! The listener runs on the runtime's own accept loop ([`phx_runtime::serve_app`]):
+//! a connection cap and a deadline for every request head. The token is checked
+//! from the head alone, before a byte of the body is read; a broadcast body, with
+//! a `content-length` or chunked, is read up to [`MAX_BODY`] bytes within the
+//! head deadline (413 past the size, 408 past the deadline). A broadcast may not
+//! name an internal topic (`phx_*`, `phx:*`: 403).
 
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, StatusCode};
 use phx_cluster::{Cluster, LinkState};
 use phx_presence::ReplicaStatus;
-use phx_runtime::{Endpoint, Payload};
+use phx_runtime::{Endpoint, Metrics, Payload, RequestBody, RuntimeError};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -17,23 +31,39 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use warp::filters::BoxedFilter;
-use warp::http::{Response, StatusCode};
-use warp::reply::Response as Reply;
-use warp::Filter;
 
 use crate::editing::{App, SocketSessions};
 
 /// The largest `POST /api/broadcast` body accepted.
-const MAX_BODY: u64 = 1 << 20;
+pub const MAX_BODY: usize = 1 << 20;
 
-/// What the admin listener reads.
+/// A response of the admin listener.
+type Reply = Response<Full<Bytes>>;
+
+/// What the admin listener reads, and its own counters.
 #[derive(Clone)]
 pub struct Admin {
     endpoint: Endpoint,
     sessions: Arc<SocketSessions>,
     token: Option<Arc<str>>,
     registry: Arc<Registry>,
+    counters: Arc<AdminCounters>,
+    /// How long a broadcast body may take to arrive (the head deadline).
+    body_timeout: Duration,
+}
+
+/// The admin listener's counters: its connections (kept by the runtime's accept
+/// loop) and the requests it refused.
+#[derive(Debug, Default)]
+pub struct AdminCounters {
+    /// Connections, the cap reached, head deadlines missed.
+    pub listener: Arc<Metrics>,
+    /// Requests without a valid token.
+    pub unauthorized: AtomicU64,
+    /// Broadcast bodies refused: over the size limit or not in time.
+    pub bodies_refused: AtomicU64,
+    /// Broadcasts refused: not the expected JSON, or an internal topic.
+    pub broadcasts_refused: AtomicU64,
 }
 
 impl Admin {
@@ -46,21 +76,30 @@ impl Admin {
         token: Option<String>,
         cluster: Option<Arc<Cluster>>,
     ) -> Admin {
+        let counters = Arc::new(AdminCounters::default());
         let mut registry = Registry::default();
         registry.register_collector(Box::new(RuntimeCollector {
             endpoint: endpoint.clone(),
             sessions: sessions.clone(),
         }));
+        registry.register_collector(Box::new(AdminCollector(counters.clone())));
         registry.register_collector(Box::new(EditingCollector(app)));
         if let Some(cluster) = cluster {
             registry.register_collector(Box::new(ClusterCollector(cluster)));
         }
         Admin {
+            body_timeout: endpoint.config().http_header_timeout,
             endpoint,
             sessions,
             token: token.filter(|t| !t.is_empty()).map(Into::into),
             registry: Arc::new(registry),
+            counters,
         }
+    }
+
+    /// The counters the admin listener's accept loop keeps.
+    pub fn listener_metrics(&self) -> Arc<Metrics> {
+        self.counters.listener.clone()
     }
 
     /// Whether the `Authorization` header carries the configured token.
@@ -70,9 +109,7 @@ impl Admin {
         else {
             return false;
         };
-        // Compare every byte so that the time taken does not tell how much matched.
-        let (a, b) = (token.as_bytes(), given.trim().as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        token_matches(token.as_bytes(), given.trim().as_bytes())
     }
 
     /// `GET /api/stats`.
@@ -103,8 +140,8 @@ impl Admin {
         out
     }
 
-    /// `POST /api/broadcast`.
-    fn broadcast(&self, body: &[u8]) -> Result<(), String> {
+    /// `POST /api/broadcast`: the status and why, when refused.
+    fn broadcast(&self, body: &[u8]) -> Result<(), (StatusCode, String)> {
         #[derive(Deserialize)]
         struct Request {
             topic: String,
@@ -112,63 +149,137 @@ impl Admin {
             #[serde(default)]
             payload: Option<Value>,
         }
-        let req: Request = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let bad = |why: String| (StatusCode::BAD_REQUEST, why);
+        let req: Request = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
         if req.topic.is_empty() || req.event.is_empty() {
-            return Err("topic and event must not be empty".to_owned());
+            return Err(bad("topic and event must not be empty".to_owned()));
         }
         let payload = req.payload.unwrap_or_else(|| json!({}));
         self.endpoint
             .pubsub()
-            .broadcast(&req.topic, &req.event, Payload::from(payload));
-        Ok(())
+            .broadcast_external(&req.topic, &req.event, Payload::from(payload))
+            .map_err(|err| match err {
+                RuntimeError::InternalTopic(_) => (StatusCode::FORBIDDEN, err.to_string()),
+                other => bad(other.to_string()),
+            })
     }
 
-    /// Answers one admin request.
-    fn answer(&self, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> Reply {
+    /// Answers one admin request: the token first, from the head alone; the
+    /// body only for a broadcast, and bounded.
+    async fn answer(self, req: Request<RequestBody>) -> Reply {
+        let auth = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         if !self.authorized(auth) {
+            self.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%method, %path, "admin request without a valid token");
             return json_reply(StatusCode::UNAUTHORIZED, &json!({"error": "unauthorized"}));
         }
-        match (method, path) {
+        match (method.as_str(), path.as_str()) {
             ("GET", "/api/stats") => json_reply(StatusCode::OK, &self.stats()),
             ("GET", "/metrics") => Response::builder()
                 .header(
                     "content-type",
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 )
-                .body(self.metrics().into())
+                .body(Full::new(Bytes::from(self.metrics())))
                 .unwrap_or_default(),
-            ("POST", "/api/broadcast") => match self.broadcast(body) {
-                Ok(()) => json_reply(StatusCode::OK, &json!({"ok": true})),
-                Err(why) => {
-                    tracing::warn!(%why, "bad admin broadcast");
-                    json_reply(StatusCode::BAD_REQUEST, &json!({"error": why}))
+            ("POST", "/api/broadcast") => {
+                let body = match self.read_body(req).await {
+                    Ok(body) => body,
+                    Err((status, why)) => {
+                        self.counters.bodies_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%why, "admin broadcast body refused");
+                        return json_reply(status, &json!({"error": why}));
+                    }
+                };
+                match self.broadcast(&body) {
+                    Ok(()) => json_reply(StatusCode::OK, &json!({"ok": true})),
+                    Err((status, why)) => {
+                        self.counters
+                            .broadcasts_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%why, "bad admin broadcast");
+                        json_reply(status, &json!({"error": why}))
+                    }
                 }
-            },
+            }
             _ => json_reply(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
         }
     }
 
-    /// The warp routes of the admin listener.
-    pub fn routes(self) -> BoxedFilter<(Reply,)> {
-        warp::method()
-            .and(warp::path::full())
-            .and(warp::header::optional::<String>("authorization"))
-            .and(
-                warp::body::content_length_limit(MAX_BODY)
-                    .and(warp::body::bytes())
-                    .or(warp::any().map(Bytes::new))
-                    .unify(),
+    /// Reads a request body of at most [`MAX_BODY`] bytes, `content-length` or
+    /// chunked, within the head deadline.
+    async fn read_body(&self, req: Request<RequestBody>) -> Result<Bytes, (StatusCode, String)> {
+        let too_large = || {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over the limit of {MAX_BODY} bytes"),
             )
-            .map(
-                move |method: warp::http::Method,
-                      path: warp::path::FullPath,
-                      auth: Option<String>,
-                      body: Bytes| {
-                    self.answer(method.as_str(), path.as_str(), auth.as_deref(), &body)
-                },
-            )
-            .boxed()
+        };
+        let declared = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        match tokio::time::timeout(self.body_timeout, read_limited(req.into_body())).await {
+            Ok(Ok(Some(body))) => Ok(body),
+            Ok(Ok(None)) => Err(too_large()),
+            Ok(Err(err)) => Err((StatusCode::BAD_REQUEST, format!("body not readable: {err}"))),
+            Err(_) => Err((
+                StatusCode::REQUEST_TIMEOUT,
+                "body not received in time".to_owned(),
+            )),
+        }
+    }
+}
+
+/// The body's bytes, or `None` once they pass [`MAX_BODY`] (nothing more is
+/// read). Frame by frame rather than `http_body_util::Limited`, whose boxed
+/// error rustc cannot prove `Send` for every lifetime inside the service's
+/// future (rust-lang/rust#64552).
+async fn read_limited(mut body: RequestBody) -> Result<Option<Bytes>, phx_runtime::BoxError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if buf.len() + data.len() > MAX_BODY {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(buf.freeze()))
+}
+
+/// Whether the token given matches the configured one, every byte compared so
+/// that the time taken does not tell how much matched.
+fn token_matches(expected: &[u8], given: &[u8]) -> bool {
+    expected.len() == given.len()
+        && expected
+            .iter()
+            .zip(given)
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The admin listener as a `tower::Service`, for [`phx_runtime::serve_app`].
+impl tower_service::Service<Request<RequestBody>> for Admin {
+    type Response = Reply;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Reply, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        let admin = self.clone();
+        Box::pin(async move { Ok(admin.answer(req).await) })
     }
 }
 
@@ -176,8 +287,67 @@ fn json_reply(status: StatusCode, body: &Value) -> Reply {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(body.to_string().into())
+        .body(Full::new(Bytes::from(body.to_string())))
         .unwrap_or_default()
+}
+
+/// Reads the admin listener's own counters on every scrape.
+struct AdminCollector(Arc<AdminCounters>);
+
+impl std::fmt::Debug for AdminCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminCollector")
+    }
+}
+
+impl Collector for AdminCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let listener = self.0.listener.snapshot();
+        let open = gauge(listener.http_connections_open);
+        open.encode(encoder.encode_descriptor(
+            "phx_admin_connections_open",
+            "Connections to the admin listener open now.",
+            None,
+            open.metric_type(),
+        )?)?;
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "phx_admin_connections_limited",
+                "Times the admin listener's connection cap was reached.",
+                listener.connections_limited,
+            ),
+            (
+                "phx_admin_head_timeouts",
+                "Admin connections closed: request head not received in time.",
+                listener.http_head_timeouts,
+            ),
+            (
+                "phx_admin_unauthorized",
+                "Admin requests without a valid token.",
+                self.0.unauthorized.load(Ordering::Relaxed),
+            ),
+            (
+                "phx_admin_bodies_refused",
+                "Admin request bodies refused (too large or too slow).",
+                self.0.bodies_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "phx_admin_broadcasts_refused",
+                "Admin broadcasts refused (malformed, or an internal topic).",
+                self.0.broadcasts_refused.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads the runtime's counters and presence statistics on every scrape.

@@ -2,7 +2,9 @@
 //! Phoenix-channels server can host so one client-side suite can check both.
 //!
 //! - `room:*`: public rooms with presence; `room:admin` adds server-side
-//!   broadcasts and `disconnect_user`.
+//!   broadcasts (to the app's own `room:*` and `private:*` topics only:
+//!   `{"reason":"topic not allowed"}` otherwise) and `disconnect_user`. A meta over the endpoint's presence
+//!   limit is refused with `{"reason":"meta too large"}`.
 //! - `private:*`: joins only with `{"token": "letmein"}`, no presence.
 //! - The socket refuses `reject=1` and takes `users_socket:<user_id>` as its id.
 
@@ -144,8 +146,14 @@ impl Channel for Room {
             }
             "update_meta" => {
                 if self.presence {
-                    self.meta = object(&payload);
-                    ctx.update(&self.key, Room::meta_with_online_at(&self.meta))?;
+                    let meta = object(&payload);
+                    match ctx.update(&self.key, Room::meta_with_online_at(&meta)) {
+                        Ok(()) => self.meta = meta,
+                        Err(RuntimeError::TooLarge { .. }) => {
+                            return Ok(HandleIn::error(json!({"reason": "meta too large"})));
+                        }
+                        Err(err) => return Err(err),
+                    }
                 }
                 Ok(ok_empty())
             }
@@ -158,8 +166,20 @@ impl Channel for Room {
                 let topic = req.get("topic").and_then(Value::as_str).unwrap_or_default();
                 let event = req.get("event").and_then(Value::as_str).unwrap_or_default();
                 let payload = req.get("payload").cloned().unwrap_or_else(|| json!({}));
-                ctx.pubsub().broadcast(topic, event, payload.into());
-                Ok(ok_empty())
+                // Only the conformance app's own topics (`room:*`, `private:*`): never
+                // an internal topic, nor another app's topics on the same endpoint (an
+                // edit topic's presence, a record's `deleted`).
+                if !(topic.starts_with("room:") || topic.starts_with("private:")) {
+                    tracing::warn!(%topic, "conformance broadcast outside its own topics refused");
+                    return Ok(HandleIn::error(json!({"reason": "topic not allowed"})));
+                }
+                match ctx
+                    .pubsub()
+                    .broadcast_external(topic, event, payload.into())
+                {
+                    Ok(()) => Ok(ok_empty()),
+                    Err(_) => Ok(HandleIn::error(json!({"reason": "topic not allowed"}))),
+                }
             }
             "disconnect_user" if self.admin => {
                 let req = object(&payload);

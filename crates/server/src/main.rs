@@ -70,6 +70,16 @@ struct Args {
     /// Longest topic a client may join, in bytes.
     #[arg(long, default_value_t = 1024)]
     max_topic_length: usize,
+    /// Largest join payload a client may send, in bytes (refused past it).
+    #[arg(long, default_value_t = 64 << 10)]
+    max_join_payload: usize,
+    /// Largest presence entry (key and meta) a channel may track, in bytes.
+    #[arg(long, default_value_t = 64 << 10)]
+    max_presence_meta: usize,
+    /// Connections the admin listener serves at once (its head deadline is
+    /// --http-header-timeout-secs).
+    #[arg(long, default_value_t = 64)]
+    admin_max_connections: usize,
     /// Seconds a channel may leave its socket waiting before the socket closes (1013).
     #[arg(long, default_value_t = 30)]
     channel_stall_secs: u64,
@@ -127,12 +137,19 @@ enum LogFormat {
     Json,
 }
 
+/// The shortest `--secret-key-base` accepted, in bytes: what Phoenix's
+/// `mix phx.gen.secret` makes and Plug's cookie store requires.
+const MIN_SECRET_KEY_BASE: usize = 64;
+
 impl Args {
-    fn config(&self) -> Config {
+    /// The endpoint configuration, or why the options cannot start a server
+    /// (what Phoenix refuses at start-up: an origin entry without a host, a
+    /// secret key base under 64 bytes).
+    fn config(&self) -> Result<Config, String> {
         let check_origin = if self.no_check_origin {
             CheckOrigin::Disabled
         } else if !self.check_origin.is_empty() {
-            CheckOrigin::list(&self.check_origin)
+            CheckOrigin::try_list(&self.check_origin).map_err(|e| format!("--check-origin: {e}"))?
         } else if self.host == "localhost" && self.bind.is_loopback() {
             // Bound to loopback, the page is reached as localhost, 127.0.0.1 or
             // [::1] (the banner prints the second): all three name this machine.
@@ -147,6 +164,8 @@ impl Args {
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_frame_size: self.max_frame_size,
             max_topic_length: self.max_topic_length,
+            max_join_payload: self.max_join_payload,
+            max_presence_meta: self.max_presence_meta,
             socket_buffer_bytes: self.socket_buffer_bytes,
             channel_stall_timeout: Duration::from_secs(self.channel_stall_secs),
             http_header_timeout: Duration::from_secs(self.http_header_timeout_secs),
@@ -159,13 +178,20 @@ impl Args {
             ..Config::default()
         };
         match self.secret_key_base.as_deref().filter(|s| !s.is_empty()) {
+            Some(secret) if secret.len() < MIN_SECRET_KEY_BASE => {
+                return Err(format!(
+                    "--secret-key-base / PHX_SECRET_KEY_BASE is {} bytes; at least {MIN_SECRET_KEY_BASE} \
+                     are required (as Phoenix: `mix phx.gen.secret` makes one)",
+                    secret.len()
+                ));
+            }
             Some(secret) => config.secret = secret.as_bytes().to_vec(),
             None => tracing::warn!(
                 "no --secret-key-base / PHX_SECRET_KEY_BASE: long-poll tokens are signed with a random key \
                  (sessions do not survive a restart or move between nodes)"
             ),
         }
-        config
+        Ok(config)
     }
 
     fn node_config(&self, redis_url: &str) -> NodeConfig {
@@ -185,7 +211,10 @@ async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     init_logs(args.log_format);
     let sessions = Arc::new(editing::SocketSessions::default());
-    let builder = Endpoint::builder().config(args.config());
+    let config = args
+        .config()
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+    let builder = Endpoint::builder().config(config);
     let builder = if args.conformance {
         conformance::mount(builder).handler(editing::Counted {
             inner: conformance::ConformanceSocket,
@@ -241,7 +270,18 @@ async fn main() -> std::io::Result<()> {
                 std::io::stdout(),
                 "phx-server admin on http://{admin_addr} (/api/stats, /metrics, /api/broadcast)"
             );
-            tokio::spawn(warp::serve(admin.routes()).incoming(admin_listener).run());
+            let limits = phx_runtime::HttpLimits {
+                max_connections: args.admin_max_connections,
+                header_timeout: Duration::from_secs(args.http_header_timeout_secs),
+            };
+            let metrics = admin.listener_metrics();
+            tokio::spawn(phx_runtime::serve_app(
+                admin_listener,
+                admin,
+                limits,
+                metrics,
+                std::future::pending(),
+            ));
         }
         Err(err) => {
             tracing::error!(%err, %admin_addr, "the admin listener cannot bind; running without it")

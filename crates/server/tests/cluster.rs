@@ -32,7 +32,7 @@ fn node(redis: &Redis, name: &str) -> Server {
             "--node-name",
             name,
             "--secret-key-base",
-            "cluster-test-secret",
+            "cluster-test-secret-cluster-test-secret-cluster-test-secret-0123",
         ],
     )
 }
