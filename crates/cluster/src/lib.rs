@@ -3,7 +3,10 @@
 //! presence is replicated by `phx-presence`'s [`Tracker`](phx_presence::Tracker).
 //!
 //! - [`Transport`]: the Redis link (publish bytes, receive a stream, reconnect
-//!   with backoff, resubscribe, counters).
+//!   with backoff, resubscribe, notice a stalled link, TLS and AUTH, counters).
+//! - [`seal`]: the envelope every message between nodes travels in, keyed from
+//!   the cluster secret ([`ClusterKey`]): encrypted, authenticated (HMAC-SHA256),
+//!   numbered so that a replay is refused.
 //! - [`Frame`]: what nodes publish: the sender's identity, then a tracker
 //!   message or a broadcast.
 //! - [`Node`]: the driver the runtime embeds: presence of its local connections,
@@ -38,10 +41,14 @@ mod error;
 mod frame;
 mod node;
 mod runtime;
+pub mod seal;
 mod transport;
 
 pub use error::ClusterError;
 pub use frame::{Frame, RemoteBroadcast, FRAME_VERSION};
 pub use node::{Event, Node, NodeConfig, NodeStats};
 pub use runtime::Cluster;
-pub use transport::{LinkState, LinkStats, Transport, TransportConfig, TransportEvent};
+pub use seal::{ClusterKey, Opened, Opener, Rejection, Sealer};
+pub use transport::{
+    LinkOptions, LinkState, LinkStats, Transport, TransportConfig, TransportEvent,
+};
