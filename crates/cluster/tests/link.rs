@@ -228,11 +228,21 @@ async fn a_wrong_password_an_untrusted_certificate_or_plain_tcp_never_connect() 
     let mut untrusted = options(&redis);
     untrusted.tls_ca = None; // the system's CAs do not know the test CA
     let plain_url = format!("redis://:{PASSWORD}@127.0.0.1:{}/", redis.port);
+    // A CA for a plain redis:// URL is a configuration error, refused at once.
+    assert!(Transport::start(TransportConfig::for_node(
+        plain_url.clone(),
+        vec![],
+        "x",
+        options(&redis)
+    ))
+    .is_err());
+    let mut plain = options(&redis);
+    plain.tls_ca = None;
     let links: Vec<Transport> = [
         (redis.url(ACL_USER, "wrong-password"), options(&redis)),
         (redis.url("", "wrong-password"), options(&redis)),
         (redis.url(ACL_USER, ACL_PASSWORD), untrusted),
-        (plain_url, options(&redis)),
+        (plain_url, plain),
     ]
     .into_iter()
     .map(|(url, opts)| {
