@@ -162,13 +162,21 @@ impl Client {
         let start = Instant::now();
         loop {
             let seen = &self.lines[self.cursor..];
-            let missing: Vec<&String> = wanted.iter().filter(|w| !seen.contains(w)).collect();
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|w| !seen.contains(w))
+                .cloned()
+                .collect();
             if missing.is_empty() {
                 return;
             }
             let left = limit.saturating_sub(start.elapsed());
             if left.is_zero() || !self.pull(left) {
-                panic!("{}: {missing:?} missing after {limit:?}; saw {seen:?}", self.name);
+                panic!(
+                    "{}: {missing:?} missing after {limit:?}; saw {:?}",
+                    self.name,
+                    &self.lines[self.cursor..]
+                );
             }
         }
     }
@@ -265,9 +273,15 @@ impl Drop for Proxy {
     }
 }
 
-fn reset(stream: TcpStream) {
-    // Linger 0: closing sends RST, not FIN.
+/// Linger 0: closing sends RST, not FIN. (tokio deprecates `set_linger`
+/// because a nonzero linger blocks the closing thread; zero never does.)
+#[allow(deprecated)]
+fn linger_zero(stream: &TcpStream) {
     let _ = stream.set_linger(Some(Duration::ZERO));
+}
+
+fn reset(stream: TcpStream) {
+    linger_zero(&stream);
     drop(stream);
 }
 
@@ -293,7 +307,7 @@ async fn accept(listener: TcpListener, upstream: u16, mode: watch::Receiver<Mode
                 return;
             };
             for s in [&client, &server] {
-                let _ = s.set_linger(Some(Duration::ZERO));
+                linger_zero(s);
                 let _ = s.set_nodelay(true);
             }
             let (cr, cw) = client.into_split();
