@@ -87,10 +87,7 @@ impl ClusterKey {
         if secret.len() < MIN_SECRET_LEN {
             return Err(ClusterError::Invalid {
                 what: "cluster secret",
-                reason: format!(
-                    "{} bytes, at least {MIN_SECRET_LEN} needed",
-                    secret.len()
-                ),
+                reason: format!("{} bytes, at least {MIN_SECRET_LEN} needed", secret.len()),
             });
         }
         let hk = Hkdf::<Sha256>::new(Some(SALT), secret);
@@ -191,8 +188,7 @@ impl Sealer {
         })?;
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce);
-        let mut buf =
-            BytesMut::with_capacity(MIN_HEADER + self.node.len() + frame.len() + TAG_LEN);
+        let mut buf = BytesMut::with_capacity(MIN_HEADER + self.node.len() + frame.len() + TAG_LEN);
         buf.put_u8(ENVELOPE_VERSION);
         buf.put_u16(name_len);
         buf.put_slice(self.node.as_bytes());
@@ -375,7 +371,7 @@ impl Opener {
         let node = std::str::from_utf8(header.node)
             .map_err(|_| Rejection::Forged("node name is not UTF-8"))?;
         self.opened = self.opened.wrapping_add(1);
-        if self.opened % 1_024 == 0 {
+        if self.opened.is_multiple_of(1_024) {
             self.prune(now);
         }
         let id = (node.to_owned(), header.incarnation);
@@ -506,7 +502,11 @@ mod tests {
         }
         assert!(opener.open_at(&fresh, now).is_ok());
         opener.prune(now + 30_000);
-        assert_eq!(opener.senders(), 1, "kept while a replay could pass the age check");
+        assert_eq!(
+            opener.senders(),
+            1,
+            "kept while a replay could pass the age check"
+        );
         opener.prune(now + 61_000);
         assert_eq!(opener.senders(), 0);
         // After that its age refuses it.
@@ -518,7 +518,9 @@ mod tests {
         let sealer = Sealer::new(key(1), "n".repeat(300)).unwrap();
         let mut opener = Opener::new(key(1), MINUTE);
         let now = now_ms();
-        assert!(opener.open_at(&sealer.seal_at(b"a", u64::MAX, now).unwrap(), now).is_ok());
+        assert!(opener
+            .open_at(&sealer.seal_at(b"a", u64::MAX, now).unwrap(), now)
+            .is_ok());
         assert_eq!(
             opener.open_at(&sealer.seal_at(b"b", u64::MAX, now).unwrap(), now),
             Err(Rejection::Replayed("duplicate counter"))

@@ -42,9 +42,11 @@ const MAX_BATCH: usize = 512;
 /// use std::time::Duration;
 /// use phx_cluster::{ClusterKey, LinkOptions};
 ///
-/// let mut options = LinkOptions::default();
-/// options.key = Some(ClusterKey::derive(&[9u8; 64]).unwrap());
-/// options.ping_interval = Duration::from_millis(250);
+/// let options = LinkOptions {
+///     key: Some(ClusterKey::derive(&[9u8; 64]).unwrap()),
+///     ping_interval: Duration::from_millis(250),
+///     ..LinkOptions::default()
+/// };
 /// assert_eq!(options.queue_bytes, 64 << 20);
 /// ```
 #[derive(Debug, Clone)]

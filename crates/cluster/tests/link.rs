@@ -51,7 +51,9 @@ impl TlsRedis {
         let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
             .expect("server params");
         let key = KeyPair::generate().expect("server key");
-        let cert = params.signed_by(&key, &ca, &ca_key).expect("server certificate");
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .expect("server certificate");
         std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca");
         std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
         std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key");
@@ -102,15 +104,17 @@ impl Drop for TlsRedis {
 }
 
 fn key() -> ClusterKey {
-    ClusterKey::derive(b"link-test-cluster-secret-of-sixty-four-bytes-at-the-very-least!!").expect("key")
+    ClusterKey::derive(b"link-test-cluster-secret-of-sixty-four-bytes-at-the-very-least!!")
+        .expect("key")
 }
 
 fn options(redis: &TlsRedis) -> LinkOptions {
-    let mut options = LinkOptions::default();
-    options.key = Some(key());
-    options.tls_ca = Some(redis.ca.clone());
-    options.backoff_max = Duration::from_millis(200);
-    options
+    LinkOptions {
+        key: Some(key()),
+        tls_ca: Some(redis.ca.clone()),
+        backoff_max: Duration::from_millis(200),
+        ..LinkOptions::default()
+    }
 }
 
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -177,7 +181,10 @@ async fn tls_with_a_password_or_an_acl_user_carries_sealed_messages() {
     let mut spy = plain.get_async_pubsub().await.expect("spy connects");
     spy.subscribe(&channel).await.expect("spy subscribes");
     let body = b"relayed long-poll body: {\"secret\":\"for the victim only\"}";
-    assert!(a.publish_confirmed(&channel, Bytes::from_static(body)).await);
+    assert!(
+        a.publish_confirmed(&channel, Bytes::from_static(body))
+            .await
+    );
     assert_eq!(&next_message(&mut b_events).await[..], &body[..]);
     let recorded: Vec<u8> = {
         let mut stream = spy.on_message();
@@ -216,7 +223,10 @@ async fn tls_with_a_password_or_an_acl_user_carries_sealed_messages() {
     })
     .await;
     // And a genuine one after them still arrives: they were dropped, not delivered.
-    assert!(a.publish_confirmed(&channel, Bytes::from_static(b"after")).await);
+    assert!(
+        a.publish_confirmed(&channel, Bytes::from_static(b"after"))
+            .await
+    );
     assert_eq!(&next_message(&mut b_events).await[..], b"after");
     let s = b.stats();
     assert_eq!((s.forged, s.replayed), (1, 1), "{s:?}");
@@ -267,10 +277,12 @@ async fn the_outgoing_queue_is_bounded_in_bytes_and_counts_what_it_drops() {
     // the link's first attempt waits for its deadline and the queue fills.
     let silent = TcpListener::bind("127.0.0.1:0").expect("a free port");
     let port = silent.local_addr().expect("addr").port();
-    let mut options = LinkOptions::default();
-    options.key = Some(key());
-    options.queue_bytes = 10_000;
-    options.deadline = Duration::from_secs(60);
+    let options = LinkOptions {
+        key: Some(key()),
+        queue_bytes: 10_000,
+        deadline: Duration::from_secs(60),
+        ..LinkOptions::default()
+    };
     let (link, _events) = Transport::start(TransportConfig::for_node(
         format!("redis://127.0.0.1:{port}/"),
         vec!["c".into()],
@@ -290,7 +302,10 @@ async fn the_outgoing_queue_is_bounded_in_bytes_and_counts_what_it_drops() {
         assert!(link.stats().queued_bytes <= 10_000, "{:?}", link.stats());
     }
     let s = link.stats();
-    assert!(refused >= 90, "at most ten sealed 1 000-byte messages fit: {refused}");
+    assert!(
+        refused >= 90,
+        "at most ten sealed 1 000-byte messages fit: {refused}"
+    );
     assert!(s.dropped >= refused, "{s:?}");
     assert!(s.dropped_bytes >= refused * 1_000, "{s:?}");
     assert_eq!(s.state, LinkState::Connecting);

@@ -129,7 +129,9 @@ fn split(mode: Mode) {
     for client in [&mut alice, &mut bob, &mut carol, &mut dave] {
         healed = healed.max(client.expect(all, HEAL) - heal);
     }
-    eprintln!("{mode:?} split of {lasted:?}: every presence mirror exact {healed:?} after it ended");
+    eprintln!(
+        "{mode:?} split of {lasted:?}: every presence mirror exact {healed:?} after it ended"
+    );
 
     // Broadcasts cross again, exactly once, both ways.
     let mut markers = Vec::new();
@@ -151,7 +153,13 @@ fn split(mode: Mode) {
         client.expect_all(&ends, SETTLE);
         client.drain();
         for m in markers.iter().chain(&ends) {
-            assert_eq!(client.count(m), 1, "{}: {m:?} exactly once: {:?}", client.name, client.lines);
+            assert_eq!(
+                client.count(m),
+                1,
+                "{}: {m:?} exactly once: {:?}",
+                client.name,
+                client.lines
+            );
         }
         assert_eq!(
             client.last("presence "),

@@ -66,7 +66,11 @@ fn forged_and_replayed_frames_on_redis_are_dropped_and_counted() {
 
     // The eavesdropper saw the nodes' traffic and can read none of it.
     let seen = spy.seen();
-    assert!(seen.len() >= 3, "the spy saw the nodes' frames: {}", seen.len());
+    assert!(
+        seen.len() >= 3,
+        "the spy saw the nodes' frames: {}",
+        seen.len()
+    );
     for (channel, payload) in &seen {
         for word in [&b"genuine-secret-words"[..], b"room:security", b"alice"] {
             assert!(
@@ -101,7 +105,10 @@ fn forged_and_replayed_frames_on_redis_are_dropped_and_counted() {
     let bad_before = [&n1, &n2].map(|n| metric(n, "phx_cluster_bad_frames_total"));
     let received_before = metric(&n2, "phx_cluster_broadcasts_received_total");
     for frame in &attacks {
-        assert!(publish(redis.port, "phx:all", frame) >= 2, "both nodes listen");
+        assert!(
+            publish(redis.port, "phx:all", frame) >= 2,
+            "both nodes listen"
+        );
     }
     let n = attacks.len() as u64;
     for (i, node) in [&n1, &n2].iter().enumerate() {
@@ -146,7 +153,12 @@ fn forged_and_replayed_frames_on_redis_are_dropped_and_counted() {
     alice.expect("shout from-bob", SETTLE);
     for client in [&mut alice, &mut bob] {
         client.drain();
-        assert_eq!(client.count("shout genuine-secret-words"), 1, "{:?}", client.lines);
+        assert_eq!(
+            client.count("shout genuine-secret-words"),
+            1,
+            "{:?}",
+            client.lines
+        );
         assert_eq!(client.count("shout forged-shout"), 0, "{:?}", client.lines);
         assert_eq!(client.count("shout forged-post"), 0, "{:?}", client.lines);
         assert_eq!(client.last("presence "), Some("presence alice,bob"));
@@ -157,9 +169,7 @@ fn forged_and_replayed_frames_on_redis_are_dropped_and_counted() {
         received >= 1 && received < n,
         "n2 took no forged or replayed broadcast: {received}"
     );
-    eprintln!(
-        "forged frames dropped: {n} on each node; replayed frames dropped: {r} on each node"
-    );
+    eprintln!("forged frames dropped: {n} on each node; replayed frames dropped: {r} on each node");
 }
 
 #[test]

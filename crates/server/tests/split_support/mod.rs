@@ -95,7 +95,12 @@ impl Client {
     /// Joins `topic` as `user` on `server` over WebSocket.
     pub fn start(server: &Server, topic: &str, user: &str) -> Client {
         let mut child = Command::new("node")
-            .args(["cluster_client.cjs", &format!("ws://{}/socket", server.addr), topic, user])
+            .args([
+                "cluster_client.cjs",
+                &format!("ws://{}/socket", server.addr),
+                topic,
+                user,
+            ])
             .arg("websocket")
             .current_dir(js_dir())
             .stdin(Stdio::piped())
@@ -375,8 +380,13 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
 pub fn publish(redis_port: u16, channel: &str, payload: &[u8]) -> i64 {
     let mut stream = StdStream::connect(("127.0.0.1", redis_port)).expect("redis connect");
     let mut cmd = Vec::new();
-    write!(cmd, "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n", channel.len(), payload.len())
-        .expect("format");
+    write!(
+        cmd,
+        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n",
+        channel.len(),
+        payload.len()
+    )
+    .expect("format");
     cmd.extend_from_slice(payload);
     cmd.extend_from_slice(b"\r\n");
     stream.write_all(&cmd).expect("publish");
@@ -389,10 +399,13 @@ pub fn publish(redis_port: u16, channel: &str, payload: &[u8]) -> i64 {
         .unwrap_or_else(|| panic!("PUBLISH answered {line:?}"))
 }
 
+/// A message on Redis: its channel and its bytes.
+pub type Seen = (String, Vec<u8>);
+
 /// A plain `PSUBSCRIBE` connection keeping every message it sees (what an
 /// eavesdropper on Redis reads), on a thread; stopped on drop.
 pub struct Spy {
-    pub messages: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    messages: Arc<Mutex<Vec<Seen>>>,
     stream: StdStream,
 }
 
@@ -409,8 +422,12 @@ fn read_bulk(reader: &mut BufReader<StdStream>) -> Option<Vec<u8>> {
 impl Spy {
     pub fn start(redis_port: u16, pattern: &str) -> Spy {
         let mut stream = StdStream::connect(("127.0.0.1", redis_port)).expect("spy connects");
-        write!(stream, "*2\r\n$10\r\nPSUBSCRIBE\r\n${}\r\n{pattern}\r\n", pattern.len())
-            .expect("psubscribe");
+        write!(
+            stream,
+            "*2\r\n$10\r\nPSUBSCRIBE\r\n${}\r\n{pattern}\r\n",
+            pattern.len()
+        )
+        .expect("psubscribe");
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = messages.clone();
         let mut reader = BufReader::new(stream.try_clone().expect("clone"));
@@ -442,7 +459,7 @@ impl Spy {
     }
 
     /// The messages seen so far.
-    pub fn seen(&self) -> Vec<(String, Vec<u8>)> {
+    pub fn seen(&self) -> Vec<Seen> {
         self.messages.lock().expect("spy lock").clone()
     }
 }
