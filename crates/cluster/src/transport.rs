@@ -445,9 +445,9 @@ async fn run(
             Ok(link) => {
                 if connected_before {
                     Counters::add(&counters.reconnects, 1);
-                    info!(url = %config.url, "cluster link: reconnected to Redis");
+                    info!(url = %redacted(&config.url), "cluster link: reconnected to Redis");
                 } else {
-                    info!(url = %config.url, "cluster link: connected to Redis");
+                    info!(url = %redacted(&config.url), "cluster link: connected to Redis");
                 }
                 connected_before = true;
                 backoff = options.backoff_min;
@@ -504,8 +504,24 @@ fn drop_msg(msg: Outgoing, counters: &Counters) {
     }
 }
 
+/// The URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// Opens a message's payload when the link seals; `None` when it is refused
-/// (logged and counted).
+/// (counted, and logged: the first ten of each kind, then one in a thousand,
+/// so that a flood on Redis cannot flood the logs).
 fn open(opener: &mut Option<Opener>, payload: &[u8], counters: &Counters) -> Option<Bytes> {
     let Some(opener) = opener else {
         return Some(Bytes::copy_from_slice(payload));
@@ -517,8 +533,10 @@ fn open(opener: &mut Option<Opener>, payload: &[u8], counters: &Counters) -> Opt
                 Rejection::Forged(_) => &counters.forged,
                 Rejection::Replayed(_) => &counters.replayed,
             };
-            Counters::add(counter, 1);
-            warn!(%rejection, bytes = payload.len(), "cluster link: message dropped");
+            let total = counter.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            if total <= 10 || total.is_multiple_of(1_000) {
+                warn!(%rejection, bytes = payload.len(), total, "cluster link: message dropped");
+            }
             None
         }
     }
@@ -599,5 +617,26 @@ async fn session(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_stay_out_of_the_logs() {
+        assert_eq!(
+            redacted("rediss://phx:s3cret@redis.internal:6380/0"),
+            "rediss://phx:***@redis.internal:6380/0"
+        );
+        assert_eq!(
+            redacted("redis://:pw@127.0.0.1:6379/"),
+            "redis://:***@127.0.0.1:6379/"
+        );
+        assert_eq!(
+            redacted("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
     }
 }

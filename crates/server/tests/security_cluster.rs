@@ -18,9 +18,7 @@ mod split_support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
-use phx_cluster::{Frame, RemoteBroadcast};
-use phx_presence::Replica;
+use bytes::{BufMut, Bytes, BytesMut};
 use phx_protocol::Payload;
 use phx_runtime::pubsub::encode_payload;
 use redis::Redis;
@@ -33,18 +31,24 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A broadcast frame as nodes encode it, claiming to come from `node`.
+/// A broadcast frame in the nodes' unsealed format (`crates/cluster/src/frame.rs`,
+/// version 1: what any Redis client could publish before frames were sealed),
+/// claiming to come from `node`; built by hand, as an attacker would.
 fn forged(node: &str, topic: &str, event: &str, payload: serde_json::Value) -> Bytes {
     let payload = Payload::json(&payload).expect("json payload");
-    Frame::Broadcast(RemoteBroadcast {
-        from: Replica::new(node, 1),
-        seq: 1,
-        topic: topic.to_owned(),
-        event: event.to_owned(),
-        payload: encode_payload(&payload),
-    })
-    .encode()
-    .expect("encodable")
+    let mut buf = BytesMut::new();
+    buf.put_u8(1); // version
+    buf.put_u8(1); // broadcast
+    for (i, s) in [node, topic, event].into_iter().enumerate() {
+        buf.put_u16(s.len() as u16);
+        buf.put_slice(s.as_bytes());
+        if i == 0 {
+            buf.put_u64(1); // incarnation
+            buf.put_u64(u64::MAX); // sequence number (issue 22: it overflowed)
+        }
+    }
+    buf.put_slice(&encode_payload(&payload));
+    buf.freeze()
 }
 
 #[test]
