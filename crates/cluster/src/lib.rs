@@ -22,10 +22,13 @@
 //! Not guaranteed: broadcasts published while Redis is away are lost (counted).
 //!
 //! ```no_run
-//! use phx_cluster::{Event, Node, NodeConfig};
+//! use phx_cluster::{ClusterKey, Event, Node, NodeConfig};
 //!
-//! # async fn demo() -> Result<(), phx_cluster::ClusterError> {
-//! let (node, mut events) = Node::start(NodeConfig::new("redis://127.0.0.1:6379/", "web-1"))?;
+//! # async fn demo(secret_key_base: &[u8]) -> Result<(), phx_cluster::ClusterError> {
+//! let mut config = NodeConfig::new("rediss://phx:password@10.0.0.5:6380/", "web-1");
+//! // Every message on Redis sealed with keys derived from the shared secret.
+//! config.link.key = Some(ClusterKey::derive(secret_key_base)?);
+//! let (node, mut events) = Node::start(config)?;
 //! while let Some(event) = events.recv().await {
 //!     match event {
 //!         Event::Presence { topic, diff } => { /* presence_diff to topic's local subscribers */ }

@@ -270,8 +270,10 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// Starts the link on the current tokio runtime. Fails only on a URL that
-    /// cannot be parsed: an unreachable Redis is retried in the background.
+    /// Starts the link on the current tokio runtime. Fails only on a
+    /// configuration that cannot work (a URL that cannot be parsed, a CA for a
+    /// plain `redis://` URL, a node name over 65 535 bytes): an unreachable,
+    /// refusing or stalled Redis is retried in the background.
     pub fn start(
         config: TransportConfig,
     ) -> Result<(Transport, mpsc::Receiver<TransportEvent>), ClusterError> {
@@ -436,9 +438,7 @@ async fn run(
             Ok(result) => result,
             Err(_) => {
                 Counters::add(&counters.stalls, 1);
-                Err(ClusterError::Frame(
-                    "connecting to Redis took longer than the deadline".into(),
-                ))
+                Err(ClusterError::Deadline(options.deadline, "connecting"))
             }
         };
         match attempt {
