@@ -23,6 +23,9 @@ pub enum ClusterError {
     /// A message from another node that cannot be decoded.
     #[error("bad cluster frame: {0}")]
     Frame(String),
+    /// Redis did not answer within the link's deadline (a stalled link).
+    #[error("Redis did not answer within {0:?} ({1})")]
+    Deadline(std::time::Duration, &'static str),
     /// The outgoing queue is full (Redis is slow or away): the message is dropped.
     #[error("outgoing queue full: message dropped")]
     QueueFull,

@@ -3,7 +3,10 @@
 //! presence is replicated by `phx-presence`'s [`Tracker`](phx_presence::Tracker).
 //!
 //! - [`Transport`]: the Redis link (publish bytes, receive a stream, reconnect
-//!   with backoff, resubscribe, counters).
+//!   with backoff, resubscribe, notice a stalled link, TLS and AUTH, counters).
+//! - [`seal`]: the envelope every message between nodes travels in, keyed from
+//!   the cluster secret ([`ClusterKey`]): encrypted, authenticated (HMAC-SHA256),
+//!   numbered so that a replay is refused.
 //! - [`Frame`]: what nodes publish: the sender's identity, then a tracker
 //!   message or a broadcast.
 //! - [`Node`]: the driver the runtime embeds: presence of its local connections,
@@ -19,10 +22,13 @@
 //! Not guaranteed: broadcasts published while Redis is away are lost (counted).
 //!
 //! ```no_run
-//! use phx_cluster::{Event, Node, NodeConfig};
+//! use phx_cluster::{ClusterKey, Event, Node, NodeConfig};
 //!
-//! # async fn demo() -> Result<(), phx_cluster::ClusterError> {
-//! let (node, mut events) = Node::start(NodeConfig::new("redis://127.0.0.1:6379/", "web-1"))?;
+//! # async fn demo(secret_key_base: &[u8]) -> Result<(), phx_cluster::ClusterError> {
+//! let mut config = NodeConfig::new("rediss://phx:password@10.0.0.5:6380/", "web-1");
+//! // Every message on Redis sealed with keys derived from the shared secret.
+//! config.link.key = Some(ClusterKey::derive(secret_key_base)?);
+//! let (node, mut events) = Node::start(config)?;
 //! while let Some(event) = events.recv().await {
 //!     match event {
 //!         Event::Presence { topic, diff } => { /* presence_diff to topic's local subscribers */ }
@@ -38,10 +44,14 @@ mod error;
 mod frame;
 mod node;
 mod runtime;
+pub mod seal;
 mod transport;
 
 pub use error::ClusterError;
 pub use frame::{Frame, RemoteBroadcast, FRAME_VERSION};
 pub use node::{Event, Node, NodeConfig, NodeStats};
 pub use runtime::Cluster;
-pub use transport::{LinkState, LinkStats, Transport, TransportConfig, TransportEvent};
+pub use seal::{ClusterKey, Opened, Opener, Rejection, Sealer};
+pub use transport::{
+    LinkOptions, LinkState, LinkStats, Transport, TransportConfig, TransportEvent,
+};

@@ -31,7 +31,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use crate::frame::{Frame, RemoteBroadcast};
-use crate::transport::{LinkStats, Transport, TransportConfig, TransportEvent};
+use crate::transport::{LinkOptions, LinkStats, Transport, TransportConfig, TransportEvent};
 use crate::ClusterError;
 
 /// How long [`Node::shutdown`] waits for Redis to take the goodbye.
@@ -51,6 +51,9 @@ pub struct NodeConfig {
     /// How many [`Event`]s may wait for the consumer; beyond it they are dropped
     /// (counted in [`NodeStats::events_dropped`] and logged).
     pub events: usize,
+    /// The Redis link: the cluster key sealing every message, TLS, deadlines,
+    /// queue bounds.
+    pub link: LinkOptions,
 }
 
 impl NodeConfig {
@@ -63,6 +66,7 @@ impl NodeConfig {
             namespace: "phx".into(),
             tracker: TrackerConfig::default(),
             events: 65_536,
+            link: LinkOptions::default(),
         }
     }
 }
@@ -298,8 +302,12 @@ impl Node {
         let tracker = Tracker::new(me.clone(), config.tracker)?;
         let all = format!("{}:all", config.namespace);
         let channels = vec![all.clone(), node_channel(&config.namespace, &config.name)];
-        let (link, link_events) =
-            Transport::start(TransportConfig::new(config.redis_url.clone(), channels))?;
+        let (link, link_events) = Transport::start(TransportConfig::for_node(
+            config.redis_url.clone(),
+            channels,
+            config.name.clone(),
+            config.link.clone(),
+        ))?;
         let (events_tx, events_rx) = mpsc::channel(config.events.max(1));
         let shared = Arc::new(Shared {
             me,

@@ -3,16 +3,23 @@
 //!
 //! One tokio task owns two Redis connections: a pub/sub connection subscribed
 //! to the configured channels, and a multiplexed connection for `PUBLISH`.
-//! Outgoing messages wait in a bounded queue and go out in order, batched in
-//! pipelines; so Redis relays one node's messages on a channel in the order the
-//! node published them. When either connection fails (Redis restarted, the
-//! socket dropped, a ping unanswered), the task reports
+//! Outgoing messages wait in a queue bounded in messages and in bytes and go
+//! out in order, batched in pipelines; so Redis relays one node's messages on a
+//! channel in the order the node published them. When either connection fails
+//! (Redis restarted, the socket dropped, a connection or a ping not answered
+//! within its deadline: a stalled link), the task reports
 //! [`TransportEvent::Disconnected`], drops what is queued (counted), waits
 //! (backoff doubling from `backoff_min` to `backoff_max`), reconnects,
 //! resubscribes and reports [`TransportEvent::Connected`] — the cue for the node
 //! to resynchronise. The task ends when every [`Transport`] handle is dropped.
+//!
+//! With a [`ClusterKey`] every message is sealed ([`crate::seal`]): encrypted,
+//! authenticated and numbered; what arrives is opened before it is reported,
+//! and a forged or replayed message is dropped, logged and counted. The URL may
+//! be `rediss://` (TLS, through rustls) and may carry a user and password
+//! (Redis AUTH / ACL): `rediss://user:password@host:6380/`.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,42 +29,105 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::seal::{ClusterKey, Opener, Rejection, Sealer};
 use crate::ClusterError;
 
 /// How many queued messages go out in one pipeline at most.
 const MAX_BATCH: usize = 512;
 
-/// Settings of the Redis link.
+/// Settings of the Redis link that do not depend on who uses it: what
+/// [`NodeConfig`](crate::NodeConfig) carries for its link.
+///
+/// ```
+/// use std::time::Duration;
+/// use phx_cluster::{ClusterKey, LinkOptions};
+///
+/// let options = LinkOptions {
+///     key: Some(ClusterKey::derive(&[9u8; 64]).unwrap()),
+///     ping_interval: Duration::from_millis(250),
+///     ..LinkOptions::default()
+/// };
+/// assert_eq!(options.queue_bytes, 64 << 20);
+/// ```
 #[derive(Debug, Clone)]
-pub struct TransportConfig {
-    /// The Redis URL, e.g. `redis://127.0.0.1:6379/`.
-    pub url: String,
-    /// The channels to subscribe to.
-    pub channels: Vec<String>,
-    /// Outgoing queue size: publishing beyond it fails with [`ClusterError::QueueFull`].
+pub struct LinkOptions {
+    /// The key that seals every message (see [`crate::seal`]); `None` sends
+    /// them in clear and believes whatever arrives (tests, trusted networks).
+    pub key: Option<ClusterKey>,
+    /// A CA certificate (PEM) to trust for `rediss://` instead of the system's.
+    pub tls_ca: Option<Vec<u8>>,
+    /// Outgoing queue size in messages: beyond it publishing fails with
+    /// [`ClusterError::QueueFull`] (counted in [`LinkStats::dropped`]).
     pub queue: usize,
+    /// Outgoing queue size in bytes (sealed sizes), bounded the same way.
+    pub queue_bytes: usize,
     /// Incoming events not yet taken by the consumer; beyond it Redis reading waits.
     pub events: usize,
     /// First wait before reconnecting.
     pub backoff_min: Duration,
     /// Longest wait before reconnecting.
     pub backoff_max: Duration,
-    /// How often the subscriber connection is pinged (a silent link is dropped).
+    /// How often the subscriber connection is pinged.
     pub ping_interval: Duration,
+    /// How long a ping, a connection attempt (with its subscriptions) or a
+    /// publish may take before the link counts as stalled and is re-established.
+    pub deadline: Duration,
+    /// How far a sealed message's send time may be from this node's clock.
+    pub max_frame_age: Duration,
+}
+
+impl Default for LinkOptions {
+    /// No key, the system's CAs, queues of 65 536 messages and 64 MiB, backoff
+    /// 100 ms to 2 s, pings every second answered within 2 s, messages up to
+    /// 60 s old.
+    fn default() -> LinkOptions {
+        LinkOptions {
+            key: None,
+            tls_ca: None,
+            queue: 65_536,
+            queue_bytes: 64 << 20,
+            events: 65_536,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(1),
+            deadline: Duration::from_secs(2),
+            max_frame_age: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Settings of the Redis link.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// The Redis URL, e.g. `redis://127.0.0.1:6379/` or
+    /// `rediss://user:password@redis.internal:6380/`.
+    pub url: String,
+    /// The channels to subscribe to.
+    pub channels: Vec<String>,
+    /// Who seals the messages: the node's name.
+    pub node: String,
+    /// Queues, timing, TLS and the cluster key.
+    pub options: LinkOptions,
 }
 
 impl TransportConfig {
-    /// Defaults for `url` and `channels`: queues of 65 536, backoff 100 ms to
-    /// 5 s, pings every 5 s.
+    /// [`LinkOptions::default`] for `url` and `channels`, as node `link`.
     pub fn new(url: impl Into<String>, channels: Vec<String>) -> TransportConfig {
+        TransportConfig::for_node(url, channels, "link", LinkOptions::default())
+    }
+
+    /// The link of node `node` with `options`.
+    pub fn for_node(
+        url: impl Into<String>,
+        channels: Vec<String>,
+        node: impl Into<String>,
+        options: LinkOptions,
+    ) -> TransportConfig {
         TransportConfig {
             url: url.into(),
             channels,
-            queue: 65_536,
-            events: 65_536,
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            ping_interval: Duration::from_secs(5),
+            node: node.into(),
+            options,
         }
     }
 }
@@ -86,8 +156,21 @@ pub struct LinkStats {
     pub errors: u64,
     /// Successful connections after the first.
     pub reconnects: u64,
-    /// Messages dropped: queue full, or queued while Redis was away.
+    /// Messages dropped: queue full (in messages or bytes), or queued while
+    /// Redis was away.
     pub dropped: u64,
+    /// The bytes of the dropped messages.
+    pub dropped_bytes: u64,
+    /// Bytes waiting in the outgoing queue now.
+    pub queued_bytes: u64,
+    /// Times the link was found stalled: a connection, ping or publish not
+    /// answered within the deadline.
+    pub stalls: u64,
+    /// Messages dropped because they were not sealed with the cluster's key
+    /// (malformed, altered, forged).
+    pub forged: u64,
+    /// Authentic messages dropped as replays: seen before, or too old.
+    pub replayed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +181,11 @@ struct Counters {
     errors: AtomicU64,
     reconnects: AtomicU64,
     dropped: AtomicU64,
+    dropped_bytes: AtomicU64,
+    queued_bytes: AtomicUsize,
+    stalls: AtomicU64,
+    forged: AtomicU64,
+    replayed: AtomicU64,
 }
 
 impl Counters {
@@ -112,6 +200,16 @@ impl Counters {
 
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes `n` bytes off the outgoing queue's count.
+    fn dequeued(&self, n: usize) {
+        // Every message's bytes were added when it was queued.
+        let _ = self
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(n))
+            });
     }
 }
 
@@ -159,6 +257,8 @@ struct Outgoing {
 pub struct Transport {
     out: mpsc::Sender<Outgoing>,
     counters: Arc<Counters>,
+    sealer: Option<Arc<Sealer>>,
+    queue_bytes: usize,
 }
 
 impl std::fmt::Debug for Transport {
@@ -170,36 +270,86 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// Starts the link on the current tokio runtime. Fails only on a URL that
-    /// cannot be parsed: an unreachable Redis is retried in the background.
+    /// Starts the link on the current tokio runtime. Fails only on a
+    /// configuration that cannot work (a URL that cannot be parsed, a CA for a
+    /// plain `redis://` URL, a node name over 65 535 bytes): an unreachable,
+    /// refusing or stalled Redis is retried in the background.
     pub fn start(
         config: TransportConfig,
     ) -> Result<(Transport, mpsc::Receiver<TransportEvent>), ClusterError> {
-        let client = redis::Client::open(config.url.as_str())?;
-        let (out_tx, out_rx) = mpsc::channel(config.queue.max(1));
-        let (ev_tx, ev_rx) = mpsc::channel(config.events.max(1));
+        // The redis crate leaves rustls's crypto provider to the application;
+        // an error only means one is installed already. rustls deprecates
+        // ring's provider for lacking post-quantum key exchange; the classical
+        // (ECDHE) one is what Redis servers offer today, and ring builds with
+        // no C toolchain beyond cc (aws-lc-rs needs more).
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = match &config.options.tls_ca {
+            Some(ca) => redis::Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+            None => redis::Client::open(config.url.as_str())?,
+        };
+        let (sealer, opener) = match &config.options.key {
+            Some(key) => (
+                Some(Arc::new(Sealer::new(key.clone(), config.node.clone())?)),
+                Some(Opener::new(key.clone(), config.options.max_frame_age)),
+            ),
+            None => {
+                warn!(node = %config.node, "cluster link: no cluster secret, messages travel unsealed");
+                (None, None)
+            }
+        };
+        let (out_tx, out_rx) = mpsc::channel(config.options.queue.max(1));
+        let (ev_tx, ev_rx) = mpsc::channel(config.options.events.max(1));
         let counters = Arc::new(Counters::default());
-        tokio::spawn(run(client, config, out_rx, ev_tx, counters.clone()));
+        let queue_bytes = config.options.queue_bytes;
+        tokio::spawn(run(client, config, opener, out_rx, ev_tx, counters.clone()));
         Ok((
             Transport {
                 out: out_tx,
                 counters,
+                sealer,
+                queue_bytes,
             },
             ev_rx,
         ))
     }
 
-    fn enqueue(&self, msg: Outgoing) -> Result<(), ClusterError> {
-        self.out.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                Counters::add(&self.counters.dropped, 1);
-                ClusterError::QueueFull
+    fn enqueue(&self, mut msg: Outgoing) -> Result<(), ClusterError> {
+        if let Some(sealer) = &self.sealer {
+            msg.payload = sealer.seal(&msg.payload)?;
+        }
+        let len = msg.payload.len();
+        let c = &self.counters;
+        let room = c
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                q.checked_add(len).filter(|&n| n <= self.queue_bytes)
+            });
+        if room.is_err() {
+            Counters::add(&c.dropped, 1);
+            Counters::add(&c.dropped_bytes, len as u64);
+            return Err(ClusterError::QueueFull);
+        }
+        self.out.try_send(msg).map_err(|e| {
+            c.dequeued(len);
+            match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    Counters::add(&c.dropped, 1);
+                    Counters::add(&c.dropped_bytes, len as u64);
+                    ClusterError::QueueFull
+                }
+                mpsc::error::TrySendError::Closed(_) => ClusterError::Closed,
             }
-            mpsc::error::TrySendError::Closed(_) => ClusterError::Closed,
         })
     }
 
-    /// Queues `payload` for `channel`; never waits.
+    /// Queues `payload` for `channel` (sealed when the link has a key); never waits.
     pub fn publish(&self, channel: &str, payload: Bytes) -> Result<(), ClusterError> {
         self.enqueue(Outgoing {
             channel: channel.to_owned(),
@@ -234,6 +384,11 @@ impl Transport {
             errors: c.errors.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            dropped_bytes: c.dropped_bytes.load(Ordering::Relaxed),
+            queued_bytes: c.queued_bytes.load(Ordering::Relaxed) as u64,
+            stalls: c.stalls.load(Ordering::Relaxed),
+            forged: c.forged.load(Ordering::Relaxed),
+            replayed: c.replayed.load(Ordering::Relaxed),
         }
     }
 }
@@ -245,12 +400,17 @@ struct Link {
 }
 
 async fn connect(client: &redis::Client, channels: &[String]) -> Result<Link, ClusterError> {
+    // No response timeout of the crate's own on the publish connection: the
+    // session applies the link's deadline to every publish itself.
+    let publisher = redis::AsyncConnectionConfig::new().set_response_timeout(None);
     let pubsub = client.get_async_pubsub().await?;
     let (mut sink, stream) = pubsub.split();
     for channel in channels {
         sink.subscribe(channel).await?;
     }
-    let conn = client.get_multiplexed_async_connection().await?;
+    let conn = client
+        .get_multiplexed_async_connection_with_config(&publisher)
+        .await?;
     Ok(Link { sink, stream, conn })
 }
 
@@ -263,29 +423,39 @@ enum End {
 async fn run(
     client: redis::Client,
     config: TransportConfig,
+    mut opener: Option<Opener>,
     mut out: mpsc::Receiver<Outgoing>,
     events: mpsc::Sender<TransportEvent>,
     counters: Arc<Counters>,
 ) {
-    let mut backoff = config.backoff_min;
+    let options = &config.options;
+    let mut backoff = options.backoff_min;
     let mut connected_before = false;
     loop {
         counters.set_state(LinkState::Connecting);
-        match connect(&client, &config.channels).await {
+        let attempt = tokio::time::timeout(options.deadline, connect(&client, &config.channels));
+        let attempt = match attempt.await {
+            Ok(result) => result,
+            Err(_) => {
+                Counters::add(&counters.stalls, 1);
+                Err(ClusterError::Deadline(options.deadline, "connecting"))
+            }
+        };
+        match attempt {
             Ok(link) => {
                 if connected_before {
                     Counters::add(&counters.reconnects, 1);
-                    info!(url = %config.url, "cluster link: reconnected to Redis");
+                    info!(url = %redacted(&config.url), "cluster link: reconnected to Redis");
                 } else {
-                    info!(url = %config.url, "cluster link: connected to Redis");
+                    info!(url = %redacted(&config.url), "cluster link: connected to Redis");
                 }
                 connected_before = true;
-                backoff = config.backoff_min;
+                backoff = options.backoff_min;
                 counters.set_state(LinkState::Connected);
                 if events.send(TransportEvent::Connected).await.is_err() {
                     break;
                 }
-                match session(link, &config, &mut out, &events, &counters).await {
+                match session(link, options, &mut opener, &mut out, &events, &counters).await {
                     End::Closed => break,
                     End::Lost => {
                         Counters::add(&counters.errors, 1);
@@ -298,7 +468,11 @@ async fn run(
             }
             Err(e) => {
                 Counters::add(&counters.errors, 1);
-                debug!(error = %e, "cluster link: cannot connect to Redis");
+                if connected_before {
+                    debug!(error = %e, "cluster link: cannot connect to Redis");
+                } else {
+                    warn!(error = %e, "cluster link: cannot connect to Redis");
+                }
             }
         }
         // Wait before retrying; what is published meanwhile is dropped.
@@ -316,26 +490,67 @@ async fn run(
                 },
             }
         }
-        backoff = (backoff * 2).min(config.backoff_max);
+        backoff = backoff.saturating_mul(2).min(options.backoff_max);
     }
     counters.set_state(LinkState::Closed);
 }
 
 fn drop_msg(msg: Outgoing, counters: &Counters) {
+    counters.dequeued(msg.payload.len());
     Counters::add(&counters.dropped, 1);
+    Counters::add(&counters.dropped_bytes, msg.payload.len() as u64);
     if let Some(sent) = msg.sent {
         let _ = sent.send(false);
     }
 }
 
+/// The URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Opens a message's payload when the link seals; `None` when it is refused
+/// (counted, and logged: the first ten of each kind, then one in a thousand,
+/// so that a flood on Redis cannot flood the logs).
+fn open(opener: &mut Option<Opener>, payload: &[u8], counters: &Counters) -> Option<Bytes> {
+    let Some(opener) = opener else {
+        return Some(Bytes::copy_from_slice(payload));
+    };
+    match opener.open(payload) {
+        Ok(opened) => Some(opened.frame),
+        Err(rejection) => {
+            let counter = match rejection {
+                Rejection::Forged(_) => &counters.forged,
+                Rejection::Replayed(_) => &counters.replayed,
+            };
+            let total = counter.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            if total <= 10 || total.is_multiple_of(1_000) {
+                warn!(%rejection, bytes = payload.len(), total, "cluster link: message dropped");
+            }
+            None
+        }
+    }
+}
+
 async fn session(
     mut link: Link,
-    config: &TransportConfig,
+    options: &LinkOptions,
+    opener: &mut Option<Opener>,
     out: &mut mpsc::Receiver<Outgoing>,
     events: &mpsc::Sender<TransportEvent>,
     counters: &Counters,
 ) -> End {
-    let mut ping = tokio::time::interval(config.ping_interval);
+    let mut ping = tokio::time::interval(options.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -347,9 +562,12 @@ async fn session(
                     return End::Lost;
                 };
                 Counters::add(&counters.received, 1);
+                let Some(payload) = open(opener, msg.get_payload_bytes(), counters) else {
+                    continue;
+                };
                 let event = TransportEvent::Message {
                     channel: msg.get_channel_name().to_owned(),
-                    payload: Bytes::copy_from_slice(msg.get_payload_bytes()),
+                    payload,
                 };
                 if events.send(event).await.is_err() {
                     return End::Closed;
@@ -363,13 +581,21 @@ async fn session(
                 for msg in &batch {
                     pipe.cmd("PUBLISH").arg(&msg.channel).arg(&msg.payload[..]).ignore();
                 }
-                let result: Result<(), redis::RedisError> = pipe.query_async(&mut link.conn).await;
+                let query = pipe.query_async::<()>(&mut link.conn);
+                let result = match tokio::time::timeout(options.deadline, query).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => {
+                        Counters::add(&counters.stalls, 1);
+                        Err("no answer within the deadline (stalled)".to_owned())
+                    }
+                };
                 let ok = result.is_ok();
                 if ok {
                     Counters::add(&counters.published, n as u64);
                 }
                 for msg in batch.drain(..) {
                     if ok {
+                        counters.dequeued(msg.payload.len());
                         if let Some(sent) = msg.sent {
                             let _ = sent.send(true);
                         }
@@ -383,12 +609,34 @@ async fn session(
                 }
             }
             _ = ping.tick() => {
-                let pong = tokio::time::timeout(config.ping_interval, link.sink.ping::<redis::Value>()).await;
+                let pong = tokio::time::timeout(options.deadline, link.sink.ping::<redis::Value>()).await;
                 if !matches!(pong, Ok(Ok(_))) {
-                    warn!("cluster link: Redis did not answer a ping");
+                    Counters::add(&counters.stalls, 1);
+                    warn!(deadline = ?options.deadline, "cluster link: Redis did not answer a ping in time (stalled link)");
                     return End::Lost;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_stay_out_of_the_logs() {
+        assert_eq!(
+            redacted("rediss://phx:s3cret@redis.internal:6380/0"),
+            "rediss://phx:***@redis.internal:6380/0"
+        );
+        assert_eq!(
+            redacted("redis://:pw@127.0.0.1:6379/"),
+            "redis://:***@127.0.0.1:6379/"
+        );
+        assert_eq!(
+            redacted("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
     }
 }

@@ -498,7 +498,14 @@ impl Collector for ClusterCollector {
             None,
             up.metric_type(),
         )?)?;
-        let counters: [(&str, &str, u64); 11] = [
+        let queued = gauge(s.link.queued_bytes);
+        queued.encode(encoder.encode_descriptor(
+            "phx_cluster_redis_queued_bytes",
+            "Bytes waiting in the outgoing queue towards Redis.",
+            None,
+            queued.metric_type(),
+        )?)?;
+        let counters: [(&str, &str, u64); 15] = [
             (
                 "phx_cluster_redis_published",
                 "Messages published to Redis.",
@@ -521,8 +528,28 @@ impl Collector for ClusterCollector {
             ),
             (
                 "phx_cluster_redis_dropped",
-                "Messages dropped because the Redis queue was full.",
+                "Messages dropped because the Redis queue was full (in messages or bytes) or Redis was away.",
                 s.link.dropped,
+            ),
+            (
+                "phx_cluster_redis_dropped_bytes",
+                "Bytes of the messages dropped towards Redis.",
+                s.link.dropped_bytes,
+            ),
+            (
+                "phx_cluster_redis_stalls",
+                "Times the Redis link was found stalled (connect, ping or publish past the deadline) and re-established.",
+                s.link.stalls,
+            ),
+            (
+                "phx_cluster_frames_forged",
+                "Messages on Redis dropped because they were not sealed with the cluster key (forged, altered, malformed).",
+                s.link.forged,
+            ),
+            (
+                "phx_cluster_frames_replayed",
+                "Authentic messages on Redis dropped as replays (seen before, or too old).",
+                s.link.replayed,
             ),
             (
                 "phx_cluster_broadcasts_sent",

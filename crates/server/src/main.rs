@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use phx_cluster::{Cluster, NodeConfig};
+use phx_cluster::{Cluster, ClusterKey, NodeConfig};
 use phx_runtime::{AcceptAll, CheckOrigin, Config, Endpoint};
 
 /// Command-line options.
@@ -121,9 +121,26 @@ struct Args {
     heartbeat_ms: u64,
     /// The secret that signs long-poll session tokens; every node of a cluster
     /// needs the same one. Without it a random one is made (and long-poll
-    /// sessions cannot move between nodes or survive a restart).
+    /// sessions cannot move between nodes or survive a restart). With
+    /// --redis-url it is required (at least 64 bytes): the cluster's messages
+    /// on Redis are encrypted and authenticated with keys derived from it.
     #[arg(long, env = "PHX_SECRET_KEY_BASE", hide_env_values = true)]
     secret_key_base: Option<String>,
+    /// A CA certificate (PEM file) to trust for a rediss:// --redis-url instead
+    /// of the system's CAs.
+    #[arg(long)]
+    redis_ca_file: Option<std::path::PathBuf>,
+    /// Milliseconds between pings of the Redis link.
+    #[arg(long, default_value_t = 1_000)]
+    redis_ping_ms: u64,
+    /// Milliseconds a ping, a connection or a publish to Redis may take before
+    /// the link counts as stalled and is re-established.
+    #[arg(long, default_value_t = 2_000)]
+    redis_deadline_ms: u64,
+    /// Bytes that may wait to be published to Redis; beyond it messages are
+    /// dropped (counted in phx_cluster_redis_dropped_bytes).
+    #[arg(long, default_value_t = 64 << 20)]
+    redis_queue_bytes: usize,
     /// How logs are written to stderr: `text` (for people; coloured only when
     /// stderr is a terminal) or `json` (one object per line, for log collectors).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -194,7 +211,10 @@ impl Args {
         Ok(config)
     }
 
-    fn node_config(&self, redis_url: &str) -> NodeConfig {
+    /// The node's settings; refuses a missing or short `--secret-key-base`
+    /// (every message between nodes is sealed with keys derived from it) and
+    /// an unreadable `--redis-ca-file`.
+    fn node_config(&self, redis_url: &str) -> Result<NodeConfig, String> {
         let name = self
             .node_name
             .clone()
@@ -202,7 +222,25 @@ impl Args {
         let mut config = NodeConfig::new(redis_url, name);
         config.tracker.broadcast_period_ms = self.heartbeat_ms.max(1);
         config.tracker.down_period_ms = self.down_period_ms.max(1);
-        config
+        let secret = self.secret_key_base.as_deref().unwrap_or("");
+        let key = ClusterKey::derive(secret.as_bytes()).map_err(|e| {
+            format!(
+                "--redis-url needs --secret-key-base / PHX_SECRET_KEY_BASE, the same on every node, \
+                 of at least {} bytes (e.g. `openssl rand -base64 48`): it seals the cluster's \
+                 messages on Redis ({e})",
+                phx_cluster::seal::MIN_SECRET_LEN
+            )
+        })?;
+        config.link.key = Some(key);
+        if let Some(path) = &self.redis_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("--redis-ca-file {}: {e}", path.display()))?;
+            config.link.tls_ca = Some(pem);
+        }
+        config.link.ping_interval = Duration::from_millis(self.redis_ping_ms.max(1));
+        config.link.deadline = Duration::from_millis(self.redis_deadline_ms.max(1));
+        config.link.queue_bytes = self.redis_queue_bytes;
+        Ok(config)
     }
 }
 
@@ -230,9 +268,13 @@ async fn main() -> std::io::Result<()> {
     let builder = app.mount(builder);
     let (cluster, endpoint) = match &args.redis_url {
         Some(url) => {
-            let (cluster, endpoint) = Cluster::start(args.node_config(url), builder)
+            let config = args.node_config(url).map_err(|e| {
+                tracing::error!("{e}");
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+            })?;
+            let (cluster, endpoint) = Cluster::start(config, builder)
                 .map_err(|e| std::io::Error::other(format!("cannot join the cluster: {e}")))?;
-            tracing::info!(node = %cluster.stats().me.name, redis = %url, "clustered over Redis");
+            tracing::info!(node = %cluster.stats().me.name, "clustered over Redis");
             (Some(Arc::new(cluster)), endpoint)
         }
         None => (None, builder.build()),

@@ -32,7 +32,7 @@ fn node(redis: &Redis, name: &str) -> Server {
             "--node-name",
             name,
             "--secret-key-base",
-            "cluster-test-secret-cluster-test-secret-cluster-test-secret-0123",
+            "cluster-test-secret-of-at-least-sixty-four-bytes-as-phoenix-requires",
         ],
     )
 }

@@ -40,6 +40,9 @@ fn node(redis: &Redis, name: &str) -> Server {
             &DOWN_PERIOD_MS.to_string(),
             "--heartbeat-ms",
             &HEARTBEAT_MS.to_string(),
+            // Required with --redis-url: it seals the cluster's messages.
+            "--secret-key-base",
+            "editing-cluster-test-secret-that-is-at-least-sixty-four-bytes-long",
         ],
     )
 }
