@@ -181,7 +181,17 @@ struct Remote {
     /// again only once it answered a request made since, which a dead node
     /// cannot do (a late heartbeat proves nothing).
     needs_proof: bool,
+    /// Incarnations of this name replaced before: never taken again.
+    retired: Vec<u64>,
+    /// The incarnation this one replaced, retired once this one proves alive.
+    replaces: Option<u64>,
+    /// A newer incarnation heard while this one is up, asked to prove it is
+    /// alive: (its number, the request, when asked).
+    candidate: Option<(u64, u64, u64)>,
 }
+
+/// How many replaced incarnations of a name are remembered.
+const RETIRED: usize = 16;
 
 impl Remote {
     fn new(vsn: u64, now_ms: u64) -> Remote {
@@ -194,6 +204,26 @@ impl Remote {
             pending: None,
             assembly: None,
             needs_proof: false,
+            retired: Vec::new(),
+            replaces: None,
+            candidate: None,
+        }
+    }
+
+    /// Not proven alive since it was (re)heard: any other incarnation may
+    /// replace it.
+    fn unproven(&self) -> bool {
+        self.needs_proof && self.status == ReplicaStatus::Syncing
+    }
+
+    /// It answered a request made since it was heard again.
+    fn proven(&mut self) {
+        self.needs_proof = false;
+        if let Some(old) = self.replaces.take() {
+            self.retired.push(old);
+            if self.retired.len() > RETIRED {
+                self.retired.remove(0);
+            }
         }
     }
 
@@ -510,13 +540,18 @@ impl Tracker {
     /// older incarnation (or any other one when the known one is down or
     /// gone), wakes a down replica (hidden until it proves alive). `None` when
     /// the message must be ignored (our own, from another incarnation while
-    /// the known one is alive, or from one that left).
+    /// the known one is alive, from one that left, or, unless `replace`,
+    /// from any incarnation but the known one).
+    #[allow(clippy::too_many_arguments)]
     fn heard<'a>(
         remotes: &'a mut BTreeMap<String, Remote>,
         me: &Replica,
         from: &Replica,
+        replace: bool,
         clock: u64,
         now_ms: u64,
+        ack_id: Option<u64>,
+        ask: (&mut u64, u64, &mut Vec<Gossip>),
         diffs: &mut Diffs,
     ) -> Option<&'a mut Remote> {
         if from.name == me.name {
@@ -527,17 +562,54 @@ impl Tracker {
             std::collections::btree_map::Entry::Occupied(o) => {
                 let remote = o.into_mut();
                 if remote.vsn != from.vsn {
+                    if !replace || remote.retired.contains(&from.vsn) {
+                        return None;
+                    }
                     let newer = from.vsn > remote.vsn;
-                    let gone = matches!(remote.status, ReplicaStatus::Down | ReplicaStatus::Left);
+                    let gone = matches!(remote.status, ReplicaStatus::Down | ReplicaStatus::Left)
+                        || remote.unproven();
                     if !newer && !gone {
                         return None;
                     }
-                    let was_down = remote.status == ReplicaStatus::Down;
+                    let mut proven = None;
+                    if !gone {
+                        // A newer incarnation while the known one is alive: a
+                        // restart, or a late message of a dead incarnation.
+                        // The known one stays shown until the newer answers.
+                        let (next_id, timeout_ms, replies) = ask;
+                        match remote.candidate {
+                            Some((vsn, id, _)) if vsn == from.vsn && ack_id == Some(id) => {
+                                proven = Some(id);
+                            }
+                            Some((vsn, _, at))
+                                if vsn == from.vsn && now_ms.saturating_sub(at) < timeout_ms => {}
+                            _ => {
+                                *next_id = next_id.wrapping_add(1).max(1);
+                                remote.candidate = Some((from.vsn, *next_id, now_ms));
+                                replies.push(Gossip::TransferReq {
+                                    from: me.clone(),
+                                    to: from.clone(),
+                                    id: *next_id,
+                                    have: 0,
+                                });
+                            }
+                        }
+                        proven?;
+                    }
                     remote.hide(ReplicaStatus::Left, diffs);
+                    let retired = std::mem::take(&mut remote.retired);
+                    let old = remote.vsn;
                     *remote = Remote::new(from.vsn, now_ms);
-                    // A lower incarnation (a restart with the clock set back)
-                    // or anything after a silence must answer before it shows.
-                    remote.needs_proof = was_down || !newer;
+                    remote.retired = retired;
+                    remote.replaces = Some(old);
+                    // The new incarnation shows once it answered a request (one
+                    // round trip): a late message of a dead incarnation cannot,
+                    // so it never brings its users back nor locks out the live
+                    // one, whichever has the higher number.
+                    remote.needs_proof = true;
+                    if let Some(id) = proven {
+                        remote.pending = Some((id, now_ms));
+                    }
                 }
                 remote
             }
@@ -603,7 +675,17 @@ impl Tracker {
             }
             Gossip::TransferReq { from, to, id, have } => {
                 if to == self.me {
-                    let known = Self::heard(&mut self.remotes, &self.me, &from, 0, now_ms, &mut diffs);
+                    let known = Self::heard(
+                        &mut self.remotes,
+                        &self.me,
+                        &from,
+                        true,
+                        0,
+                        now_ms,
+                        None,
+                        (&mut self.next_id, self.config.down_period_ms, &mut replies),
+                        &mut diffs,
+                    );
                     if let Some(remote) = known {
                         Self::request(
                             remote,
@@ -623,7 +705,17 @@ impl Tracker {
             } => self.on_transfer_ack(from, id, transfer, now_ms, &mut diffs, &mut replies),
             Gossip::Goodbye { from } => {
                 if let Some(remote) =
-                    Self::heard(&mut self.remotes, &self.me, &from, 0, now_ms, &mut diffs)
+                    Self::heard(
+                    &mut self.remotes,
+                    &self.me,
+                    &from,
+                    false,
+                    0,
+                    now_ms,
+                    None,
+                    (&mut self.next_id, self.config.down_period_ms, &mut replies),
+                    &mut diffs,
+                )
                 {
                     remote.hide(ReplicaStatus::Left, &mut diffs);
                     remote.data = ReplicaData::default();
@@ -645,7 +737,17 @@ impl Tracker {
         diffs: &mut Diffs,
         replies: &mut Vec<Gossip>,
     ) {
-        let Some(remote) = Self::heard(&mut self.remotes, &self.me, &from, clock, now_ms, diffs)
+        let Some(remote) = Self::heard(
+            &mut self.remotes,
+            &self.me,
+            &from,
+            true,
+            clock,
+            now_ms,
+            None,
+            (&mut self.next_id, self.config.down_period_ms, replies),
+            diffs,
+        )
         else {
             return;
         };
@@ -676,7 +778,17 @@ impl Tracker {
         diffs: &mut Diffs,
         replies: &mut Vec<Gossip>,
     ) {
-        let Some(remote) = Self::heard(&mut self.remotes, &self.me, &from, clock, now_ms, diffs)
+        let Some(remote) = Self::heard(
+            &mut self.remotes,
+            &self.me,
+            &from,
+            true,
+            clock,
+            now_ms,
+            None,
+            (&mut self.next_id, self.config.down_period_ms, replies),
+            diffs,
+        )
         else {
             return;
         };
@@ -712,12 +824,22 @@ impl Tracker {
             Transfer::Delta { delta } => delta.end(),
             Transfer::Part { data, .. } => data.clock(),
         };
-        let Some(remote) = Self::heard(&mut self.remotes, &self.me, &from, end, now_ms, diffs)
+        let Some(remote) = Self::heard(
+            &mut self.remotes,
+            &self.me,
+            &from,
+            true,
+            end,
+            now_ms,
+            Some(id),
+            (&mut self.next_id, self.config.down_period_ms, replies),
+            diffs,
+        )
         else {
             return;
         };
         if id != 0 && remote.pending.is_some_and(|(p, _)| p == id) {
-            remote.needs_proof = false;
+            remote.proven();
         }
         match transfer {
             Transfer::Delta { delta } => {
@@ -995,10 +1117,14 @@ mod tests {
         let (_, acks) = a.handle(replies[0].clone(), 700);
         let (d, _) = b.handle(acks[0].clone(), 700);
         assert!(d["t"].joins.contains_key("u1"));
-        // A restart (new vsn): the old entries go.
+        // A restart (new vsn): once it answered a request (a late message of a
+        // dead incarnation could not), the old entries go and the new come.
         let mut a2 = t("a", 2);
         a2.track("t", 3, "u3", m("3"));
-        let (d, _) = b.handle(hb(&mut a2), 800);
+        let (d, replies) = b.handle(hb(&mut a2), 800);
+        assert!(d.is_empty(), "{d:?}");
+        let (_, acks) = a2.handle(replies[0].clone(), 800);
+        let (d, _) = b.handle(acks[0].clone(), 800);
         assert!(d["t"].leaves.contains_key("u1"));
         assert!(d["t"].joins.contains_key("u3"));
         assert_eq!(b.list("t").keys().cloned().collect::<Vec<_>>(), vec!["u3"]);
@@ -1306,5 +1432,37 @@ mod tests {
         }
         assert_eq!(joins, 40);
         assert_eq!(b.list("t"), a.list("t"));
+    }
+
+    #[test]
+    fn two_live_processes_with_one_name_never_mix_their_entries() {
+        let (mut low, mut high, mut b) = (t("a", 1), t("a", 2), t("b", 1));
+        low.track("t", 1, "low", m("1"));
+        high.track("t", 1, "high", m("2"));
+        let shown = |b: &Tracker| b.list("t").into_keys().collect::<Vec<_>>();
+        let mut seen = BTreeSet::new();
+        for round in 0..20u64 {
+            let now = round * 100;
+            for g in [low.heartbeat(), high.heartbeat()].concat() {
+                let (_, replies) = b.handle(g, now);
+                for r in replies {
+                    // Each process answers what is addressed to it.
+                    for p in [&mut low, &mut high] {
+                        for ack in p.handle(r.clone(), now).1 {
+                            if ack.recipient() == Some(b.replica()) {
+                                b.handle(ack, now);
+                            }
+                        }
+                    }
+                }
+                let keys = shown(&b);
+                assert!(keys.len() <= 1, "never both at once: {keys:?}");
+                if seen.contains("high") {
+                    assert_eq!(keys, ["high"], "once the higher one showed, it stays");
+                }
+                seen.extend(keys);
+            }
+        }
+        assert!(seen.contains("high"), "the higher incarnation wins");
     }
 }
