@@ -349,3 +349,50 @@ async fn garbage_on_the_cluster_channel_is_counted_and_ignored() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_goodbye_cluster_traffic_flows_until_shutdown() {
+    let redis = Redis::start();
+    let a = TestNode::start(&redis, "a", TrackerConfig::default());
+    let b = TestNode::start(&redis, "b", TrackerConfig::default());
+    connected(&[&a, &b]).await;
+    b.node.track("room:1", 1, "bob", meta("rb"));
+    wait_until("a sees bob", Duration::from_secs(10), || {
+        a.keys("room:1") == ["bob"]
+    })
+    .await;
+    assert!(b.node.leave().await, "Redis took the goodbye");
+    assert!(b.node.leave().await, "a second leave reports the first");
+    wait_until("a drops bob at once", Duration::from_millis(1_500), || {
+        a.keys("room:1").is_empty()
+    })
+    .await;
+    // Draining: broadcasts still cross in both directions.
+    b.node
+        .publish("room:1", "from-b", Bytes::from_static(b"{}"))
+        .expect("queued");
+    a.node
+        .publish("room:1", "from-a", Bytes::from_static(b"{}"))
+        .expect("queued");
+    wait_until("broadcasts cross after the goodbye", Duration::from_secs(10), || {
+        broadcasts(&a).iter().any(|x| x.event == "from-b")
+            && broadcasts(&b).iter().any(|x| x.event == "from-a")
+    })
+    .await;
+    assert!(b.shutdown().await, "shutdown reports the goodbye");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_name_are_logged_and_counted_as_a_clash() {
+    let redis = Redis::start();
+    let cfg = fast(100, 1_000);
+    let first = TestNode::start(&redis, "web", cfg);
+    let second = TestNode::start(&redis, "web", cfg);
+    let other = TestNode::start(&redis, "other", cfg);
+    connected(&[&first, &second, &other]).await;
+    wait_until("both count the clash", Duration::from_secs(10), || {
+        first.node.stats().name_clashes > 0 && second.node.stats().name_clashes > 0
+    })
+    .await;
+    assert_eq!(other.node.stats().name_clashes, 0);
+}
