@@ -396,3 +396,96 @@ async fn two_processes_with_one_name_are_logged_and_counted_as_a_clash() {
     .await;
     assert_eq!(other.node.stats().name_clashes, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_presence_hook_is_contained_counted_and_the_pump_goes_on() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let redis = Redis::start();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let builder = phx_runtime::Endpoint::builder().presence_fetch(move |topic, _entries| {
+        if topic == "room:boom" {
+            panic!("the application's fetch hook fails");
+        }
+        seen.fetch_add(1, Ordering::Relaxed);
+    });
+    let mut config = phx_cluster::NodeConfig::new(redis.url(), "a");
+    config.tracker = fast(100, 1_000);
+    let (cluster, _endpoint) = phx_cluster::Cluster::start(config, builder).expect("starts");
+    let b = TestNode::start(&redis, "b", fast(100, 1_000));
+    connected(&[&b]).await;
+    b.node.track("room:boom", 1, "bob", meta("r1"));
+    wait_until("the panic is counted", Duration::from_secs(10), || {
+        cluster.stats().hook_panics >= 1
+    })
+    .await;
+    b.node.track("room:ok", 2, "ben", meta("r2"));
+    wait_until("later events still reach the endpoint", Duration::from_secs(10), || {
+        calls.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    assert!(cluster.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_diffs_the_consumer_has_no_room_for_are_merged_not_dropped() {
+    let redis = Redis::start();
+    let mut config = phx_cluster::NodeConfig::new(redis.url(), "a");
+    config.tracker = fast(100, 1_000);
+    config.events = 2;
+    let (a, mut events) = phx_cluster::Node::start(config).expect("starts");
+    let b = TestNode::start(&redis, "b", fast(100, 1_000));
+    connected(&[&b]).await;
+    wait_until("a connected", Duration::from_secs(10), || {
+        a.stats().link.state == LinkState::Connected
+    })
+    .await;
+    // Many changes on several topics while nobody reads a's events.
+    for i in 0..200u64 {
+        let topic = format!("room:{}", i % 5);
+        b.node.track(&topic, i, &format!("u{i}"), meta(&format!("r{i}")));
+        if i % 3 == 0 {
+            b.node.untrack(&topic, i, &format!("u{i}"));
+        }
+    }
+    wait_until("a lists b's presences", Duration::from_secs(10), || {
+        (0..5).all(|t| a.list(&format!("room:{t}")) == b.node.list(&format!("room:{t}")))
+    })
+    .await;
+    assert!(a.stats().events_merged > 0, "the consumer was too slow");
+    // Now read everything: applied in order, the diffs rebuild every topic.
+    let mut mirror: BTreeMap<String, std::collections::BTreeSet<(String, String)>> = BTreeMap::new();
+    let exact = |m: &BTreeMap<String, std::collections::BTreeSet<(String, String)>>| {
+        (0..5).all(|t| {
+            let topic = format!("room:{t}");
+            let want: std::collections::BTreeSet<(String, String)> = a
+                .list(&topic)
+                .into_iter()
+                .flat_map(|(k, e)| e.metas.into_iter().map(move |m| (k.clone(), m.phx_ref)))
+                .collect();
+            m.get(&topic).cloned().unwrap_or_default() == want
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !exact(&mirror) {
+        assert!(Instant::now() < deadline, "the merged diffs never rebuilt the topics");
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await else {
+            continue;
+        };
+        if let Event::Presence { topic, diff } = event {
+            let set = mirror.entry(topic).or_default();
+            for (k, e) in diff.joins {
+                for m in e.metas {
+                    set.insert((k.clone(), m.phx_ref));
+                }
+            }
+            for (k, e) in diff.leaves {
+                for m in e.metas {
+                    set.remove(&(k.clone(), m.phx_ref));
+                }
+            }
+        }
+    }
+    assert_eq!(a.stats().events_dropped, 0);
+}
