@@ -1,6 +1,6 @@
 //! What trackers say to each other, and its wire encoding.
 //!
-//! Every message is JSON: `{"v": 1, "msg": {"type": "...", ...}}`. The version
+//! Every message is JSON: `{"v": 2, "msg": {"type": "...", ...}}`. The version
 //! `v` changes whenever the meaning of a message changes; a node refuses a
 //! version it does not know ([`PresenceError::Wire`]) instead of guessing.
 

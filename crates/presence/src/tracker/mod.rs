@@ -5,16 +5,24 @@
 //!
 //! # How it works
 //!
-//! Each node is a [`Replica`] (a name plus an incarnation `vsn` that grows with
+//! Each node is a [`Replica`] (a name plus an incarnation `vsn`, a new one with
 //! every restart) and the only writer of its own entries. Its changes are
 //! numbered ops ([`Op`]); every `broadcast_period` the node sends a heartbeat
 //! carrying its clock and the ops since its previous heartbeat. A receiver applies
 //! ops that continue exactly where its copy stands; when it notices a gap (from a
 //! delta that starts too late, or from a clock ahead of its copy) it sends a
-//! [`Gossip::TransferReq`] saying how far it is, and gets back the missing ops, or
-//! the whole state when they are no longer kept. Since each replica's data has a
-//! single writer and a growing clock, copies converge whatever the order,
-//! duplication or loss of messages, and a removed entry never comes back.
+//! numbered [`Gossip::TransferReq`] saying how far it is (at most one in flight
+//! per replica, asked again after `down_period`), and gets back the missing ops
+//! when they are still kept and no more than the entries of the whole state
+//! (an op and an entry cost about the same on the wire), else the whole state.
+//! Since each replica's data has a single writer and a growing clock, copies
+//! converge whatever the order, duplication or loss of messages, and a removed
+//! entry never comes back.
+//!
+//! No message exceeds `max_message_bytes` (60 KiB by default): heartbeats and
+//! deltas are cut into consecutive deltas, a whole state into numbered parts
+//! ([`Transfer::Part`], by topic, a large topic over several parts) that the
+//! receiver assembles before installing it.
 //!
 //! A remote replica is shown (its presences are listed and reported as joins)
 //! only once its copy is complete, so a node that joins, comes back from a
@@ -24,15 +32,23 @@
 //!   copy has caught up with the clock the replica announced, then **up** (every
 //!   entry reported as a join);
 //! - silent for `down_period`: **down** (its presences leave, the copy is kept);
-//! - a message from a newer `vsn` of a known name: the node restarted, and the old
-//!   incarnation's presences leave at once; messages from an older `vsn` are
-//!   ignored;
+//! - a message from another `vsn` of a known name: a restart, or a late message
+//!   of a dead incarnation. A newer `vsn` is asked for a proof of life (a
+//!   request it must answer) while the known one stays shown; an older one is
+//!   ignored while the known one is alive, and taken (after the same proof)
+//!   once the known one is down or left, so a restart with the clock set back
+//!   waits at most `down_period`. The old incarnation's presences leave when
+//!   the new one is taken; a replaced incarnation is never taken again;
+//! - down, then heard again: hidden until it answered a request made since (a
+//!   late heartbeat of a crashed node brings nobody back);
 //! - [`Gossip::Goodbye`]: **left** (its presences leave at once; later messages of
 //!   that incarnation are ignored);
 //! - silent for `permdown_period` (down or left): forgotten.
 //!
-//! A node that starts or reconnects sends [`Gossip::Hello`]; every node answers
-//! with its whole state, so the newcomer does not wait for heartbeats.
+//! A node that starts or reconnects sends [`Gossip::Hello`] with what it holds
+//! of every replica; each node answers with what it misses (a delta after a
+//! Redis restart, the whole state in parts for a newcomer), so it does not wait
+//! for heartbeats.
 //!
 //! Entries are indexed by topic (per replica) and local ones by connection, so
 //! [`Tracker::list`] costs the size of the topic (plus one lookup per node) and
@@ -47,22 +63,24 @@
 //!
 //! - one op log per replica instead of dots: the writer is single, so a clock per
 //!   replica is the whole causal context, and a gap is repaired from the last
-//!   `max_delta_ops` ops kept by the owner (Phoenix: delta generations of 100,
-//!   1 000 and 10 000), or by a full transfer;
+//!   `max_delta_ops` (10 000) ops kept by the owner (Phoenix: delta generations
+//!   of 100, 1 000 and 10 000), or by a full transfer;
 //! - `down_period` is 5 s by default (Phoenix: 30 s) so a dead node's users vanish
 //!   quickly; heartbeats go out every `broadcast_period` (1.5 s, as Phoenix) even
 //!   when idle (Phoenix stays silent up to 10 periods);
-//! - a restarted node is recognised on its first message of any kind, and `vsn`
-//!   is ordered: an older incarnation's late messages are ignored (Phoenix's
-//!   `Replica.put_heartbeat` takes any heartbeat with a different `vsn` as the
-//!   new incarnation, so a late heartbeat of the old one would swap them back);
+//! - a restarted node is recognised on its first message of any kind and taken
+//!   once it answered a request; a replaced incarnation's late messages are
+//!   ignored (Phoenix's `Replica.put_heartbeat` takes any heartbeat with a
+//!   different `vsn` as the new incarnation, so a late heartbeat of the old one
+//!   would swap them back);
 //! - a goodbye leaves a tombstone until `permdown_period`, so late messages of
 //!   the departed incarnation cannot revive it (Phoenix downs and permdowns it,
 //!   forgetting it at once);
 //! - a replica that comes back is hidden until its copy is complete (Phoenix
 //!   re-reports the stale copy as joins, then corrects it);
-//! - joining nodes say hello and get every state at once; a graceful shutdown
-//!   always says goodbye (Phoenix only with `permdown_on_shutdown`);
+//! - joining nodes say hello with their clocks and get what they miss at once;
+//!   a graceful shutdown always says goodbye (Phoenix only with
+//!   `permdown_on_shutdown`);
 //! - one tracker per node (Phoenix shards by topic, `pool_size` 1 by default).
 
 mod data;
