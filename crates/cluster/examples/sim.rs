@@ -115,15 +115,16 @@ impl Sim {
         let all = |t: &Tracker| -> BTreeSet<(String, String)> {
             (0..TOPICS)
                 .flat_map(|k| {
-                    t.list(&format!("room:{k}")).into_iter().flat_map(|(key, e)| {
-                        e.metas.into_iter().map(move |m| (key.clone(), m.phx_ref))
-                    })
+                    t.list(&format!("room:{k}"))
+                        .into_iter()
+                        .flat_map(|(key, e)| {
+                            e.metas.into_iter().map(move |m| (key.clone(), m.phx_ref))
+                        })
                 })
                 .collect()
         };
         let first = all(&self.nodes[0]);
-        first.len() == NODES * PER_NODE as usize
-            && self.nodes[1..].iter().all(|t| all(t) == first)
+        first.len() == NODES * PER_NODE as usize && self.nodes[1..].iter().all(|t| all(t) == first)
     }
 
     /// Runs heartbeat rounds until every node lists everything; reports.
@@ -163,7 +164,10 @@ fn main() {
             meta: meta(0, i, 1),
         })
         .collect();
-    let op_bytes = serde_json::to_vec(&Delta { start: 0, ops }).expect("json").len() as f64 / 1_000.0;
+    let op_bytes = serde_json::to_vec(&Delta { start: 0, ops })
+        .expect("json")
+        .len() as f64
+        / 1_000.0;
     let state = probe.local().chunks(usize::MAX);
     let entry_bytes = serde_json::to_vec(&state[0]).expect("json").len() as f64 / PER_NODE as f64;
     let leave_bytes = serde_json::to_vec(&Op::Leave {
@@ -174,7 +178,8 @@ fn main() {
     .expect("json")
     .len();
     let idle = {
-        let mut t = Tracker::new(Replica::new("phx@web-1", 1_700_000_000_000_000), config).expect("config");
+        let mut t =
+            Tracker::new(Replica::new("phx@web-1", 1_700_000_000_000_000), config).expect("config");
         let hb = t.heartbeat().remove(0);
         Frame::Gossip {
             from: t.replica().clone(),
@@ -221,7 +226,8 @@ fn main() {
     sim.converge("a node joins (80 000 presences elsewhere, 20 000 its own)");
 
     // Node 4 restarts: a new incarnation whose clients come back.
-    let mut fresh = Tracker::new(Replica::new(format!("node-{}", NODES - 1), 2), config).expect("config");
+    let mut fresh =
+        Tracker::new(Replica::new(format!("node-{}", NODES - 1), 2), config).expect("config");
     track_all(&mut fresh, NODES - 1, 2);
     sim.nodes[NODES - 1] = fresh;
     let hello = sim.nodes[NODES - 1].hello();

@@ -214,7 +214,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Removes the meta `phx_ref` of `key` from `state`; whether it was there.
-fn take_ref(state: &mut BTreeMap<String, phx_presence::PresenceEntry>, key: &str, phx_ref: &str) -> bool {
+fn take_ref(
+    state: &mut BTreeMap<String, phx_presence::PresenceEntry>,
+    key: &str,
+    phx_ref: &str,
+) -> bool {
     let Some(entry) = state.get_mut(key) else {
         return false;
     };
@@ -236,14 +240,24 @@ fn merge_diff(pending: &mut PresenceDiff, next: PresenceDiff) {
     for (key, entry) in next.joins {
         for meta in entry.metas {
             if !take_ref(&mut pending.leaves, &key, &meta.phx_ref) {
-                pending.joins.entry(key.clone()).or_default().metas.push(meta);
+                pending
+                    .joins
+                    .entry(key.clone())
+                    .or_default()
+                    .metas
+                    .push(meta);
             }
         }
     }
     for (key, entry) in next.leaves {
         for meta in entry.metas {
             if !take_ref(&mut pending.joins, &key, &meta.phx_ref) {
-                pending.leaves.entry(key.clone()).or_default().metas.push(meta);
+                pending
+                    .leaves
+                    .entry(key.clone())
+                    .or_default()
+                    .metas
+                    .push(meta);
             }
         }
     }
@@ -394,7 +408,7 @@ impl Shared {
         }
         if frame.from().name == self.me.name {
             let n = self.counters.name_clashes.fetch_add(1, Ordering::Relaxed);
-            if n % 1_000 == 0 {
+            if n.is_multiple_of(1_000) {
                 warn!(
                     node = %self.me.name,
                     vsn = self.me.vsn,
@@ -659,7 +673,10 @@ impl Node {
                 let deadline = Instant::now() + GOODBYE_TIMEOUT;
                 let mut sent = false;
                 while !sent && Instant::now() < deadline {
-                    let attempt = self.shared.link.publish_confirmed(&self.shared.all, bytes.clone());
+                    let attempt = self
+                        .shared
+                        .link
+                        .publish_confirmed(&self.shared.all, bytes.clone());
                     sent = tokio::time::timeout_at(deadline, attempt)
                         .await
                         .unwrap_or(false);
@@ -747,9 +764,10 @@ async fn send_loop(shared: Arc<Shared>) {
             }
             continue;
         }
-        let taken = tokio::time::timeout(BULK_TIMEOUT, shared.link.publish_confirmed(&channel, bytes))
-            .await
-            .unwrap_or(false);
+        let taken =
+            tokio::time::timeout(BULK_TIMEOUT, shared.link.publish_confirmed(&channel, bytes))
+                .await
+                .unwrap_or(false);
         if taken {
             bump(&shared.counters.gossip_sent, 1);
         } else {

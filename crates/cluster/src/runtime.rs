@@ -44,9 +44,15 @@ impl TrackerStore {
     /// Refuses a meta too large for one tracker message (half of
     /// `max_message_bytes`), so that no message between nodes exceeds it.
     fn fits(&self, meta: &Value) -> Result<(), RuntimeError> {
-        let size = serde_json::to_vec(meta).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(meta)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > self.max_meta {
-            warn!(size, max = self.max_meta, "cluster: presence meta too large to replicate; refused");
+            warn!(
+                size,
+                max = self.max_meta,
+                "cluster: presence meta too large to replicate; refused"
+            );
             return Err(RuntimeError::Adapter(format!(
                 "presence meta of {size} bytes, at most {} allowed in a cluster",
                 self.max_meta

@@ -374,10 +374,14 @@ async fn after_the_goodbye_cluster_traffic_flows_until_shutdown() {
     a.node
         .publish("room:1", "from-a", Bytes::from_static(b"{}"))
         .expect("queued");
-    wait_until("broadcasts cross after the goodbye", Duration::from_secs(10), || {
-        broadcasts(&a).iter().any(|x| x.event == "from-b")
-            && broadcasts(&b).iter().any(|x| x.event == "from-a")
-    })
+    wait_until(
+        "broadcasts cross after the goodbye",
+        Duration::from_secs(10),
+        || {
+            broadcasts(&a).iter().any(|x| x.event == "from-b")
+                && broadcasts(&b).iter().any(|x| x.event == "from-a")
+        },
+    )
     .await;
     assert!(b.shutdown().await, "shutdown reports the goodbye");
 }
@@ -421,9 +425,11 @@ async fn a_panicking_presence_hook_is_contained_counted_and_the_pump_goes_on() {
     })
     .await;
     b.node.track("room:ok", 2, "ben", meta("r2"));
-    wait_until("later events still reach the endpoint", Duration::from_secs(10), || {
-        calls.load(Ordering::Relaxed) >= 1
-    })
+    wait_until(
+        "later events still reach the endpoint",
+        Duration::from_secs(10),
+        || calls.load(Ordering::Relaxed) >= 1,
+    )
     .await;
     assert!(cluster.shutdown().await);
 }
@@ -444,7 +450,8 @@ async fn presence_diffs_the_consumer_has_no_room_for_are_merged_not_dropped() {
     // Many changes on several topics while nobody reads a's events.
     for i in 0..200u64 {
         let topic = format!("room:{}", i % 5);
-        b.node.track(&topic, i, &format!("u{i}"), meta(&format!("r{i}")));
+        b.node
+            .track(&topic, i, &format!("u{i}"), meta(&format!("r{i}")));
         if i % 3 == 0 {
             b.node.untrack(&topic, i, &format!("u{i}"));
         }
@@ -455,7 +462,8 @@ async fn presence_diffs_the_consumer_has_no_room_for_are_merged_not_dropped() {
     .await;
     assert!(a.stats().events_merged > 0, "the consumer was too slow");
     // Now read everything: applied in order, the diffs rebuild every topic.
-    let mut mirror: BTreeMap<String, std::collections::BTreeSet<(String, String)>> = BTreeMap::new();
+    let mut mirror: BTreeMap<String, std::collections::BTreeSet<(String, String)>> =
+        BTreeMap::new();
     let exact = |m: &BTreeMap<String, std::collections::BTreeSet<(String, String)>>| {
         (0..5).all(|t| {
             let topic = format!("room:{t}");
@@ -469,8 +477,12 @@ async fn presence_diffs_the_consumer_has_no_room_for_are_merged_not_dropped() {
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !exact(&mirror) {
-        assert!(Instant::now() < deadline, "the merged diffs never rebuilt the topics");
-        let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await else {
+        assert!(
+            Instant::now() < deadline,
+            "the merged diffs never rebuilt the topics"
+        );
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await
+        else {
             continue;
         };
         if let Event::Presence { topic, diff } = event {

@@ -103,7 +103,11 @@ async fn a_large_state_reaches_a_joining_node_and_survives_a_redis_restart_under
     for n in [&a, &b] {
         let s = n.node.stats();
         assert_eq!(s.link.reconnects, 0, "no reconnect loop: {:?}", s.link);
-        assert!(s.largest_gossip <= 64 * 1024, "largest message {} bytes", s.largest_gossip);
+        assert!(
+            s.largest_gossip <= 64 * 1024,
+            "largest message {} bytes",
+            s.largest_gossip
+        );
         assert_eq!(s.events_dropped, 0);
     }
 
@@ -113,7 +117,14 @@ async fn a_large_state_reaches_a_joining_node_and_survives_a_redis_restart_under
     for n in [&a, &b] {
         let s = n.node.stats();
         assert_eq!(s.link.reconnects, 1, "one reconnect, no loop: {:?}", s.link);
-        assert!(s.largest_gossip <= 64 * 1024, "largest message {} bytes", s.largest_gossip);
-        println!("{}: largest message {} bytes, {} tracker messages sent", s.me.name, s.largest_gossip, s.gossip_sent);
+        assert!(
+            s.largest_gossip <= 64 * 1024,
+            "largest message {} bytes",
+            s.largest_gossip
+        );
+        println!(
+            "{}: largest message {} bytes, {} tracker messages sent",
+            s.me.name, s.largest_gossip, s.gossip_sent
+        );
     }
 }

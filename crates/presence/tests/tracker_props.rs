@@ -152,7 +152,9 @@ impl Net {
             config: config(permdown),
             ghosts_checked: !permdown,
             nodes: (0..NODES)
-                .map(|i| Tracker::new(Replica::new(format!("n{i}"), 1_000), config(permdown)).unwrap())
+                .map(|i| {
+                    Tracker::new(Replica::new(format!("n{i}"), 1_000), config(permdown)).unwrap()
+                })
                 .collect(),
             queues: vec![Vec::new(); NODES],
             gone: vec![BTreeSet::new(); NODES],
@@ -177,18 +179,33 @@ impl Net {
             for (key, entry) in &diff.joins {
                 for m in &entry.metas {
                     let id = (topic.to_owned(), key.clone(), m.phx_ref.clone());
-                    prop_assert!(self.mirrors[node].insert(id.clone()), "node {} joins {:?} twice", node, id);
+                    prop_assert!(
+                        self.mirrors[node].insert(id.clone()),
+                        "node {} joins {:?} twice",
+                        node,
+                        id
+                    );
                 }
             }
             for (key, entry) in &diff.leaves {
                 for m in &entry.metas {
                     let id = (topic.to_owned(), key.clone(), m.phx_ref.clone());
-                    prop_assert!(self.mirrors[node].remove(&id), "node {} leaves {:?} not there", node, id);
+                    prop_assert!(
+                        self.mirrors[node].remove(&id),
+                        "node {} leaves {:?} not there",
+                        node,
+                        id
+                    );
                 }
             }
         }
         let listed = shown(&self.nodes[node]);
-        prop_assert_eq!(&self.mirrors[node], &listed, "node {}'s emitted diffs rebuild list()", node);
+        prop_assert_eq!(
+            &self.mirrors[node],
+            &listed,
+            "node {}'s emitted diffs rebuild list()",
+            node
+        );
         Ok(())
     }
 
@@ -206,7 +223,12 @@ impl Net {
     /// Sends a message: to its recipient when it has one, to every other node otherwise.
     fn send(&mut self, from: usize, msg: Gossip) -> Result<(), TestCaseError> {
         let bytes = msg.encode();
-        prop_assert!(bytes.len() <= MAX_MESSAGE, "a message of {} bytes: {:?}", bytes.len(), msg);
+        prop_assert!(
+            bytes.len() <= MAX_MESSAGE,
+            "a message of {} bytes: {:?}",
+            bytes.len(),
+            msg
+        );
         match msg.recipient() {
             Some(to) => {
                 if let Some(i) = self.nodes.iter().position(|n| n.replica().name == to.name) {
@@ -320,23 +342,40 @@ fn run(mut net: Net, actions: Vec<Action>) -> Result<(), TestCaseError> {
     {
         for a in actions {
             match a {
-                Action::Track { node, conn, key, topic } => {
+                Action::Track {
+                    node,
+                    conn,
+                    key,
+                    topic,
+                } => {
                     let meta = net.meta();
-                    net.model.insert((node, topic, conn, key), meta.phx_ref.clone());
+                    net.model
+                        .insert((node, topic, conn, key), meta.phx_ref.clone());
                     let d = net.nodes[node].track(TOPICS[topic], conn, &format!("k{key}"), meta);
                     net.emit(node, [(TOPICS[topic], &d)])?;
                 }
                 Action::UntrackConn { node, conn } => {
-                    net.model.retain(|(n, _, c, _), _| !(*n == node && *c == conn));
+                    net.model
+                        .retain(|(n, _, c, _), _| !(*n == node && *c == conn));
                     let diffs = net.nodes[node].untrack_conn(conn);
                     net.emit(node, diffs.iter().map(|(t, d)| (t.as_str(), d)))?;
                 }
-                Action::Untrack { node, conn, key, topic } => {
+                Action::Untrack {
+                    node,
+                    conn,
+                    key,
+                    topic,
+                } => {
                     net.model.remove(&(node, topic, conn, key));
                     let d = net.nodes[node].untrack(TOPICS[topic], conn, &format!("k{key}"));
                     net.emit(node, [(TOPICS[topic], &d)])?;
                 }
-                Action::Update { node, conn, key, topic } => {
+                Action::Update {
+                    node,
+                    conn,
+                    key,
+                    topic,
+                } => {
                     let meta = net.meta();
                     let phx_ref = meta.phx_ref.clone();
                     let tracked = net.model.contains_key(&(node, topic, conn, key));
@@ -348,14 +387,22 @@ fn run(mut net: Net, actions: Vec<Action>) -> Result<(), TestCaseError> {
                     }
                 }
                 Action::Heartbeat { node } => net.heartbeat(node)?,
-                Action::Deliver { dest, pick, keep_copy } => net.run_queue(dest, pick, keep_copy)?,
+                Action::Deliver {
+                    dest,
+                    pick,
+                    keep_copy,
+                } => net.run_queue(dest, pick, keep_copy)?,
                 Action::Drop { dest, pick } => {
                     if !net.queues[dest].is_empty() {
                         let i = pick % net.queues[dest].len();
                         net.queues[dest].remove(i);
                     }
                 }
-                Action::Restart { node, skewed, goodbye } => {
+                Action::Restart {
+                    node,
+                    skewed,
+                    goodbye,
+                } => {
                     if goodbye {
                         let bye = net.nodes[node].goodbye();
                         prop_assert!(net.nodes[node].heartbeat().is_empty());
@@ -392,12 +439,23 @@ fn run(mut net: Net, actions: Vec<Action>) -> Result<(), TestCaseError> {
         net.heal()?;
         let expected: BTreeSet<String> = net.model.values().cloned().collect();
         for n in 0..NODES {
-            prop_assert_eq!(&visible(&net.nodes[n]), &expected, "node {} lists what the owners track", n);
+            prop_assert_eq!(
+                &visible(&net.nodes[n]),
+                &expected,
+                "node {} lists what the owners track",
+                n
+            );
         }
         for topic in TOPICS {
             let a = net.nodes[0].list(topic);
             for n in 1..NODES {
-                prop_assert_eq!(&a, &net.nodes[n].list(topic), "n0 and n{} differ on {}", n, topic);
+                prop_assert_eq!(
+                    &a,
+                    &net.nodes[n].list(topic),
+                    "n0 and n{} differ on {}",
+                    n,
+                    topic
+                );
             }
         }
     }

@@ -576,7 +576,9 @@ impl Tracker {
             return None;
         }
         let remote = match remotes.entry(from.name.clone()) {
-            std::collections::btree_map::Entry::Vacant(v) => v.insert(Remote::new(from.vsn, now_ms)),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Remote::new(from.vsn, now_ms))
+            }
             std::collections::btree_map::Entry::Occupied(o) => {
                 let remote = o.into_mut();
                 if remote.vsn != from.vsn {
@@ -722,8 +724,7 @@ impl Tracker {
                 from, id, transfer, ..
             } => self.on_transfer_ack(from, id, transfer, now_ms, &mut diffs, &mut replies),
             Gossip::Goodbye { from } => {
-                if let Some(remote) =
-                    Self::heard(
+                if let Some(remote) = Self::heard(
                     &mut self.remotes,
                     &self.me,
                     &from,
@@ -733,8 +734,7 @@ impl Tracker {
                     None,
                     (&mut self.next_id, self.config.down_period_ms, &mut replies),
                     &mut diffs,
-                )
-                {
+                ) {
                     remote.hide(ReplicaStatus::Left, &mut diffs);
                     remote.data = ReplicaData::default();
                 }
@@ -765,8 +765,7 @@ impl Tracker {
             None,
             (&mut self.next_id, self.config.down_period_ms, replies),
             diffs,
-        )
-        else {
+        ) else {
             return;
         };
         if let Some(delta) = &delta {
@@ -806,8 +805,7 @@ impl Tracker {
             None,
             (&mut self.next_id, self.config.down_period_ms, replies),
             diffs,
-        )
-        else {
+        ) else {
             return;
         };
         remote.settle(diffs);
@@ -820,10 +818,7 @@ impl Tracker {
             &mut self.next_id,
             replies,
         );
-        let mine = have
-            .iter()
-            .find(|h| h.replica == self.me)
-            .map(|h| h.clock);
+        let mine = have.iter().find(|h| h.replica == self.me).map(|h| h.clock);
         self.answer(from, 0, mine, replies);
     }
 
@@ -852,8 +847,7 @@ impl Tracker {
             Some(id),
             (&mut self.next_id, self.config.down_period_ms, replies),
             diffs,
-        )
-        else {
+        ) else {
             return;
         };
         if id != 0 && remote.pending.is_some_and(|(p, _)| p == id) {
@@ -1249,7 +1243,10 @@ mod tests {
         let (_, acks) = a.handle(replies[0].clone(), 0);
         assert!(acks.len() > 1, "the state goes in several parts");
         for (i, ack) in acks.iter().enumerate() {
-            assert!(ack.encode().len() <= 1024, "part {i} within max_message_bytes");
+            assert!(
+                ack.encode().len() <= 1024,
+                "part {i} within max_message_bytes"
+            );
             assert!(matches!(
                 ack,
                 Gossip::TransferAck { transfer: Transfer::Part { part, .. }, .. } if *part as usize == i
@@ -1366,7 +1363,10 @@ mod tests {
             joined.extend(b.handle(ack, 700).0);
         }
         assert!(joined["t"].joins.contains_key("fresh"));
-        assert_eq!(b.replicas(), vec![(Replica::new("a", 10), ReplicaStatus::Up)]);
+        assert_eq!(
+            b.replicas(),
+            vec![(Replica::new("a", 10), ReplicaStatus::Up)]
+        );
         // After a goodbye, any other incarnation is taken at once.
         b.handle(skewed.goodbye(), 800);
         let mut again = t("a", 5);
@@ -1378,7 +1378,10 @@ mod tests {
         for ack in again.handle(req.clone(), 810).1 {
             b.handle(ack, 810);
         }
-        assert_eq!(b.replicas(), vec![(Replica::new("a", 5), ReplicaStatus::Up)]);
+        assert_eq!(
+            b.replicas(),
+            vec![(Replica::new("a", 5), ReplicaStatus::Up)]
+        );
     }
 
     #[test]
