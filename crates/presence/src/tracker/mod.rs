@@ -694,7 +694,7 @@ impl Tracker {
                 self.on_hello(from, clock, have, now_ms, &mut diffs, &mut replies)
             }
             Gossip::TransferReq { from, to, id, have } => {
-                if to == self.me {
+                if to == self.me && from.name != self.me.name {
                     let known = Self::heard(
                         &mut self.remotes,
                         &self.me,
@@ -716,8 +716,11 @@ impl Tracker {
                             &mut self.next_id,
                             &mut replies,
                         );
-                        self.answer(from, id, Some(have), &mut replies);
                     }
+                    // Answered even when the asker's incarnation is not (yet)
+                    // taken here: a restarted node must not wait for our proof
+                    // of its own life to get our state.
+                    self.answer(from, id, Some(have), &mut replies);
                 }
             }
             Gossip::TransferAck {
@@ -795,7 +798,10 @@ impl Tracker {
         diffs: &mut Diffs,
         replies: &mut Vec<Gossip>,
     ) {
-        let Some(remote) = Self::heard(
+        if from.name == self.me.name {
+            return;
+        }
+        let known = Self::heard(
             &mut self.remotes,
             &self.me,
             &from,
@@ -805,19 +811,21 @@ impl Tracker {
             None,
             (&mut self.next_id, self.config.down_period_ms, replies),
             diffs,
-        ) else {
-            return;
-        };
-        remote.settle(diffs);
-        Self::request(
-            remote,
-            &self.me,
-            &from,
-            now_ms,
-            self.config.down_period_ms,
-            &mut self.next_id,
-            replies,
         );
+        if let Some(remote) = known {
+            remote.settle(diffs);
+            Self::request(
+                remote,
+                &self.me,
+                &from,
+                now_ms,
+                self.config.down_period_ms,
+                &mut self.next_id,
+                replies,
+            );
+        }
+        // Answered even when its incarnation is not (yet) taken here (a
+        // restart asked for a proof of life first): it gets our state at once.
         let mine = have.iter().find(|h| h.replica == self.me).map(|h| h.clock);
         self.answer(from, 0, mine, replies);
     }
@@ -1485,5 +1493,27 @@ mod tests {
             }
         }
         assert!(seen.contains("high"), "the higher incarnation wins");
+    }
+
+    #[test]
+    fn a_restarted_node_gets_the_state_at_once_while_it_proves_alive() {
+        let (mut a, mut b) = (t("a", 1), t("b", 1));
+        a.track("t", 1, "old", m("1"));
+        b.track("t", 1, "bee", m("2"));
+        b.handle(hb(&mut a), 0);
+        let mut a2 = t("a", 2);
+        let (d, replies) = b.handle(a2.hello(), 10);
+        assert!(d.is_empty(), "the old one stays until the new one answers");
+        assert!(replies
+            .iter()
+            .any(|r| matches!(r, Gossip::TransferReq { to, .. } if to == a2.replica())));
+        let mut got = BTreeMap::new();
+        for r in &replies {
+            if let Gossip::TransferAck { to, .. } = r {
+                assert_eq!(to, a2.replica());
+                got.extend(a2.handle(r.clone(), 10).0);
+            }
+        }
+        assert!(got["t"].joins.contains_key("bee"), "{got:?}");
     }
 }
