@@ -78,6 +78,10 @@ pub struct NodeConfig {
     /// [`NodeStats::events_merged`]) and broadcasts are dropped (counted in
     /// [`NodeStats::events_dropped`] and logged).
     pub events: usize,
+    /// The incarnation number; `None` (the default) takes the wall clock in
+    /// microseconds. Set it to test restarts with a clock set back, or to use
+    /// numbers from elsewhere (e.g. Redis `INCR`).
+    pub incarnation: Option<u64>,
 }
 
 impl NodeConfig {
@@ -90,6 +94,7 @@ impl NodeConfig {
             namespace: "phx".into(),
             tracker: TrackerConfig::default(),
             events: 65_536,
+            incarnation: None,
         }
     }
 }
@@ -525,10 +530,12 @@ impl Node {
                 reason: "must be 1 to 1 024 bytes".into(),
             });
         }
-        let vsn = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let vsn = config.incarnation.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+                .unwrap_or(0)
+        });
         let me = Replica::new(config.name.clone(), vsn);
         let tracker = Tracker::new(me.clone(), config.tracker)?;
         let all = format!("{}:all", config.namespace);

@@ -507,3 +507,39 @@ async fn presence_diffs_the_consumer_has_no_room_for_are_merged_not_dropped() {
     }
     assert_eq!(a.stats().events_dropped, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_its_clock_set_back_is_taken_once_the_old_one_is_down() {
+    let redis = Redis::start();
+    let (period, down) = (100, 1_000);
+    let a = TestNode::start(&redis, "a", fast(period, down));
+    let b = TestNode::start_as(&redis, "b", Some(1_000_000), fast(period, down));
+    connected(&[&a, &b]).await;
+    b.node.track("room:1", 1, "old-bob", meta("r-old"));
+    wait_until("a sees old-bob", Duration::from_secs(10), || {
+        a.keys("room:1") == ["old-bob"]
+    })
+    .await;
+    b.kill();
+    // The restarted process's incarnation is lower than the crashed one's.
+    let b2 = TestNode::start_as(&redis, "b", Some(10), fast(period, down));
+    b2.node.track("room:1", 1, "new-bob", meta("r-new"));
+    // Taken once the old one is down (down_period), not after permdown (10 min here).
+    wait_until("a shows only new-bob", Duration::from_secs(10), || {
+        a.keys("room:1") == ["new-bob"]
+    })
+    .await;
+    assert!(left(&a, "room:1", "old-bob"));
+    wait_until("b2 sees a's state", Duration::from_secs(10), || {
+        b2.node
+            .stats()
+            .replicas
+            .iter()
+            .any(|(r, s)| r.name == "a" && *s == phx_presence::ReplicaStatus::Up)
+    })
+    .await;
+    assert_eq!(
+        a.node.stats().replicas,
+        vec![(b2.node.replica().clone(), phx_presence::ReplicaStatus::Up)]
+    );
+}

@@ -128,8 +128,19 @@ pub struct TestNode {
 
 impl TestNode {
     pub fn start(redis: &Redis, name: &str, tracker: TrackerConfig) -> TestNode {
+        TestNode::start_as(redis, name, None, tracker)
+    }
+
+    /// Starts one with a given incarnation number (`None`: the wall clock).
+    pub fn start_as(
+        redis: &Redis,
+        name: &str,
+        incarnation: Option<u64>,
+        tracker: TrackerConfig,
+    ) -> TestNode {
         let mut config = NodeConfig::new(redis.url(), name);
         config.tracker = tracker;
+        config.incarnation = incarnation;
         let (node, mut rx) = Node::start(config).expect("node starts");
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
