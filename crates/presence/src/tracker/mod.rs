@@ -724,8 +724,16 @@ impl Tracker {
                 }
             }
             Gossip::TransferAck {
-                from, id, transfer, ..
-            } => self.on_transfer_ack(from, id, transfer, now_ms, &mut diffs, &mut replies),
+                from,
+                to,
+                id,
+                transfer,
+            } => {
+                // An answer to a previous incarnation of this node proves nothing.
+                if to == self.me {
+                    self.on_transfer_ack(from, id, transfer, now_ms, &mut diffs, &mut replies)
+                }
+            }
             Gossip::Goodbye { from } => {
                 if let Some(remote) = Self::heard(
                     &mut self.remotes,
