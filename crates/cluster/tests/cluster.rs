@@ -543,3 +543,43 @@ async fn a_node_restarted_with_its_clock_set_back_is_taken_once_the_old_one_is_d
         vec![(b2.node.replica().clone(), phx_presence::ReplicaStatus::Up)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_sequence_numbers_do_not_overflow() {
+    let redis = Redis::start();
+    let a = TestNode::start(&redis, "a", fast(100, 1_000));
+    let b = TestNode::start(&redis, "b", fast(100, 1_000));
+    connected(&[&a, &b]).await;
+    let config = phx_cluster::TransportConfig::new(redis.url(), vec![]);
+    let (raw, mut raw_events) = phx_cluster::Transport::start(config).expect("raw link");
+    assert_eq!(
+        raw_events.recv().await,
+        Some(phx_cluster::TransportEvent::Connected)
+    );
+    for seq in [u64::MAX, u64::MAX, 1, u64::MAX - 1] {
+        let frame = phx_cluster::Frame::Broadcast(RemoteBroadcast {
+            from: phx_presence::Replica::new("mallory", 1),
+            seq,
+            topic: "room:1".into(),
+            event: "forged".into(),
+            payload: Bytes::from_static(b"{}"),
+        })
+        .encode()
+        .expect("encodes");
+        assert!(raw.publish_confirmed("phx:all", frame).await);
+    }
+    wait_until("the four arrive", Duration::from_secs(10), || {
+        broadcasts(&a)
+            .iter()
+            .filter(|x| x.event == "forged")
+            .count()
+            == 4
+    })
+    .await;
+    // The driver survived: presence still flows.
+    b.node.track("room:1", 1, "bob", meta("rb"));
+    wait_until("a sees bob", Duration::from_secs(10), || {
+        a.keys("room:1") == ["bob"]
+    })
+    .await;
+}
