@@ -12,12 +12,26 @@
 //! The driver task heartbeats every `broadcast_period`, checks liveness several
 //! times per period (so a silent node is down at most a fraction of a period
 //! after `down_period`), says hello on every (re)connection so the others send
-//! their state at once, and says goodbye on [`Node::shutdown`]. Local operations
+//! what it misses at once, and says goodbye on [`Node::leave`]. Local operations
 //! only take the tracker's lock for the operation itself: they keep working
 //! while Redis is away, and the others catch up when it is back.
+//!
+//! Under load:
+//!
+//! - every tracker message is at most `max_message_bytes` (60 KiB by default;
+//!   states and deltas go in parts), so Redis's pub/sub output limit (32 MB by
+//!   default) is never hit by one message;
+//! - tracker messages wait in the node's own outbox, small ones (heartbeats,
+//!   hellos, requests) ahead of large ones (transfer parts), and large ones go
+//!   one at a time, each after Redis took the previous, so a transfer never
+//!   piles up in a subscriber's output buffer; a newer transfer to a node
+//!   replaces the queued rest of an older one (one transfer in flight per node);
+//! - liveness is judged only after every message already received is handled;
+//! - a presence diff the consumer has no room for is merged per topic and
+//!   handed over as soon as there is room: never dropped.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,17 +39,28 @@ use bytes::Bytes;
 use phx_presence::{
     Gossip, Meta, PresenceDiff, PresenceList, Replica, ReplicaStatus, Tracker, TrackerConfig,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::frame::{Frame, RemoteBroadcast};
 use crate::transport::{LinkOptions, LinkStats, Transport, TransportConfig, TransportEvent};
 use crate::ClusterError;
 
-/// How long [`Node::shutdown`] waits for Redis to take the goodbye.
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long [`Node::leave`] keeps trying to have Redis take the goodbye.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tracker messages up to this size go in the outbox's fast lane.
+const SMALL_MESSAGE: usize = 8 * 1024;
+
+/// Small tracker messages the outbox holds at most (beyond, the oldest goes,
+/// counted: the tracker repairs what a lost message leaves out).
+const OUTBOX_SMALL: usize = 4_096;
+
+/// How long a large message may wait for Redis to take it before the rest
+/// of its transfer is given up (the receiver asks again).
+const BULK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of a node.
 #[derive(Debug, Clone)]
@@ -48,12 +73,18 @@ pub struct NodeConfig {
     pub namespace: String,
     /// Heartbeat and liveness timing.
     pub tracker: TrackerConfig,
-    /// How many [`Event`]s may wait for the consumer; beyond it they are dropped
-    /// (counted in [`NodeStats::events_dropped`] and logged).
+    /// How many [`Event`]s may wait for the consumer; beyond it presence
+    /// diffs are merged per topic until there is room (counted in
+    /// [`NodeStats::events_merged`]) and broadcasts are dropped (counted in
+    /// [`NodeStats::events_dropped`] and logged).
     pub events: usize,
     /// The Redis link: the cluster key sealing every message, TLS, deadlines,
     /// queue bounds.
     pub link: LinkOptions,
+    /// The incarnation number; `None` (the default) takes the wall clock in
+    /// microseconds. Set it to test restarts with a clock set back, or to use
+    /// numbers from elsewhere (e.g. Redis `INCR`).
+    pub incarnation: Option<u64>,
 }
 
 impl NodeConfig {
@@ -67,6 +98,7 @@ impl NodeConfig {
             tracker: TrackerConfig::default(),
             events: 65_536,
             link: LinkOptions::default(),
+            incarnation: None,
         }
     }
 }
@@ -108,8 +140,21 @@ pub struct NodeStats {
     pub gossip_received: u64,
     /// Messages that could not be decoded.
     pub bad_frames: u64,
-    /// Events dropped because the consumer did not keep up.
+    /// Broadcast events dropped because the consumer did not keep up (or
+    /// was gone).
     pub events_dropped: u64,
+    /// Presence diffs merged per topic because the consumer had no room.
+    pub events_merged: u64,
+    /// Messages carrying this node's name but another incarnation: a second
+    /// process with the same name, or a previous incarnation's late message.
+    pub name_clashes: u64,
+    /// Panics in the application's hooks while applying other nodes' events
+    /// (contained: the event is skipped, the pump goes on).
+    pub hook_panics: u64,
+    /// Tracker messages the outbox gave up (Redis away, or the outbox full).
+    pub gossip_dropped: u64,
+    /// The largest tracker message sent, in bytes.
+    pub largest_gossip: u64,
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +166,11 @@ struct Counters {
     gossip_received: AtomicU64,
     bad_frames: AtomicU64,
     events_dropped: AtomicU64,
+    events_merged: AtomicU64,
+    name_clashes: AtomicU64,
+    hook_panics: AtomicU64,
+    gossip_dropped: AtomicU64,
+    largest_gossip: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -129,6 +179,15 @@ fn bump(counter: &AtomicU64, n: u64) {
 
 fn read(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
+}
+
+/// Tracker messages waiting to go out: small ones first, large ones one at a
+/// time and per recipient (a newer transfer replaces the rest of an older).
+#[derive(Debug, Default)]
+struct Outbox {
+    small: VecDeque<(String, Bytes)>,
+    /// (recipient node, or `None` for every node; channel; bytes).
+    large: VecDeque<(Option<String>, String, Bytes)>,
 }
 
 #[derive(Debug)]
@@ -143,6 +202,12 @@ struct Shared {
     /// queue order is the numbering order.
     seq: Mutex<u64>,
     events: mpsc::Sender<Event>,
+    /// Presence diffs the consumer had no room for, merged per topic.
+    overflow: Mutex<BTreeMap<String, PresenceDiff>>,
+    /// The consumer of events is gone (logged once).
+    consumer_gone: AtomicBool,
+    outbox: Mutex<Outbox>,
+    outbox_ready: Notify,
     start: Instant,
     counters: Counters,
 }
@@ -157,47 +222,188 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Removes the meta `phx_ref` of `key` from `state`; whether it was there.
+fn take_ref(
+    state: &mut BTreeMap<String, phx_presence::PresenceEntry>,
+    key: &str,
+    phx_ref: &str,
+) -> bool {
+    let Some(entry) = state.get_mut(key) else {
+        return false;
+    };
+    let Some(i) = entry.metas.iter().position(|m| m.phx_ref == phx_ref) else {
+        return false;
+    };
+    entry.metas.remove(i);
+    if entry.metas.is_empty() {
+        state.remove(key);
+    }
+    true
+}
+
+/// Merges `next` into `pending` (both not yet seen by the clients): a join
+/// and a leave of the same meta cancel out, whichever came first, so that
+/// applying the merged diff (joins, then leaves) ends where applying both
+/// would.
+fn merge_diff(pending: &mut PresenceDiff, next: PresenceDiff) {
+    for (key, entry) in next.joins {
+        for meta in entry.metas {
+            if !take_ref(&mut pending.leaves, &key, &meta.phx_ref) {
+                pending
+                    .joins
+                    .entry(key.clone())
+                    .or_default()
+                    .metas
+                    .push(meta);
+            }
+        }
+    }
+    for (key, entry) in next.leaves {
+        for meta in entry.metas {
+            if !take_ref(&mut pending.joins, &key, &meta.phx_ref) {
+                pending
+                    .leaves
+                    .entry(key.clone())
+                    .or_default()
+                    .metas
+                    .push(meta);
+            }
+        }
+    }
+}
+
 impl Shared {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Puts a tracker message in the outbox.
     fn send_gossip(&self, gossip: Gossip) {
-        let channel = match gossip.recipient() {
-            Some(to) => node_channel(&self.namespace, &to.name),
+        let recipient = gossip.recipient().map(|to| to.name.clone());
+        let channel = match &recipient {
+            Some(to) => node_channel(&self.namespace, to),
             None => self.all.clone(),
         };
+        let is_part = matches!(
+            gossip,
+            Gossip::TransferAck {
+                transfer: phx_presence::Transfer::Part { part: 0, .. },
+                ..
+            }
+        );
         let frame = Frame::Gossip {
             from: self.me.clone(),
             gossip: Bytes::from(gossip.encode()),
         };
-        match frame.encode() {
-            Ok(bytes) => match self.link.publish(&channel, bytes) {
-                Ok(()) => bump(&self.counters.gossip_sent, 1),
-                Err(e) => debug!(error = %e, "cluster: tracker message not sent"),
-            },
-            Err(e) => warn!(error = %e, "cluster: tracker message not encodable"),
+        let bytes = match frame.encode() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                warn!(error = %e, "cluster: tracker message not encodable");
+                return;
+            }
+        };
+        self.counters
+            .largest_gossip
+            .fetch_max(bytes.len() as u64, Ordering::Relaxed);
+        let mut outbox = lock(&self.outbox);
+        if bytes.len() <= SMALL_MESSAGE {
+            if outbox.small.len() >= OUTBOX_SMALL {
+                outbox.small.pop_front();
+                bump(&self.counters.gossip_dropped, 1);
+                warn!("cluster: outbox full, oldest tracker message dropped");
+            }
+            outbox.small.push_back((channel, bytes));
+        } else {
+            if is_part && recipient.is_some() {
+                // The first part of a new transfer: the rest of an older
+                // transfer to the same node is out of date.
+                let before = outbox.large.len();
+                outbox.large.retain(|(to, _, _)| to != &recipient);
+                let gone = before - outbox.large.len();
+                if gone > 0 {
+                    debug!(to = ?recipient, parts = gone, "cluster: older transfer replaced");
+                }
+            }
+            outbox.large.push_back((recipient, channel, bytes));
+        }
+        drop(outbox);
+        self.outbox_ready.notify_one();
+    }
+
+    fn send_all(&self, gossip: impl IntoIterator<Item = Gossip>) {
+        for g in gossip {
+            self.send_gossip(g);
         }
     }
 
-    fn emit(&self, event: Event) {
-        if let Err(e) = self.events.try_send(event) {
-            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+    fn emit_broadcast(&self, b: RemoteBroadcast) {
+        match self.events.try_send(Event::Broadcast(b)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
                 bump(&self.counters.events_dropped, 1);
-                warn!("cluster: event consumer too slow, event dropped");
+                warn!("cluster: event consumer too slow, broadcast dropped");
             }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.consumer_closed(),
         }
     }
 
+    fn consumer_closed(&self) {
+        bump(&self.counters.events_dropped, 1);
+        if !self.consumer_gone.swap(true, Ordering::Relaxed) {
+            error!(node = %self.me.name, "cluster: the consumer of other nodes' events is gone; their presence changes and broadcasts no longer reach this node's clients");
+        }
+    }
+
+    /// Hands presence diffs to the consumer; what it has no room for waits,
+    /// merged per topic, for [`Shared::flush`].
     fn emit_diffs(&self, diffs: impl IntoIterator<Item = (String, PresenceDiff)>) {
+        let mut overflow = lock(&self.overflow);
         for (topic, diff) in diffs {
-            if !diff.is_empty() {
-                self.emit(Event::Presence { topic, diff });
+            if diff.is_empty() {
+                continue;
+            }
+            if let Some(pending) = overflow.get_mut(&topic) {
+                merge_diff(pending, diff);
+                bump(&self.counters.events_merged, 1);
+                continue;
+            }
+            match self.events.try_send(Event::Presence { topic, diff }) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Event::Presence { topic, diff })) => {
+                    if overflow.is_empty() {
+                        warn!("cluster: event consumer too slow, presence diffs merged per topic until it catches up");
+                    }
+                    bump(&self.counters.events_merged, 1);
+                    overflow.insert(topic, diff);
+                }
+                Err(_) => self.consumer_closed(),
             }
         }
     }
 
-    fn receive(&self, payload: Bytes, last_seq: &mut HashMap<String, (u64, u64)>) {
+    /// Hands merged presence diffs over while the consumer has room.
+    fn flush(&self) {
+        let mut overflow = lock(&self.overflow);
+        while let Some((topic, diff)) = overflow.pop_first() {
+            if diff.is_empty() {
+                continue;
+            }
+            match self.events.try_send(Event::Presence { topic, diff }) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Event::Presence { topic, diff })) => {
+                    overflow.insert(topic, diff);
+                    return;
+                }
+                Err(_) => {
+                    self.consumer_closed();
+                    overflow.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn receive(&self, payload: Bytes, last_seq: &mut HashMap<String, SeqState>) {
         let frame = match Frame::decode(payload) {
             Ok(frame) => frame,
             Err(e) => {
@@ -208,6 +414,20 @@ impl Shared {
         };
         if frame.from() == &self.me {
             return; // our own echo
+        }
+        if frame.from().name == self.me.name {
+            let n = self.counters.name_clashes.fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(1_000) {
+                warn!(
+                    node = %self.me.name,
+                    vsn = self.me.vsn,
+                    other_vsn = frame.from().vsn,
+                    clashes = n + 1,
+                    "cluster: a message with this node's name from another incarnation: \
+                     another process runs with the same --node-name (or an earlier run's message arrived late); ignored"
+                );
+            }
+            return;
         }
         match frame {
             Frame::Gossip { from, gossip } => {
@@ -228,26 +448,43 @@ impl Shared {
                 let now = self.now_ms();
                 let (diffs, replies) = lock(&self.tracker).handle(gossip, now);
                 self.emit_diffs(diffs);
-                for reply in replies {
-                    self.send_gossip(reply);
-                }
+                self.send_all(replies);
             }
             Frame::Broadcast(b) => {
                 bump(&self.counters.broadcasts_received, 1);
-                let last = last_seq
-                    .entry(b.from.name.clone())
-                    .or_insert((b.from.vsn, 0));
-                if last.0 != b.from.vsn {
-                    *last = (b.from.vsn, 0);
+                let now = self.now_ms();
+                let last = last_seq.entry(b.from.name.clone()).or_insert(SeqState {
+                    vsn: b.from.vsn,
+                    seq: 0,
+                    heard: now,
+                });
+                if last.vsn != b.from.vsn {
+                    *last = SeqState {
+                        vsn: b.from.vsn,
+                        seq: 0,
+                        heard: now,
+                    };
                 }
-                if b.seq > last.1 + 1 {
-                    bump(&self.counters.broadcasts_lost, b.seq - last.1 - 1);
+                last.heard = now;
+                // Checked: a forged sequence number (u64::MAX) must not overflow.
+                let expected = last.seq.saturating_add(1);
+                if b.seq > expected {
+                    bump(&self.counters.broadcasts_lost, b.seq - expected);
                 }
-                last.1 = last.1.max(b.seq);
-                self.emit(Event::Broadcast(b));
+                last.seq = last.seq.max(b.seq);
+                self.emit_broadcast(b);
             }
         }
     }
+}
+
+/// The last broadcast seen from a node, to count gaps.
+#[derive(Debug, Clone, Copy)]
+struct SeqState {
+    vsn: u64,
+    seq: u64,
+    /// When its last broadcast arrived (ms since start).
+    heard: u64,
 }
 
 /// One node of the cluster. See the module docs.
@@ -268,7 +505,8 @@ impl Shared {
 /// if let Some(Event::Presence { topic, diff }) = events.recv().await {
 ///     println!("{topic}: {} joins", diff.joins.len());
 /// }
-/// node.shutdown().await; // the others drop alice at once
+/// node.leave().await; // the others drop alice at once; traffic still flows
+/// node.shutdown().await; // then everything stops
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -276,6 +514,8 @@ pub struct Node {
     shared: Arc<Shared>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    sender: Mutex<Option<JoinHandle<()>>>,
+    left: tokio::sync::Mutex<Option<bool>>,
 }
 
 impl Node {
@@ -284,9 +524,9 @@ impl Node {
     /// an unreachable Redis is retried in the background.
     ///
     /// The incarnation number is the wall clock in microseconds, as in
-    /// Phoenix. The others trust it to grow: a node restarted with its clock
-    /// set back before its previous start is ignored by them until they forget
-    /// the previous incarnation (`permdown_period`).
+    /// Phoenix. A node restarted with its clock set back is taken by the
+    /// others as soon as they count the previous incarnation down (or it said
+    /// goodbye), once it answered one of their requests.
     pub fn start(config: NodeConfig) -> Result<(Node, mpsc::Receiver<Event>), ClusterError> {
         if config.name.is_empty() || config.name.len() > 1_024 {
             return Err(ClusterError::Invalid {
@@ -294,10 +534,12 @@ impl Node {
                 reason: "must be 1 to 1 024 bytes".into(),
             });
         }
-        let vsn = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let vsn = config.incarnation.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+                .unwrap_or(0)
+        });
         let me = Replica::new(config.name.clone(), vsn);
         let tracker = Tracker::new(me.clone(), config.tracker)?;
         let all = format!("{}:all", config.namespace);
@@ -317,17 +559,24 @@ impl Node {
             link,
             seq: Mutex::new(0),
             events: events_tx,
+            overflow: Mutex::default(),
+            consumer_gone: AtomicBool::new(false),
+            outbox: Mutex::default(),
+            outbox_ready: Notify::new(),
             start: Instant::now(),
             counters: Counters::default(),
         });
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(drive(shared.clone(), link_events, stop_rx, config.tracker));
+        let sender = tokio::spawn(send_loop(shared.clone()));
         info!(node = %shared.me.name, vsn = shared.me.vsn, "cluster: node started");
         Ok((
             Node {
                 shared,
                 stop: Mutex::new(Some(stop_tx)),
                 task: Mutex::new(Some(task)),
+                sender: Mutex::new(Some(sender)),
+                left: tokio::sync::Mutex::new(None),
             },
             events_rx,
         ))
@@ -404,36 +653,82 @@ impl Node {
             gossip_received: read(&c.gossip_received),
             bad_frames: read(&c.bad_frames),
             events_dropped: read(&c.events_dropped),
+            events_merged: read(&c.events_merged),
+            name_clashes: read(&c.name_clashes),
+            hook_panics: read(&c.hook_panics),
+            gossip_dropped: read(&c.gossip_dropped),
+            largest_gossip: read(&c.largest_gossip),
         }
     }
 
-    /// Leaves the cluster gracefully: stops heartbeating and tells the others,
-    /// who drop this node's presences at once. Returns whether Redis took the
-    /// goodbye (when it did not, the others drop them after `down_period`).
-    /// Only the first call says goodbye; later ones return false.
-    pub async fn shutdown(&self) -> bool {
-        let Some(stop) = lock(&self.stop).take() else {
-            return false;
-        };
-        let _ = stop.send(());
-        let task = lock(&self.task).take();
-        if let Some(task) = task {
-            let _ = task.await;
+    /// Counts a panic of an application hook while applying other nodes'
+    /// events (see [`crate::Cluster`]).
+    pub(crate) fn hook_panicked(&self) {
+        bump(&self.shared.counters.hook_panics, 1);
+    }
+
+    /// Says goodbye: the others drop this node's presences at once. Nothing
+    /// stops: broadcasts and other nodes' events keep flowing (for a drain),
+    /// until [`Node::shutdown`]. Waits until Redis took the goodbye (retrying
+    /// for up to 2 s); returns whether it did (when not, the others drop this
+    /// node's presences after `down_period`). Later calls return the first
+    /// call's result without sending again.
+    pub async fn leave(&self) -> bool {
+        let mut left = self.left.lock().await;
+        if let Some(sent) = *left {
+            return sent;
         }
         let goodbye = lock(&self.shared.tracker).goodbye();
         let frame = Frame::Gossip {
             from: self.shared.me.clone(),
             gossip: Bytes::from(goodbye.encode()),
         };
-        let Ok(bytes) = frame.encode() else {
-            return false;
+        let sent = match frame.encode() {
+            Ok(bytes) => {
+                let deadline = Instant::now() + GOODBYE_TIMEOUT;
+                let mut sent = false;
+                while !sent && Instant::now() < deadline {
+                    let attempt = self
+                        .shared
+                        .link
+                        .publish_confirmed(&self.shared.all, bytes.clone());
+                    sent = tokio::time::timeout_at(deadline, attempt)
+                        .await
+                        .unwrap_or(false);
+                    if !sent {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                sent
+            }
+            Err(e) => {
+                warn!(error = %e, "cluster: goodbye not encodable");
+                false
+            }
         };
-        let sent = self.shared.link.publish_confirmed(&self.shared.all, bytes);
-        let ok = tokio::time::timeout(GOODBYE_TIMEOUT, sent)
-            .await
-            .unwrap_or(false);
-        info!(node = %self.shared.me.name, goodbye_sent = ok, "cluster: node left");
-        ok
+        info!(node = %self.shared.me.name, goodbye_sent = sent, "cluster: node left the cluster");
+        *left = Some(sent);
+        sent
+    }
+
+    /// Leaves the cluster (see [`Node::leave`], when not done yet), then stops
+    /// the driver: no more traffic with the other nodes. Returns whether Redis
+    /// took the goodbye. Only the first call stops anything.
+    pub async fn shutdown(&self) -> bool {
+        let sent = self.leave().await;
+        let Some(stop) = lock(&self.stop).take() else {
+            return sent;
+        };
+        let _ = stop.send(());
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        if let Some(sender) = lock(&self.sender).take() {
+            sender.abort();
+        }
+        info!(node = %self.shared.me.name, "cluster: node stopped");
+        sent
     }
 }
 
@@ -443,6 +738,64 @@ impl Drop for Node {
     fn drop(&mut self) {
         if let Some(task) = lock(&self.task).take() {
             task.abort();
+        }
+        if let Some(sender) = lock(&self.sender).take() {
+            sender.abort();
+        }
+    }
+}
+
+/// Sends the outbox: small messages as soon as the link queue takes them,
+/// large ones one at a time, each once Redis took the previous.
+async fn send_loop(shared: Arc<Shared>) {
+    loop {
+        let next = {
+            let mut outbox = lock(&shared.outbox);
+            match outbox.small.pop_front() {
+                Some((channel, bytes)) => Some((None, channel, bytes, false)),
+                None => outbox
+                    .large
+                    .pop_front()
+                    .map(|(to, channel, bytes)| (to, channel, bytes, true)),
+            }
+        };
+        let Some((to, channel, bytes, large)) = next else {
+            shared.outbox_ready.notified().await;
+            continue;
+        };
+        if !large {
+            match shared.link.publish(&channel, bytes.clone()) {
+                Ok(()) => bump(&shared.counters.gossip_sent, 1),
+                Err(ClusterError::QueueFull) => {
+                    // The link's queue is full of broadcasts: keep it first
+                    // in line and try again shortly.
+                    lock(&shared.outbox).small.push_front((channel, bytes));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => {
+                    bump(&shared.counters.gossip_dropped, 1);
+                    debug!(error = %e, "cluster: tracker message not sent");
+                }
+            }
+            continue;
+        }
+        let taken =
+            tokio::time::timeout(BULK_TIMEOUT, shared.link.publish_confirmed(&channel, bytes))
+                .await
+                .unwrap_or(false);
+        if taken {
+            bump(&shared.counters.gossip_sent, 1);
+        } else {
+            // Redis away or too slow: give up the rest of this transfer (the
+            // receiver asks again).
+            let mut outbox = lock(&shared.outbox);
+            let before = outbox.large.len();
+            if to.is_some() {
+                outbox.large.retain(|(t, _, _)| t != &to);
+            }
+            let gone = 1 + before - outbox.large.len();
+            bump(&shared.counters.gossip_dropped, gone as u64);
+            debug!(to = ?to, parts = gone, "cluster: transfer given up");
         }
     }
 }
@@ -459,30 +812,62 @@ async fn drive(
     let check_every = (period / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
     let mut check = tokio::time::interval(check_every);
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_seq = HashMap::new();
+    let mut last_seq: HashMap<String, SeqState> = HashMap::new();
+    let mut link_open = true;
     loop {
         tokio::select! {
+            biased;
             _ = &mut stop => break,
+            event = link_events.recv(), if link_open => match event {
+                None => {
+                    link_open = false;
+                    error!(node = %shared.me.name, "cluster: the Redis link stopped; this node no longer hears the others");
+                }
+                Some(event) => handle_link_event(&shared, event, &mut last_seq),
+            },
             _ = heartbeat.tick() => {
-                let hb = lock(&shared.tracker).heartbeat();
-                shared.send_gossip(hb);
+                let hbs = lock(&shared.tracker).heartbeat();
+                shared.send_all(hbs);
             }
             _ = check.tick() => {
+                // Liveness is judged only once every message already
+                // received is handled: a busy node must not look silent.
+                while let Ok(event) = link_events.try_recv() {
+                    handle_link_event(&shared, event, &mut last_seq);
+                }
                 let now = shared.now_ms();
                 let diffs = lock(&shared.tracker).tick(now);
                 shared.emit_diffs(diffs);
+                shared.flush();
+                let known: std::collections::HashSet<String> = lock(&shared.tracker)
+                    .replicas()
+                    .into_iter()
+                    .map(|(r, _)| r.name)
+                    .collect();
+                let keep = config.down_period_ms;
+                last_seq.retain(|name, s| known.contains(name) || now.saturating_sub(s.heard) <= keep);
             }
-            event = link_events.recv() => match event {
-                None => break,
-                Some(TransportEvent::Connected) => {
-                    let hello = lock(&shared.tracker).hello();
-                    shared.send_gossip(hello);
-                }
-                Some(TransportEvent::Disconnected) => {
-                    warn!(node = %shared.me.name, "cluster: Redis away; local presence and channels keep working");
-                }
-                Some(TransportEvent::Message { payload, .. }) => shared.receive(payload, &mut last_seq),
-            }
+        }
+    }
+    debug!(node = %shared.me.name, "cluster: driver stopped");
+}
+
+fn handle_link_event(
+    shared: &Shared,
+    event: TransportEvent,
+    last_seq: &mut HashMap<String, SeqState>,
+) {
+    match event {
+        TransportEvent::Connected => {
+            let hello = lock(&shared.tracker).hello();
+            shared.send_gossip(hello);
+        }
+        TransportEvent::Disconnected => {
+            warn!(node = %shared.me.name, "cluster: Redis away; local presence and channels keep working");
+        }
+        TransportEvent::Message { payload, .. } => {
+            shared.receive(payload, last_seq);
+            shared.flush();
         }
     }
 }

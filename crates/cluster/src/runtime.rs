@@ -1,9 +1,12 @@
 //! Plugs a [`Node`] into a phx-runtime endpoint: the node's replicated tracker
 //! becomes the endpoint's presence store, its broadcast bus the endpoint's
-//! PubSub adapter, and a task hands what other nodes cause (presence diffs,
-//! broadcasts) to the endpoint's local subscribers.
+//! PubSub adapter, and a task (the pump) hands what other nodes cause (presence
+//! diffs, broadcasts) to the endpoint's local subscribers. A panic in an
+//! application hook the pump runs (the presence `fetch`) is contained to that
+//! one event, logged and counted ([`NodeStats::hook_panics`]); the pump goes on.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use phx_presence::{Meta, PresenceDiff, PresenceList};
@@ -14,7 +17,7 @@ use phx_runtime::{Endpoint, EndpointBuilder, RuntimeError};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::{ClusterError, Event, Node, NodeConfig, NodeStats};
 
@@ -29,11 +32,33 @@ struct TrackerStore {
     /// Phoenix's tracker sets it (a key may have several connections, so the
     /// key's list alone cannot tell which ref is this connection's).
     refs: Mutex<LocalRefs>,
+    /// The largest meta accepted, encoded.
+    max_meta: usize,
 }
 
 impl TrackerStore {
     fn refs(&self) -> std::sync::MutexGuard<'_, LocalRefs> {
         self.refs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses a meta too large for one tracker message (half of
+    /// `max_message_bytes`), so that no message between nodes exceeds it.
+    fn fits(&self, meta: &Value) -> Result<(), RuntimeError> {
+        let size = serde_json::to_vec(meta)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > self.max_meta {
+            warn!(
+                size,
+                max = self.max_meta,
+                "cluster: presence meta too large to replicate; refused"
+            );
+            return Err(RuntimeError::Adapter(format!(
+                "presence meta of {size} bytes, at most {} allowed in a cluster",
+                self.max_meta
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -53,6 +78,7 @@ impl PresenceStore for TrackerStore {
         meta: Value,
         phx_ref: String,
     ) -> Result<PresenceDiff, RuntimeError> {
+        self.fits(&meta)?;
         let diff = self
             .node
             .track(topic, conn, key, Meta::new(phx_ref.clone(), meta));
@@ -71,6 +97,7 @@ impl PresenceStore for TrackerStore {
         meta: Value,
         phx_ref: String,
     ) -> Result<PresenceDiff, RuntimeError> {
+        self.fits(&meta)?;
         let id = (topic.to_owned(), key.to_owned());
         let mut new = Meta::new(phx_ref.clone(), meta);
         new.phx_ref_prev = self.refs().get(&conn).and_then(|m| m.get(&id)).cloned();
@@ -139,7 +166,9 @@ impl Adapter for RedisAdapter {
 /// let config = NodeConfig::new("redis://127.0.0.1:6379/", "web-1");
 /// let (cluster, endpoint) = Cluster::start(config, Endpoint::builder())?;
 /// // ... serve `endpoint`; on SIGTERM:
-/// cluster.shutdown().await; // the other nodes drop this one's presences at once
+/// cluster.leave().await; // the other nodes drop this one's presences at once
+/// endpoint.drain().await; // broadcasts still cross nodes meanwhile
+/// cluster.shutdown().await;
 /// # let _ = endpoint;
 /// # Ok(()) }
 /// ```
@@ -155,6 +184,7 @@ impl Cluster {
         config: NodeConfig,
         builder: EndpointBuilder,
     ) -> Result<(Cluster, Endpoint), ClusterError> {
+        let max_meta = config.tracker.max_message_bytes / 2;
         let (node, events) = Node::start(config)?;
         let node = Arc::new(node);
         let adapter_node = node.clone();
@@ -162,12 +192,13 @@ impl Cluster {
             .presence_store(Arc::new(TrackerStore {
                 node: node.clone(),
                 refs: Mutex::default(),
+                max_meta,
             }))
             .adapter(move |_local: LocalPubSub| -> Arc<dyn Adapter> {
                 Arc::new(RedisAdapter { node: adapter_node })
             })
             .build();
-        let pump = tokio::spawn(pump(events, endpoint.clone()));
+        let pump = tokio::spawn(pump(events, endpoint.clone(), node.clone()));
         Ok((
             Cluster {
                 node,
@@ -182,9 +213,17 @@ impl Cluster {
         self.node.stats()
     }
 
-    /// Leaves the cluster: says goodbye (the others drop this node's presences
-    /// at once) and stops handing other nodes' events to the endpoint. Returns
-    /// whether Redis took the goodbye.
+    /// Says goodbye (the others drop this node's presences at once) and
+    /// waits until Redis took it, before anything else stops: broadcasts and
+    /// other nodes' events keep flowing (for the drain) until
+    /// [`Cluster::shutdown`]. Returns whether Redis took the goodbye.
+    pub async fn leave(&self) -> bool {
+        self.node.leave().await
+    }
+
+    /// Leaves the cluster (when [`Cluster::leave`] was not called) and stops
+    /// handing other nodes' events to the endpoint. Returns whether Redis took
+    /// the goodbye.
     pub async fn shutdown(&self) -> bool {
         let sent = self.node.shutdown().await;
         if let Some(pump) = self.pump.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -202,11 +241,17 @@ impl Drop for Cluster {
     }
 }
 
-/// Hands other nodes' presence diffs and broadcasts to the endpoint.
-async fn pump(mut events: mpsc::Receiver<Event>, endpoint: Endpoint) {
+/// Hands other nodes' presence diffs and broadcasts to the endpoint. Each
+/// event runs inside `catch_unwind`: a panicking application hook costs that
+/// event (logged, counted), never the pump.
+async fn pump(mut events: mpsc::Receiver<Event>, endpoint: Endpoint, node: Arc<Node>) {
     let local = endpoint.pubsub().local();
     while let Some(event) = events.recv().await {
-        match event {
+        let what = match &event {
+            Event::Presence { topic, .. } => format!("presence diff on {topic}"),
+            Event::Broadcast(b) => format!("broadcast {} on {}", b.event, b.topic),
+        };
+        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| match event {
             Event::Presence { topic, diff } => endpoint.presence().apply_remote(&topic, diff),
             Event::Broadcast(b) => match decode_payload(&b.payload) {
                 Ok(payload) => {
@@ -216,6 +261,11 @@ async fn pump(mut events: mpsc::Receiver<Event>, endpoint: Endpoint) {
                     warn!(node = %b.from.name, topic = %b.topic, %err, "cluster: broadcast payload ignored");
                 }
             },
+        }));
+        if applied.is_err() {
+            node.hook_panicked();
+            error!(event = %what, "cluster: an application hook panicked applying another node's event; event skipped");
         }
     }
+    warn!("cluster: the node's event stream ended; the pump stops");
 }

@@ -349,3 +349,237 @@ async fn garbage_on_the_cluster_channel_is_counted_and_ignored() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_goodbye_cluster_traffic_flows_until_shutdown() {
+    let redis = Redis::start();
+    let a = TestNode::start(&redis, "a", TrackerConfig::default());
+    let b = TestNode::start(&redis, "b", TrackerConfig::default());
+    connected(&[&a, &b]).await;
+    b.node.track("room:1", 1, "bob", meta("rb"));
+    wait_until("a sees bob", Duration::from_secs(10), || {
+        a.keys("room:1") == ["bob"]
+    })
+    .await;
+    assert!(b.node.leave().await, "Redis took the goodbye");
+    assert!(b.node.leave().await, "a second leave reports the first");
+    wait_until("a drops bob at once", Duration::from_millis(1_500), || {
+        a.keys("room:1").is_empty()
+    })
+    .await;
+    // Draining: broadcasts still cross in both directions.
+    b.node
+        .publish("room:1", "from-b", Bytes::from_static(b"{}"))
+        .expect("queued");
+    a.node
+        .publish("room:1", "from-a", Bytes::from_static(b"{}"))
+        .expect("queued");
+    wait_until(
+        "broadcasts cross after the goodbye",
+        Duration::from_secs(10),
+        || {
+            broadcasts(&a).iter().any(|x| x.event == "from-b")
+                && broadcasts(&b).iter().any(|x| x.event == "from-a")
+        },
+    )
+    .await;
+    assert!(b.shutdown().await, "shutdown reports the goodbye");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_name_are_logged_and_counted_as_a_clash() {
+    let redis = Redis::start();
+    let cfg = fast(100, 1_000);
+    let first = TestNode::start(&redis, "web", cfg);
+    let second = TestNode::start(&redis, "web", cfg);
+    let other = TestNode::start(&redis, "other", cfg);
+    connected(&[&first, &second, &other]).await;
+    wait_until("both count the clash", Duration::from_secs(10), || {
+        first.node.stats().name_clashes > 0 && second.node.stats().name_clashes > 0
+    })
+    .await;
+    assert_eq!(other.node.stats().name_clashes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_presence_hook_is_contained_counted_and_the_pump_goes_on() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let redis = Redis::start();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let builder = phx_runtime::Endpoint::builder().presence_fetch(move |topic, _entries| {
+        if topic == "room:boom" {
+            panic!("the application's fetch hook fails");
+        }
+        seen.fetch_add(1, Ordering::Relaxed);
+    });
+    let mut config = phx_cluster::NodeConfig::new(redis.url(), "a");
+    config.tracker = fast(100, 1_000);
+    let (cluster, _endpoint) = phx_cluster::Cluster::start(config, builder).expect("starts");
+    let b = TestNode::start(&redis, "b", fast(100, 1_000));
+    connected(&[&b]).await;
+    b.node.track("room:boom", 1, "bob", meta("r1"));
+    wait_until("the panic is counted", Duration::from_secs(10), || {
+        cluster.stats().hook_panics >= 1
+    })
+    .await;
+    b.node.track("room:ok", 2, "ben", meta("r2"));
+    wait_until(
+        "later events still reach the endpoint",
+        Duration::from_secs(10),
+        || calls.load(Ordering::Relaxed) >= 1,
+    )
+    .await;
+    assert!(cluster.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_diffs_the_consumer_has_no_room_for_are_merged_not_dropped() {
+    let redis = Redis::start();
+    let mut config = phx_cluster::NodeConfig::new(redis.url(), "a");
+    config.tracker = fast(100, 1_000);
+    config.events = 2;
+    let (a, mut events) = phx_cluster::Node::start(config).expect("starts");
+    let b = TestNode::start(&redis, "b", fast(100, 1_000));
+    connected(&[&b]).await;
+    wait_until("a connected", Duration::from_secs(10), || {
+        a.stats().link.state == LinkState::Connected
+    })
+    .await;
+    // Many changes on several topics while nobody reads a's events.
+    for i in 0..200u64 {
+        let topic = format!("room:{}", i % 5);
+        b.node
+            .track(&topic, i, &format!("u{i}"), meta(&format!("r{i}")));
+        if i % 3 == 0 {
+            b.node.untrack(&topic, i, &format!("u{i}"));
+        }
+    }
+    wait_until("a lists b's presences", Duration::from_secs(10), || {
+        (0..5).all(|t| a.list(&format!("room:{t}")) == b.node.list(&format!("room:{t}")))
+    })
+    .await;
+    // (The diffs are handed over just after the tracker changed: wait for them.)
+    wait_until(
+        "the consumer was too slow: diffs merged",
+        Duration::from_secs(10),
+        || a.stats().events_merged > 0,
+    )
+    .await;
+    // Now read everything: applied in order, the diffs rebuild every topic.
+    let mut mirror: BTreeMap<String, std::collections::BTreeSet<(String, String)>> =
+        BTreeMap::new();
+    let exact = |m: &BTreeMap<String, std::collections::BTreeSet<(String, String)>>| {
+        (0..5).all(|t| {
+            let topic = format!("room:{t}");
+            let want: std::collections::BTreeSet<(String, String)> = a
+                .list(&topic)
+                .into_iter()
+                .flat_map(|(k, e)| e.metas.into_iter().map(move |m| (k.clone(), m.phx_ref)))
+                .collect();
+            m.get(&topic).cloned().unwrap_or_default() == want
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !exact(&mirror) {
+        assert!(
+            Instant::now() < deadline,
+            "the merged diffs never rebuilt the topics"
+        );
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), events.recv()).await
+        else {
+            continue;
+        };
+        if let Event::Presence { topic, diff } = event {
+            let set = mirror.entry(topic).or_default();
+            for (k, e) in diff.joins {
+                for m in e.metas {
+                    set.insert((k.clone(), m.phx_ref));
+                }
+            }
+            for (k, e) in diff.leaves {
+                for m in e.metas {
+                    set.remove(&(k.clone(), m.phx_ref));
+                }
+            }
+        }
+    }
+    assert_eq!(a.stats().events_dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_its_clock_set_back_is_taken_once_the_old_one_is_down() {
+    let redis = Redis::start();
+    let (period, down) = (100, 1_000);
+    let a = TestNode::start(&redis, "a", fast(period, down));
+    let b = TestNode::start_as(&redis, "b", Some(1_000_000), fast(period, down));
+    connected(&[&a, &b]).await;
+    b.node.track("room:1", 1, "old-bob", meta("r-old"));
+    wait_until("a sees old-bob", Duration::from_secs(10), || {
+        a.keys("room:1") == ["old-bob"]
+    })
+    .await;
+    b.kill();
+    // The restarted process's incarnation is lower than the crashed one's.
+    let b2 = TestNode::start_as(&redis, "b", Some(10), fast(period, down));
+    b2.node.track("room:1", 1, "new-bob", meta("r-new"));
+    // Taken once the old one is down (down_period), not after permdown (10 min here).
+    wait_until("a shows only new-bob", Duration::from_secs(10), || {
+        a.keys("room:1") == ["new-bob"]
+    })
+    .await;
+    assert!(left(&a, "room:1", "old-bob"));
+    wait_until("b2 sees a's state", Duration::from_secs(10), || {
+        b2.node
+            .stats()
+            .replicas
+            .iter()
+            .any(|(r, s)| r.name == "a" && *s == phx_presence::ReplicaStatus::Up)
+    })
+    .await;
+    assert_eq!(
+        a.node.stats().replicas,
+        vec![(b2.node.replica().clone(), phx_presence::ReplicaStatus::Up)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_sequence_numbers_do_not_overflow() {
+    let redis = Redis::start();
+    let a = TestNode::start(&redis, "a", fast(100, 1_000));
+    let b = TestNode::start(&redis, "b", fast(100, 1_000));
+    connected(&[&a, &b]).await;
+    let config = phx_cluster::TransportConfig::new(redis.url(), vec![]);
+    let (raw, mut raw_events) = phx_cluster::Transport::start(config).expect("raw link");
+    assert_eq!(
+        raw_events.recv().await,
+        Some(phx_cluster::TransportEvent::Connected)
+    );
+    for seq in [u64::MAX, u64::MAX, 1, u64::MAX - 1] {
+        let frame = phx_cluster::Frame::Broadcast(RemoteBroadcast {
+            from: phx_presence::Replica::new("mallory", 1),
+            seq,
+            topic: "room:1".into(),
+            event: "forged".into(),
+            payload: Bytes::from_static(b"{}"),
+        })
+        .encode()
+        .expect("encodes");
+        assert!(raw.publish_confirmed("phx:all", frame).await);
+    }
+    wait_until("the four arrive", Duration::from_secs(10), || {
+        broadcasts(&a)
+            .iter()
+            .filter(|x| x.event == "forged")
+            .count()
+            == 4
+    })
+    .await;
+    // The driver survived: presence still flows.
+    b.node.track("room:1", 1, "bob", meta("rb"));
+    wait_until("a sees bob", Duration::from_secs(10), || {
+        a.keys("room:1") == ["bob"]
+    })
+    .await;
+}

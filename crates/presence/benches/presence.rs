@@ -67,7 +67,11 @@ fn presence(c: &mut Criterion) {
                 let b = Tracker::new(Replica::new("b", 1), TrackerConfig::default()).unwrap();
                 (a.heartbeat(), b)
             },
-            |(hb, mut b)| black_box(b.handle(hb, 0)),
+            |(hbs, mut b)| {
+                for hb in hbs {
+                    black_box(b.handle(hb, 0));
+                }
+            },
             criterion::BatchSize::SmallInput,
         )
     });

@@ -59,24 +59,31 @@ fn tracker(c: &mut Criterion) {
         )
     });
     c.bench_function(
-        "tracker full transfer of 10 000 entries (encode + decode + merge)",
+        "tracker full transfer of 10 000 entries in 60 KiB parts (encode + decode + merge)",
         |b| {
             let mut from = nodes[1].clone();
-            let ack = from
+            let acks = from
                 .handle(
                     Gossip::TransferReq {
                         from: Replica::new("z", 1),
                         to: Replica::new("b", 1),
+                        id: 1,
                         have: 0,
                     },
                     0,
                 )
-                .1
-                .remove(0);
+                .1;
             let z = Tracker::new(Replica::new("z", 1), TrackerConfig::default()).unwrap();
             b.iter_batched_ref(
-                || (z.clone(), ack.encode()),
-                |(z, bytes)| black_box(z.handle(Gossip::decode(bytes).unwrap(), 0)),
+                || {
+                    let bytes: Vec<Vec<u8>> = acks.iter().map(Gossip::encode).collect();
+                    (z.clone(), bytes)
+                },
+                |(z, parts)| {
+                    for bytes in parts.iter() {
+                        black_box(z.handle(Gossip::decode(bytes).unwrap(), 0));
+                    }
+                },
                 BatchSize::LargeInput,
             )
         },

@@ -37,8 +37,8 @@ pub use refs::RefGen;
 pub use state::{join_diff, leave_diff, ConnId, PresenceState};
 pub use stats::SessionStats;
 pub use tracker::{
-    Delta, Gossip, Op, Replica, ReplicaData, ReplicaStatus, Tracker, TrackerConfig, Transfer,
-    WIRE_VERSION,
+    Delta, Gossip, Have, Op, Replica, ReplicaData, ReplicaStatus, Tracker, TrackerConfig, Transfer,
+    MAX_CLOCK, MAX_PARTS, WIRE_VERSION,
 };
 
 /// The `presence_state` payload type (key → entry), re-exported from the protocol crate.

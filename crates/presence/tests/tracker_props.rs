@@ -1,13 +1,19 @@
 //! Three replicas exchange gossip over a network that reorders, duplicates and
-//! loses messages, while time passes (so replicas go down and come back) and
-//! nodes restart under the same name. Every message goes through the wire
-//! encoding. Whatever happens, once the network heals every node lists exactly
-//! what the live owners track, and no node ever shows an entry again once it
-//! learnt of its removal.
+//! loses messages, while time passes (so replicas go down, come back and are
+//! forgotten) and nodes restart under the same name (with a later or an
+//! earlier incarnation number, after a goodbye or a crash). Every message goes
+//! through the wire encoding and stays within `max_message_bytes`. Whatever
+//! happens:
+//!
+//! - the joins and leaves each node emits (local and remote), applied to a
+//!   mirror as a Phoenix client applies `presence_diff`, always rebuild exactly
+//!   what its `list()` shows;
+//! - no node ever shows an entry again once it learnt of its removal;
+//! - once the network heals every node lists exactly what the live owners track.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use phx_presence::{Gossip, Meta, Replica, Tracker, TrackerConfig};
+use phx_presence::{Gossip, Meta, PresenceDiff, Replica, Tracker, TrackerConfig};
 use proptest::prelude::*;
 
 const TOPICS: [&str; 2] = ["t1", "t2"];
@@ -51,6 +57,11 @@ enum Action {
     },
     Restart {
         node: usize,
+        /// The new incarnation number is lower than every earlier one (a
+        /// clock set back); otherwise higher.
+        skewed: bool,
+        /// Say goodbye first.
+        goodbye: bool,
     },
     Wait {
         ms: u64,
@@ -68,8 +79,10 @@ fn action() -> impl Strategy<Value = Action> {
         10 => (0..NODES, any::<usize>(), any::<bool>())
             .prop_map(|(dest, pick, keep_copy)| Action::Deliver { dest, pick, keep_copy }),
         3 => (0..NODES, any::<usize>()).prop_map(|(dest, pick)| Action::Drop { dest, pick }),
-        1 => (0..NODES).prop_map(|node| Action::Restart { node }),
-        2 => (0..3_000u64).prop_map(|ms| Action::Wait { ms }),
+        2 => (0..NODES, any::<bool>(), any::<bool>())
+            .prop_map(|(node, skewed, goodbye)| Action::Restart { node, skewed, goodbye }),
+        2 => (0..700u64).prop_map(|ms| Action::Wait { ms }),
+        1 => (0..3_000u64).prop_map(|ms| Action::Wait { ms }),
     ]
 }
 
@@ -83,6 +96,30 @@ struct Net {
     model: BTreeMap<(usize, usize, u64, u8), String>,
     refs: u64,
     now: u64,
+    /// Per node, what its emitted diffs say is there: (topic, key, phx_ref).
+    mirrors: Vec<BTreeSet<(String, String, String)>>,
+    /// Incarnation numbers still unused above and below every used one.
+    vsn_high: u64,
+    vsn_low: u64,
+    config: TrackerConfig,
+    /// Whether "a removed entry never returns" is checked: not once a
+    /// replica may be forgotten (permdown) while its old messages are still
+    /// in flight, as its entries are then news again.
+    ghosts_checked: bool,
+}
+
+/// What a node shows: (topic, key, phx_ref).
+fn shown(t: &Tracker) -> BTreeSet<(String, String, String)> {
+    TOPICS
+        .iter()
+        .flat_map(|topic| {
+            t.list(topic).into_iter().flat_map(move |(key, e)| {
+                e.metas
+                    .into_iter()
+                    .map(move |m| (topic.to_string(), key.clone(), m.phx_ref))
+            })
+        })
+        .collect()
 }
 
 fn visible(t: &Tracker) -> BTreeSet<String> {
@@ -96,25 +133,86 @@ fn visible(t: &Tracker) -> BTreeSet<String> {
         .collect()
 }
 
-fn config() -> TrackerConfig {
+const MAX_MESSAGE: usize = 1024;
+
+/// Fast timing; `permdown` 2 s (reached by the waits) or 20 min (never).
+fn config(permdown: bool) -> TrackerConfig {
     TrackerConfig {
+        broadcast_period_ms: 100,
+        down_period_ms: 500,
+        permdown_period_ms: if permdown { 2_000 } else { 1_200_000 },
         max_delta_ops: 8,
-        ..TrackerConfig::default()
+        max_message_bytes: MAX_MESSAGE,
     }
 }
 
 impl Net {
-    fn new() -> Net {
+    fn new(permdown: bool) -> Net {
         Net {
+            config: config(permdown),
+            ghosts_checked: !permdown,
             nodes: (0..NODES)
-                .map(|i| Tracker::new(Replica::new(format!("n{i}"), 1), config()).unwrap())
+                .map(|i| {
+                    Tracker::new(Replica::new(format!("n{i}"), 1_000), config(permdown)).unwrap()
+                })
                 .collect(),
             queues: vec![Vec::new(); NODES],
             gone: vec![BTreeSet::new(); NODES],
             model: BTreeMap::new(),
             refs: 0,
             now: 0,
+            mirrors: vec![BTreeSet::new(); NODES],
+            vsn_high: 1_001,
+            vsn_low: 999,
         }
+    }
+
+    /// Applies diffs a node emitted to its mirror, as a client applies
+    /// `presence_diff` (joins, then leaves); a join of something already there
+    /// or a leave of something absent is a failure.
+    fn emit<'a>(
+        &mut self,
+        node: usize,
+        diffs: impl IntoIterator<Item = (&'a str, &'a PresenceDiff)>,
+    ) -> Result<(), TestCaseError> {
+        for (topic, diff) in diffs {
+            for (key, entry) in &diff.joins {
+                for m in &entry.metas {
+                    let id = (topic.to_owned(), key.clone(), m.phx_ref.clone());
+                    prop_assert!(
+                        self.mirrors[node].insert(id.clone()),
+                        "node {} joins {:?} twice",
+                        node,
+                        id
+                    );
+                }
+            }
+            for (key, entry) in &diff.leaves {
+                for m in &entry.metas {
+                    let id = (topic.to_owned(), key.clone(), m.phx_ref.clone());
+                    prop_assert!(
+                        self.mirrors[node].remove(&id),
+                        "node {} leaves {:?} not there",
+                        node,
+                        id
+                    );
+                }
+            }
+        }
+        let listed = shown(&self.nodes[node]);
+        prop_assert_eq!(
+            &self.mirrors[node],
+            &listed,
+            "node {}'s emitted diffs rebuild list()",
+            node
+        );
+        Ok(())
+    }
+
+    fn tick(&mut self, node: usize) -> Result<(), TestCaseError> {
+        let now = self.now;
+        let diffs = self.nodes[node].tick(now);
+        self.emit(node, diffs.iter().map(|(t, d)| (t.as_str(), d)))
     }
 
     fn meta(&mut self) -> Meta {
@@ -123,8 +221,14 @@ impl Net {
     }
 
     /// Sends a message: to its recipient when it has one, to every other node otherwise.
-    fn send(&mut self, from: usize, msg: Gossip) {
+    fn send(&mut self, from: usize, msg: Gossip) -> Result<(), TestCaseError> {
         let bytes = msg.encode();
+        prop_assert!(
+            bytes.len() <= MAX_MESSAGE,
+            "a message of {} bytes: {:?}",
+            bytes.len(),
+            msg
+        );
         match msg.recipient() {
             Some(to) => {
                 if let Some(i) = self.nodes.iter().position(|n| n.replica().name == to.name) {
@@ -137,10 +241,14 @@ impl Net {
                 }
             }
         }
+        Ok(())
     }
 
     /// Checks that `dest` shows nothing whose removal it has applied.
     fn check(&self, dest: usize) -> Result<(), TestCaseError> {
+        if !self.ghosts_checked {
+            return Ok(());
+        }
         for r in visible(&self.nodes[dest]) {
             prop_assert!(
                 !self.gone[dest].contains(&r),
@@ -164,8 +272,9 @@ impl Net {
         };
         let msg = Gossip::decode(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let now = self.now;
-        self.nodes[dest].tick(now);
+        self.tick(dest)?;
         let (diffs, replies) = self.nodes[dest].handle(msg, now);
+        self.emit(dest, diffs.iter().map(|(t, d)| (t.as_str(), d)))?;
         // Leaves reported by a message are removals (or a restarted node's old
         // incarnation): unlike a replica going down, they never come back.
         for diff in diffs.values() {
@@ -175,24 +284,25 @@ impl Net {
         }
         self.check(dest)?;
         for reply in replies {
-            self.send(dest, reply);
+            self.send(dest, reply)?;
         }
         Ok(())
     }
 
     fn heartbeat(&mut self, node: usize) -> Result<(), TestCaseError> {
-        let now = self.now;
-        self.nodes[node].tick(now);
+        self.tick(node)?;
         self.check(node)?;
-        let hb = self.nodes[node].heartbeat();
-        self.send(node, hb);
+        for hb in self.nodes[node].heartbeat() {
+            self.send(node, hb)?;
+        }
         Ok(())
     }
 
     /// Heals the network: time moves on in small steps, everyone heartbeats and
     /// every message is delivered in order.
     fn heal(&mut self) -> Result<(), TestCaseError> {
-        for _ in 0..6 {
+        // Long enough for a lost transfer to be asked again (down_period).
+        for _ in 0..12 {
             self.now += 100;
             for n in 0..NODES {
                 self.heartbeat(n)?;
@@ -219,50 +329,102 @@ proptest! {
 
     #[test]
     fn replicas_converge_and_removed_entries_never_return(actions in prop::collection::vec(action(), 0..150)) {
-        let mut net = Net::new();
+        run(Net::new(false), actions)?;
+    }
+
+    #[test]
+    fn replicas_converge_when_replicas_are_forgotten(actions in prop::collection::vec(action(), 0..150)) {
+        run(Net::new(true), actions)?;
+    }
+}
+
+fn run(mut net: Net, actions: Vec<Action>) -> Result<(), TestCaseError> {
+    {
         for a in actions {
             match a {
-                Action::Track { node, conn, key, topic } => {
+                Action::Track {
+                    node,
+                    conn,
+                    key,
+                    topic,
+                } => {
                     let meta = net.meta();
-                    net.model.insert((node, topic, conn, key), meta.phx_ref.clone());
-                    net.nodes[node].track(TOPICS[topic], conn, &format!("k{key}"), meta);
+                    net.model
+                        .insert((node, topic, conn, key), meta.phx_ref.clone());
+                    let d = net.nodes[node].track(TOPICS[topic], conn, &format!("k{key}"), meta);
+                    net.emit(node, [(TOPICS[topic], &d)])?;
                 }
                 Action::UntrackConn { node, conn } => {
-                    net.model.retain(|(n, _, c, _), _| !(*n == node && *c == conn));
-                    net.nodes[node].untrack_conn(conn);
+                    net.model
+                        .retain(|(n, _, c, _), _| !(*n == node && *c == conn));
+                    let diffs = net.nodes[node].untrack_conn(conn);
+                    net.emit(node, diffs.iter().map(|(t, d)| (t.as_str(), d)))?;
                 }
-                Action::Untrack { node, conn, key, topic } => {
+                Action::Untrack {
+                    node,
+                    conn,
+                    key,
+                    topic,
+                } => {
                     net.model.remove(&(node, topic, conn, key));
-                    net.nodes[node].untrack(TOPICS[topic], conn, &format!("k{key}"));
+                    let d = net.nodes[node].untrack(TOPICS[topic], conn, &format!("k{key}"));
+                    net.emit(node, [(TOPICS[topic], &d)])?;
                 }
-                Action::Update { node, conn, key, topic } => {
+                Action::Update {
+                    node,
+                    conn,
+                    key,
+                    topic,
+                } => {
                     let meta = net.meta();
                     let phx_ref = meta.phx_ref.clone();
                     let tracked = net.model.contains_key(&(node, topic, conn, key));
                     let res = net.nodes[node].update(TOPICS[topic], conn, &format!("k{key}"), meta);
                     prop_assert_eq!(res.is_ok(), tracked);
-                    if tracked {
+                    if let Ok(d) = res {
                         net.model.insert((node, topic, conn, key), phx_ref);
+                        net.emit(node, [(TOPICS[topic], &d)])?;
                     }
                 }
                 Action::Heartbeat { node } => net.heartbeat(node)?,
-                Action::Deliver { dest, pick, keep_copy } => net.run_queue(dest, pick, keep_copy)?,
+                Action::Deliver {
+                    dest,
+                    pick,
+                    keep_copy,
+                } => net.run_queue(dest, pick, keep_copy)?,
                 Action::Drop { dest, pick } => {
                     if !net.queues[dest].is_empty() {
                         let i = pick % net.queues[dest].len();
                         net.queues[dest].remove(i);
                     }
                 }
-                Action::Restart { node } => {
-                    let old = net.nodes[node].replica().clone();
-                    let mut fresh = Tracker::new(Replica::new(old.name, old.vsn + 1), config()).unwrap();
+                Action::Restart {
+                    node,
+                    skewed,
+                    goodbye,
+                } => {
+                    if goodbye {
+                        let bye = net.nodes[node].goodbye();
+                        prop_assert!(net.nodes[node].heartbeat().is_empty());
+                        net.send(node, bye)?;
+                    }
+                    let vsn = if skewed {
+                        net.vsn_low -= 1;
+                        net.vsn_low + 1
+                    } else {
+                        net.vsn_high += 1;
+                        net.vsn_high - 1
+                    };
+                    let name = net.nodes[node].replica().name.clone();
+                    let mut fresh = Tracker::new(Replica::new(name, vsn), net.config).unwrap();
                     net.model.retain(|(n, _, _, _), _| *n != node);
                     // Messages in flight to the old process are lost with it.
                     net.queues[node].clear();
                     net.gone[node].clear();
+                    net.mirrors[node].clear();
                     let hello = fresh.hello();
                     std::mem::swap(&mut net.nodes[node], &mut fresh);
-                    net.send(node, hello);
+                    net.send(node, hello)?;
                 }
                 Action::Wait { ms } => net.now += ms,
             }
@@ -277,13 +439,25 @@ proptest! {
         net.heal()?;
         let expected: BTreeSet<String> = net.model.values().cloned().collect();
         for n in 0..NODES {
-            prop_assert_eq!(&visible(&net.nodes[n]), &expected, "node {} lists what the owners track", n);
+            prop_assert_eq!(
+                &visible(&net.nodes[n]),
+                &expected,
+                "node {} lists what the owners track",
+                n
+            );
         }
         for topic in TOPICS {
             let a = net.nodes[0].list(topic);
             for n in 1..NODES {
-                prop_assert_eq!(&a, &net.nodes[n].list(topic), "n0 and n{} differ on {}", n, topic);
+                prop_assert_eq!(
+                    &a,
+                    &net.nodes[n].list(topic),
+                    "n0 and n{} differ on {}",
+                    n,
+                    topic
+                );
             }
         }
     }
+    Ok(())
 }

@@ -505,7 +505,7 @@ impl Collector for ClusterCollector {
             None,
             queued.metric_type(),
         )?)?;
-        let counters: [(&str, &str, u64); 15] = [
+        let counters = [
             (
                 "phx_cluster_redis_published",
                 "Messages published to Redis.",
@@ -580,6 +580,26 @@ impl Collector for ClusterCollector {
                 "phx_cluster_bad_frames",
                 "Messages from other nodes that could not be decoded.",
                 s.bad_frames,
+            ),
+            (
+                "phx_cluster_name_clashes",
+                "Messages carrying this node's name from another incarnation (same --node-name twice).",
+                s.name_clashes,
+            ),
+            (
+                "phx_cluster_hook_panics",
+                "Panics of application hooks applying other nodes' events (contained).",
+                s.hook_panics,
+            ),
+            (
+                "phx_cluster_events_merged",
+                "Presence diffs merged per topic while the event consumer had no room.",
+                s.events_merged,
+            ),
+            (
+                "phx_cluster_gossip_dropped",
+                "Presence tracker messages given up (Redis away or outbox full).",
+                s.gossip_dropped,
             ),
         ];
         for (name, help, value) in counters {

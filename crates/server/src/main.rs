@@ -108,8 +108,9 @@ struct Args {
     /// broadcasts and presence cover every node. Without it: one node, in memory.
     #[arg(long, env = "PHX_REDIS_URL")]
     redis_url: Option<String>,
-    /// This node's name in the cluster: unique, and the same across restarts
-    /// (default: phx@<bind>:<port>).
+    /// This node's name in the cluster: unique, and the same across restarts.
+    /// Required with --redis-url (two nodes with one name would hide each
+    /// other's presences).
     #[arg(long, env = "PHX_NODE_NAME")]
     node_name: Option<String>,
     /// Milliseconds of silence after which another node counts as down (and its
@@ -218,7 +219,12 @@ impl Args {
         let name = self
             .node_name
             .clone()
-            .unwrap_or_else(|| format!("phx@{}:{}", self.bind, self.port));
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                "--redis-url needs --node-name (or PHX_NODE_NAME): a name unique in the cluster \
+                 and the same across restarts, e.g. --node-name web-1"
+                    .to_owned()
+            })?;
         let mut config = NodeConfig::new(redis_url, name);
         config.tracker.broadcast_period_ms = self.heartbeat_ms.max(1);
         config.tracker.down_period_ms = self.down_period_ms.max(1);
@@ -335,12 +341,16 @@ async fn main() -> std::io::Result<()> {
         .fallback(warp::service(editing::demo::routes()));
     phx_runtime::serve(listener, service, phx_runtime::shutdown_signal()).await?;
     if let Some(cluster) = &cluster {
-        // First the goodbye, so that the other nodes drop our presences at once.
-        let sent = cluster.shutdown().await;
+        // First the goodbye (confirmed by Redis), so that the other nodes drop
+        // our presences at once; cluster traffic keeps flowing while draining.
+        let sent = cluster.leave().await;
         tracing::info!(goodbye_sent = sent, "left the cluster");
     }
     tracing::info!("shutting down: draining sockets");
     endpoint.drain().await;
+    if let Some(cluster) = &cluster {
+        cluster.shutdown().await;
+    }
     Ok(())
 }
 
@@ -356,5 +366,28 @@ fn init_logs(format: LogFormat) {
     match format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_node_needs_an_explicit_name() {
+        let args = Args::parse_from(["phx-server", "--redis-url", "redis://127.0.0.1:1/"]);
+        let err = args
+            .node_config("redis://127.0.0.1:1/")
+            .expect_err("no --node-name");
+        assert!(err.to_string().contains("--node-name"), "{err}");
+        let args = Args::parse_from([
+            "phx-server",
+            "--node-name",
+            "web-1",
+            "--secret-key-base",
+            &"k".repeat(64),
+        ]);
+        let config = args.node_config("redis://127.0.0.1:1/").expect("named");
+        assert_eq!(config.name, "web-1");
     }
 }

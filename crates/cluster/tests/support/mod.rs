@@ -30,6 +30,12 @@ fn free_port() -> u16 {
 impl Redis {
     /// Starts one on a free port and waits until it answers.
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Starts one with extra configuration lines (e.g. a lower pub/sub
+    /// output buffer limit); they hold across [`Redis::restart`].
+    pub fn start_with(extra: &[&str]) -> Redis {
         let port = free_port();
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -38,11 +44,15 @@ impl Redis {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let conf = format!(
+        let mut conf = format!(
             "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\nlogfile {}\ndaemonize no\nprotected-mode yes\n",
             dir.display(),
             dir.join("redis.log").display()
         );
+        for line in extra {
+            conf.push_str(line);
+            conf.push('\n');
+        }
         std::fs::write(dir.join("redis.conf"), conf).expect("write redis.conf");
         let mut redis = Redis {
             port,
@@ -118,8 +128,19 @@ pub struct TestNode {
 
 impl TestNode {
     pub fn start(redis: &Redis, name: &str, tracker: TrackerConfig) -> TestNode {
+        TestNode::start_as(redis, name, None, tracker)
+    }
+
+    /// Starts one with a given incarnation number (`None`: the wall clock).
+    pub fn start_as(
+        redis: &Redis,
+        name: &str,
+        incarnation: Option<u64>,
+        tracker: TrackerConfig,
+    ) -> TestNode {
         let mut config = NodeConfig::new(redis.url(), name);
         config.tracker = tracker;
+        config.incarnation = incarnation;
         let (node, mut rx) = Node::start(config).expect("node starts");
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();

@@ -57,11 +57,67 @@ pub struct Delta {
     pub ops: Vec<Op>,
 }
 
+/// The largest clock a message may carry. Clocks count ops, so no honest node
+/// gets near it; a larger one (a forged or corrupt message) is refused, so that
+/// clock arithmetic never overflows.
+pub const MAX_CLOCK: u64 = 1 << 62;
+
 impl Delta {
-    /// The clock after the last op.
+    /// The clock after the last op (saturating: a delta from the wire has been
+    /// checked by [`Delta::check`]).
     pub fn end(&self) -> u64 {
-        self.start + self.ops.len() as u64
+        let len = u64::try_from(self.ops.len()).unwrap_or(u64::MAX);
+        self.start.saturating_add(len)
     }
+
+    /// Refuses a delta whose clocks are out of range.
+    pub(crate) fn check(&self) -> Result<(), PresenceError> {
+        let len = u64::try_from(self.ops.len()).unwrap_or(u64::MAX);
+        match self.start.checked_add(len) {
+            Some(end) if end <= MAX_CLOCK => Ok(()),
+            _ => Err(PresenceError::Wire(format!(
+                "delta from {} with {} ops is out of range",
+                self.start,
+                self.ops.len()
+            ))),
+        }
+    }
+
+    /// Splits the delta into consecutive deltas whose encoding stays within
+    /// `budget` bytes each (an op larger than the budget goes alone).
+    pub fn split(self, budget: usize) -> Vec<Delta> {
+        let mut out = Vec::new();
+        let mut cur = Delta {
+            start: self.start,
+            ops: Vec::new(),
+        };
+        let mut size = 0;
+        for op in self.ops {
+            let len = encoded_len(&op);
+            if !cur.ops.is_empty() && size + len > budget {
+                let start = cur.end();
+                out.push(std::mem::replace(
+                    &mut cur,
+                    Delta {
+                        start,
+                        ops: Vec::new(),
+                    },
+                ));
+                size = 0;
+            }
+            size += len;
+            cur.ops.push(op);
+        }
+        if !cur.ops.is_empty() || out.is_empty() {
+            out.push(cur);
+        }
+        out
+    }
+}
+
+/// The size of a value's JSON encoding plus a separator.
+fn encoded_len<T: Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map(|v| v.len()).unwrap_or(0) + 1
 }
 
 /// Entries of one topic: (connection, key) → (number of the op that added it, meta).
@@ -113,7 +169,11 @@ impl ReplicaData {
     }
 
     /// Applies the next op; records what it changes in `diffs` when given.
-    pub(crate) fn apply(&mut self, op: &Op, diffs: Option<&mut Diffs>) {
+    /// Refuses (returns false) to go past [`MAX_CLOCK`].
+    pub(crate) fn apply(&mut self, op: &Op, diffs: Option<&mut Diffs>) -> bool {
+        if self.clock >= MAX_CLOCK {
+            return false;
+        }
         self.clock += 1;
         match op {
             Op::Join {
@@ -137,7 +197,7 @@ impl ReplicaData {
             }
             Op::Leave { topic, conn, key } => {
                 let Some(entries) = self.topics.get_mut(topic) else {
-                    return;
+                    return true;
                 };
                 let old = entries.remove(&(*conn, key.clone()));
                 if entries.is_empty() {
@@ -154,6 +214,7 @@ impl ReplicaData {
                 }
             }
         }
+        true
     }
 
     /// Applies the part of `delta` that continues this data; returns false when
@@ -164,9 +225,64 @@ impl ReplicaData {
         }
         let skip = usize::try_from(self.clock - delta.start).unwrap_or(usize::MAX);
         for op in delta.ops.iter().skip(skip) {
-            self.apply(op, diffs.as_deref_mut());
+            if !self.apply(op, diffs.as_deref_mut()) {
+                return false;
+            }
         }
         true
+    }
+
+    /// Adds the entries of `part` (a piece of a state at the same clock, see
+    /// [`ReplicaData::chunks`]); entries already present are kept.
+    pub(crate) fn absorb(&mut self, part: ReplicaData) {
+        self.clock = self.clock.max(part.clock);
+        for (topic, entries) in part.topics {
+            let mine = self.topics.entry(topic).or_default();
+            for (id, value) in entries {
+                if let std::collections::btree_map::Entry::Vacant(v) = mine.entry(id) {
+                    v.insert(value);
+                    self.len += 1;
+                }
+            }
+        }
+    }
+
+    /// The state cut into pieces (each with this clock and some entries) whose
+    /// encoding stays within `budget` bytes each; a topic too large for one
+    /// piece is spread over several. An entry larger than the budget goes alone.
+    pub fn chunks(&self, budget: usize) -> Vec<ReplicaData> {
+        let empty = || ReplicaData {
+            clock: self.clock,
+            ..ReplicaData::default()
+        };
+        let mut out = Vec::new();
+        let mut cur = empty();
+        let mut size = 0;
+        for (topic, entries) in &self.topics {
+            for ((conn, key), (seq, meta)) in entries {
+                let len = encoded_len(&WireEntryRef {
+                    topic,
+                    conn: *conn,
+                    key,
+                    seq: *seq,
+                    meta,
+                });
+                if cur.len > 0 && size + len > budget {
+                    out.push(std::mem::replace(&mut cur, empty()));
+                    size = 0;
+                }
+                size += len;
+                cur.topics
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert((*conn, key.clone()), (*seq, meta.clone()));
+                cur.len += 1;
+            }
+        }
+        if cur.len > 0 || out.is_empty() {
+            out.push(cur);
+        }
+        out
     }
 
     /// Every entry as a join (`join = true`) or as a leave.
@@ -208,6 +324,16 @@ impl ReplicaData {
             }
         }
     }
+}
+
+/// One entry on the wire, borrowed (to measure it).
+#[derive(Serialize)]
+struct WireEntryRef<'a> {
+    topic: &'a str,
+    conn: u64,
+    key: &'a str,
+    seq: u64,
+    meta: &'a Meta,
 }
 
 /// One entry on the wire.
@@ -253,6 +379,12 @@ impl TryFrom<WireData> for ReplicaData {
     type Error = PresenceError;
 
     fn try_from(wire: WireData) -> Result<ReplicaData, PresenceError> {
+        if wire.clock > MAX_CLOCK {
+            return Err(PresenceError::Wire(format!(
+                "clock {} out of range",
+                wire.clock
+            )));
+        }
         let mut data = ReplicaData {
             clock: wire.clock,
             ..ReplicaData::default()
