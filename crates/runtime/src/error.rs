@@ -31,6 +31,10 @@ pub enum RuntimeError {
     /// could not be read.
     #[error("cluster adapter: {0}")]
     Adapter(String),
+    /// Token verification cannot be set up: a secret too short, a key that is
+    /// not a public key in PEM.
+    #[error("token verification: {0}")]
+    AuthConfig(String),
     /// A channel handler failed; the channel crashes and its client gets `phx_error`.
     #[error("channel failed: {0}")]
     Channel(String),

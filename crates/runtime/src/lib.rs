@@ -54,6 +54,7 @@
 //! }
 //! ```
 
+pub mod auth;
 mod channel;
 mod config;
 pub mod editing;
