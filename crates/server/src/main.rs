@@ -9,6 +9,7 @@
 //! Logs go to stderr through `tracing` (filter with `RUST_LOG`).
 
 mod admin;
+mod auth;
 mod conformance;
 mod editing;
 
@@ -114,6 +115,23 @@ struct Args {
     /// sessions cannot move between nodes or survive a restart).
     #[arg(long, env = "PHX_SECRET_KEY_BASE", hide_env_values = true)]
     secret_key_base: Option<String>,
+    /// Who may connect: anyone (none; nothing a client says about itself counts
+    /// as signed in), or only sockets with a valid token in `params: {token}`
+    /// (protocol-spec/auth.md).
+    #[arg(long, value_enum, default_value_t = auth::AuthKind::None)]
+    auth: auth::AuthKind,
+    /// The salt of Phoenix.Token.sign/verify (with --secret-key-base, >= 64 bytes).
+    #[arg(long, default_value = "user socket")]
+    token_salt: String,
+    /// Oldest Phoenix.Token accepted, in seconds (Phoenix.Token.verify's max_age).
+    #[arg(long, default_value_t = 86_400)]
+    token_max_age_secs: u64,
+    /// HS256 secret of --auth jwt (at least 32 bytes).
+    #[arg(long, env = "PHX_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM file of the RSA (RS256) or P-256 (ES256) public key of --auth jwt.
+    #[arg(long)]
+    jwt_public_key: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -153,6 +171,17 @@ impl Args {
         config
     }
 
+    fn auth(&self) -> auth::AuthFlags<'_> {
+        auth::AuthFlags {
+            kind: self.auth,
+            secret_key_base: self.secret_key_base.as_deref(),
+            token_salt: &self.token_salt,
+            token_max_age_secs: self.token_max_age_secs,
+            jwt_secret: self.jwt_secret.as_deref(),
+            jwt_public_key: self.jwt_public_key.as_ref(),
+        }
+    }
+
     fn node_config(&self, redis_url: &str) -> NodeConfig {
         let name = self
             .node_name
@@ -174,16 +203,17 @@ async fn main() -> std::io::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let verifier = args.auth().verifier().map_err(std::io::Error::other)?;
     let sessions = Arc::new(editing::SocketSessions::default());
     let builder = Endpoint::builder().config(args.config());
     let builder = if args.conformance {
         conformance::mount(builder).handler(editing::Counted {
-            inner: conformance::ConformanceSocket,
+            inner: auth::Guarded::new(verifier, conformance::ConformanceSocket),
             sessions: sessions.clone(),
         })
     } else {
         builder.handler(editing::Counted {
-            inner: AcceptAll,
+            inner: auth::Guarded::new(verifier, AcceptAll),
             sessions: sessions.clone(),
         })
     };

@@ -161,8 +161,9 @@ impl<V: TokenVerifier> TokenAuth<V> {
 
 impl<V: TokenVerifier, H> TokenAuth<V, H> {
     /// Once the token is verified, asks `inner` too: its refusal refuses the
-    /// connect, its assigns are kept (the verified [`Identity`] replaces any it
-    /// set) and its socket id wins over `users_socket:<id>`.
+    /// connect, its assigns are kept, but the verified [`Identity`] replaces any
+    /// it set and the socket id is always `users_socket:<verified id>` (an app
+    /// that wants another id calls [`TokenAuth::identify`] from its own handler).
     pub fn wrapping<I: SocketHandler>(self, inner: I) -> TokenAuth<V, I> {
         TokenAuth {
             verifier: self.verifier,
@@ -222,9 +223,7 @@ impl<V: TokenVerifier, H: SocketHandler> SocketHandler for TokenAuth<V, H> {
     async fn connect(&self, req: &ConnectRequest) -> Result<Connection, Refusal> {
         let identity = self.identify(req).map_err(|_| Refusal::forbidden())?;
         let mut conn = self.inner.connect(req).await?;
-        if conn.id.is_none() {
-            conn.id = Some(format!("users_socket:{}", identity.user_id));
-        }
+        conn.id = Some(format!("users_socket:{}", identity.user_id));
         conn.assigns.insert(identity);
         Ok(conn)
     }
