@@ -421,7 +421,7 @@ async fn phoenix_tokens_over_the_wire() {
 #[tokio::test]
 async fn jwt_over_the_wire_and_the_users_socket_id() {
     let now = 1_700_000_000u64;
-    let verifier = Verifier::Jwt(Jwt::hs256(JWT_SECRET).expect("verifier"));
+    let verifier = Verifier::Jwt(Box::new(Jwt::hs256(JWT_SECRET).expect("verifier")));
     let (s, _) = serve(verifier, at(now)).await;
     let key = EncodingKey::from_secret(JWT_SECRET);
     let token = jwt(json!({"sub": 42, "exp": now + 60}), Algorithm::HS256, &key);

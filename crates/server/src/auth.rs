@@ -68,7 +68,9 @@ impl AuthFlags<'_> {
                         return Err("--auth jwt needs --jwt-secret (PHX_JWT_SECRET) or --jwt-public-key <pem file>".into())
                     }
                 };
-                Ok(Some(Verifier::Jwt(jwt.map_err(|e| e.to_string())?)))
+                Ok(Some(Verifier::Jwt(Box::new(
+                    jwt.map_err(|e| e.to_string())?,
+                ))))
             }
         }
     }

@@ -105,8 +105,8 @@ impl<V: TokenVerifier + ?Sized> TokenVerifier for Arc<V> {
 pub enum Verifier {
     /// `Phoenix.Token`.
     PhoenixToken(PhoenixToken),
-    /// JWT.
-    Jwt(Jwt),
+    /// JWT (boxed: its key and validation rules are the larger variant).
+    Jwt(Box<Jwt>),
 }
 
 impl TokenVerifier for Verifier {
