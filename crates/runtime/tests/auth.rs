@@ -533,3 +533,48 @@ async fn stock_phoenix_js_gets_its_identity_from_params_token() {
     assert!(stdout.contains("ok longpoll identity u-9 Bob"), "{stdout}");
     assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
 }
+
+#[tokio::test]
+async fn phoenix_1_8_auth_token_option_is_verified_too() {
+    use base64::Engine;
+    let now = 1_700_000_000u64;
+    let verifier = Verifier::Jwt(Box::new(Jwt::hs256(JWT_SECRET).expect("verifier")));
+    let (s, _) = serve(verifier, at(now)).await;
+    let key = EncodingKey::from_secret(JWT_SECRET);
+    let protocols = |token: &str| {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token);
+        format!("phoenix, base64url.bearer.phx.{b64}")
+    };
+    // `new Socket(url, {authToken})`: the token rides in sec-websocket-protocol.
+    let good = jwt(
+        json!({"sub": "zoe", "exp": now + 60}),
+        Algorithm::HS256,
+        &key,
+    );
+    let mut c = s
+        .try_connect(
+            "vsn=2.0.0",
+            &[("sec-websocket-protocol", &protocols(&good))],
+        )
+        .await
+        .expect("accepted");
+    c.send(&join("1", "whoami:x", "{}")).await;
+    assert_eq!(
+        c.recv_json().await[4]["response"],
+        json!({"user_id": "zoe", "name": null})
+    );
+    let expired = jwt(
+        json!({"sub": "zoe", "exp": now - 60}),
+        Algorithm::HS256,
+        &key,
+    );
+    assert_eq!(
+        s.try_connect(
+            "vsn=2.0.0",
+            &[("sec-websocket-protocol", &protocols(&expired))]
+        )
+        .await
+        .err(),
+        Some(403)
+    );
+}
