@@ -475,11 +475,34 @@ mod tests {
     #[test]
     fn stats_follow_every_change() {
         let mut s = PresenceState::new();
-        s.track("t", "alice", ConnId(1), json!({"user_id": 1}), r(1))
-            .unwrap();
-        s.track("t", "alice", ConnId(2), json!({"user_id": 1}), r(2))
-            .unwrap();
+        s.track(
+            "t",
+            "alice",
+            ConnId(1),
+            json!({"user_id": 1, "verified": true}),
+            r(1),
+        )
+        .unwrap();
+        s.track(
+            "t",
+            "alice",
+            ConnId(2),
+            json!({"user_id": 1, "verified": true}),
+            r(2),
+        )
+        .unwrap();
         s.track("u", "anon:1", ConnId(3), json!({}), r(3)).unwrap();
+        // A user_id the client chose, without "verified": true, is anonymous.
+        s.track("u", "mallory", ConnId(4), json!({"user_id": 7}), r(4))
+            .unwrap();
+        s.track(
+            "u",
+            "eve",
+            ConnId(5),
+            json!({"user_id": 8, "verified": "yes"}),
+            r(5),
+        )
+        .unwrap();
         let st = s.stats();
         assert_eq!(
             (
@@ -488,21 +511,31 @@ mod tests {
                 st.anonymous(),
                 st.distinct_users()
             ),
-            (3, 2, 1, 1)
+            (5, 2, 3, 1)
         );
         assert_eq!(st.topic_sessions("t"), 2);
-        s.update("u", "anon:1", ConnId(3), json!({"user_id": 9}), r(4))
+        s.update("u", "anon:1", ConnId(3), json!({"user_id": 9}), r(6))
             .unwrap();
-        assert_eq!(s.stats().signed_in(), 3);
+        assert_eq!(s.stats().signed_in(), 2);
+        s.update(
+            "u",
+            "anon:1",
+            ConnId(3),
+            json!({"user_id": 9, "verified": true}),
+            r(7),
+        )
+        .unwrap();
+        assert_eq!((s.stats().signed_in(), s.stats().distinct_users()), (3, 2));
         s.untrack_all(ConnId(1));
         s.untrack_all(ConnId(2));
         assert_eq!(
             (
                 s.stats().sessions(),
+                s.stats().signed_in(),
                 s.stats().distinct_users(),
                 s.stats().topic_sessions("t")
             ),
-            (1, 1, 0)
+            (3, 1, 1, 0)
         );
     }
 }

@@ -2,9 +2,11 @@
 //! them is O(1): connected sessions, anonymous vs signed-in, distinct users,
 //! sessions per topic. They feed an admin view.
 //!
-//! The rule: a meta is *signed in* when it has a `user_id` field that is not null;
-//! otherwise it is *anonymous*. Distinct users are the distinct keys of signed-in
-//! metas, across all topics.
+//! The rule: a meta is *signed in* only when it has `"verified": true`, which an
+//! application writes for a user whose identity came from a signed token (the
+//! socket's verified `Identity`); every other meta is *anonymous*, whatever it
+//! says about itself (a `user_id` the client chose proves nothing). Distinct users
+//! are the distinct keys of signed-in metas, across all topics.
 
 use std::collections::HashMap;
 
@@ -32,7 +34,7 @@ fn bump(counts: &mut HashMap<String, usize>, name: &str) {
 }
 
 fn signed_in(meta: &Meta) -> bool {
-    meta.fields.get("user_id").is_some_and(|v| !v.is_null())
+    meta.fields.get("verified") == Some(&Value::Bool(true))
 }
 
 impl SessionStats {
@@ -71,17 +73,17 @@ impl SessionStats {
         self.sessions
     }
 
-    /// Sessions with a `user_id`.
+    /// Sessions whose meta says `"verified": true`.
     pub fn signed_in(&self) -> usize {
         self.signed_in
     }
 
-    /// Sessions without a `user_id`.
+    /// Sessions whose meta is not verified.
     pub fn anonymous(&self) -> usize {
         self.sessions - self.signed_in
     }
 
-    /// Distinct signed-in users.
+    /// Distinct keys among the signed-in (verified) sessions.
     pub fn distinct_users(&self) -> usize {
         self.users.len()
     }

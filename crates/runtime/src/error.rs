@@ -48,6 +48,10 @@ pub enum RuntimeError {
     /// The configuration cannot be used (an origin entry without a host).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Token verification cannot be set up: a secret too short, a key that is
+    /// not a public key in PEM.
+    #[error("token verification: {0}")]
+    AuthConfig(String),
     /// A channel handler failed; the channel crashes and its client gets `phx_error`.
     #[error("channel failed: {0}")]
     Channel(String),

@@ -25,6 +25,7 @@
 //!  presence   pubsub      live presence; topics, subscribers, broadcasts
 //!  mailbox                socket and channel mailboxes as others see them, close reasons
 //!  config handler origin metrics error    policies, the application's handler, counters
+//!  auth                   token verifiers (Phoenix.Token, JWT) and TokenAuth, a handler
 //! ```
 //!
 //! ```no_run
@@ -54,6 +55,7 @@
 //! }
 //! ```
 
+pub mod auth;
 mod channel;
 mod config;
 pub mod editing;

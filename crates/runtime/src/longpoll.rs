@@ -331,7 +331,14 @@ impl LpRequest {
             return status(403);
         }
         let mut params = parse_query(&self.query);
-        params.remove("token");
+        // `token` is the session's when we signed it; any other is the app's own
+        // (phoenix.js `params: {token}`), which its socket handler verifies.
+        if params
+            .get("token")
+            .is_some_and(|t| verify(&shared.config.secret, t).is_some())
+        {
+            params.remove("token");
+        }
         let mut info = connect_info(&self.headers, &self.path, &self.query, self.peer);
         info.auth_token = header(&self.headers, "x-phoenix-authtoken").map(str::to_owned);
         // Long-poll answers every refusal with {"status":403}, as Phoenix does.

@@ -263,15 +263,21 @@ async fn a_killed_client_process_leaves_presence() {
 #[tokio::test]
 async fn session_stats_follow_presence() {
     let s = start().await;
-    let mut a = s.member("room:p7", "1", "a", json!({"user_id": 1})).await;
+    let mut a = s
+        .member("room:p7", "1", "a", json!({"user_id": 1, "verified": true}))
+        .await;
     a.recv_event("presence_state").await;
     let mut b = s.member("room:p7", "1", "b", json!({})).await;
     b.recv_event("presence_state").await;
+    // A user_id without "verified": true is what the client says: anonymous.
+    let mut c = s.member("room:p7", "1", "c", json!({"user_id": 2})).await;
+    c.recv_event("presence_state").await;
     let stats = s.inner.endpoint.presence().stats();
     assert_eq!(
         (stats.sessions(), stats.signed_in(), stats.anonymous()),
-        (2, 1, 1)
+        (3, 1, 2)
     );
+    drop(c);
     drop(a);
     let deadline = tokio::time::Instant::now() + WAIT;
     while s.inner.endpoint.presence().stats().sessions() != 1 {

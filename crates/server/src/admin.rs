@@ -435,7 +435,7 @@ impl Collector for RuntimeCollector {
             ),
             (
                 "phx_sessions_signed_in",
-                "Sockets whose connect params carry user_id.",
+                "Sockets with an identity verified from a token (--auth).",
                 gauge(self.sessions.signed_in()),
             ),
         ];

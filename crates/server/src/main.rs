@@ -9,6 +9,7 @@
 //! Logs go to stderr through `tracing` (filter with `RUST_LOG`).
 
 mod admin;
+mod auth;
 mod conformance;
 mod editing;
 
@@ -146,6 +147,23 @@ struct Args {
     /// stderr is a terminal) or `json` (one object per line, for log collectors).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Who may connect: anyone (none; nothing a client says about itself counts
+    /// as signed in), or only sockets with a valid token in `params: {token}`
+    /// (protocol-spec/auth.md).
+    #[arg(long, value_enum, default_value_t = auth::AuthKind::None)]
+    auth: auth::AuthKind,
+    /// The salt of Phoenix.Token.sign/verify (with --secret-key-base, >= 64 bytes).
+    #[arg(long, default_value = "user socket")]
+    token_salt: String,
+    /// Oldest Phoenix.Token accepted, in seconds (Phoenix.Token.verify's max_age).
+    #[arg(long, default_value_t = 86_400)]
+    token_max_age_secs: u64,
+    /// HS256 secret of --auth jwt (at least 32 bytes).
+    #[arg(long, env = "PHX_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM file of the RSA (RS256) or P-256 (ES256) public key of --auth jwt.
+    #[arg(long)]
+    jwt_public_key: Option<std::path::PathBuf>,
 }
 
 /// The two log formats of `--log-format`.
@@ -212,6 +230,17 @@ impl Args {
         Ok(config)
     }
 
+    fn auth(&self) -> auth::AuthFlags<'_> {
+        auth::AuthFlags {
+            kind: self.auth,
+            secret_key_base: self.secret_key_base.as_deref(),
+            token_salt: &self.token_salt,
+            token_max_age_secs: self.token_max_age_secs,
+            jwt_secret: self.jwt_secret.as_deref(),
+            jwt_public_key: self.jwt_public_key.as_ref(),
+        }
+    }
+
     /// The node's settings; refuses a missing or short `--secret-key-base`
     /// (every message between nodes is sealed with keys derived from it) and
     /// an unreadable `--redis-ca-file`.
@@ -254,6 +283,7 @@ impl Args {
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     init_logs(args.log_format);
+    let verifier = args.auth().verifier().map_err(std::io::Error::other)?;
     let sessions = Arc::new(editing::SocketSessions::default());
     let config = args
         .config()
@@ -261,12 +291,12 @@ async fn main() -> std::io::Result<()> {
     let builder = Endpoint::builder().config(config);
     let builder = if args.conformance {
         conformance::mount(builder).handler(editing::Counted {
-            inner: conformance::ConformanceSocket,
+            inner: auth::Guarded::new(verifier, conformance::ConformanceSocket),
             sessions: sessions.clone(),
         })
     } else {
         builder.handler(editing::Counted {
-            inner: AcceptAll,
+            inner: auth::Guarded::new(verifier, AcceptAll),
             sessions: sessions.clone(),
         })
     };

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use phx_runtime::editing::{Denied, FieldErrors, Record, Records};
 use phx_runtime::{
     Channel, ChannelContext, ConnectRequest, Connection, Editing, EndpointBuilder, HandleIn,
-    Payload, PubSub, Refusal, RuntimeError, SocketHandler, Subscription,
+    Identity, Payload, PubSub, Refusal, RuntimeError, SocketHandler, Subscription,
 };
 use serde_json::{json, Value};
 
@@ -394,7 +394,7 @@ impl Channel for UnknownKind {
     }
 }
 
-/// Connected sockets, anonymous and signed in (connect params carry `user_id`).
+/// Connected sockets, anonymous and signed in (with a verified `Identity`).
 #[derive(Default)]
 pub struct SocketSessions {
     anonymous: AtomicU64,
@@ -477,7 +477,12 @@ pub struct Counted<H> {
 impl<H: SocketHandler> SocketHandler for Counted<H> {
     async fn connect(&self, req: &ConnectRequest) -> Result<Connection, Refusal> {
         let conn = self.inner.connect(req).await?;
-        let user_id = req.params.get("user_id").filter(|u| !u.is_empty()).cloned();
+        // Only a verified identity (from a token) counts as signed in; a
+        // `user_id` connect param is what the client says about itself.
+        let user_id = conn
+            .assigns
+            .get::<Identity>()
+            .map(|who| who.user_id.clone());
         Ok(conn.assign(self.sessions.open(user_id)))
     }
 }
