@@ -25,6 +25,7 @@
 //!  presence   pubsub      live presence; topics, subscribers, broadcasts
 //!  mailbox                socket and channel mailboxes as others see them, close reasons
 //!  config handler origin metrics error    policies, the application's handler, counters
+//!  longpoll_body          a long-poll POST body into messages (pure; public for fuzzing)
 //! ```
 //!
 //! ```no_run
@@ -61,6 +62,7 @@ mod endpoint;
 mod error;
 mod handler;
 mod longpoll;
+pub mod longpoll_body;
 mod mailbox;
 mod metrics;
 mod node;
