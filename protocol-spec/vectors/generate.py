@@ -361,8 +361,21 @@ dec("v1 null payload", V1, V1SER, '{"topic":"t","event":"e","payload":null,"ref"
     expect=m(None, "2", "t", "e", None))
 dec("v1 keys in any order, extra keys ignored", V1, MSG, '{"ref":"3","extra":true,"payload":[1],"event":"e","topic":"t"}',
     expect=m(None, "3", "t", "e", [1]))
-dec("v1 duplicate keys: the last one wins", V1, V1SER, '{"topic":"a","topic":"b","event":"e","payload":{},"ref":"1"}',
-    expect=m(None, "1", "b", "e", {}))
+# Jason collects an object's pairs in reverse order and builds the map with
+# :maps.from_list, which keeps the last pair of a key: the FIRST in the text.
+DUP = JASON_DEC + " object/6 and object_decode_function (:maps.from_list over the reversed pairs)"
+dec("v1 duplicate keys: the first one wins", V1, DUP, '{"topic":"a","topic":"b","event":"e","payload":{},"ref":"1"}',
+    expect=m(None, "1", "a", "e", {}))
+dec("v1 duplicate ref: the first (null) one wins", V1, DUP, '{"topic":"t","ref":null,"event":"e","payload":{},"ref":"9","join_ref":"1","join_ref":"2"}',
+    expect=m("1", None, "t", "e", {}))
+dec("v1 duplicate payload: the first one wins", V1, DUP, '{"topic":"t","event":"e","payload":{"a":1},"payload":[2],"ref":"1"}',
+    expect=m(None, "1", "t", "e", {"a": 1}))
+dec("v1 a later duplicate of any type is ignored", V1, DUP, '{"topic":"t","topic":7,"event":"e","event":null,"payload":{},"ref":"1","ref":{}}',
+    expect=m(None, "1", "t", "e", {}))
+dec("v1 a later duplicate must still be valid JSON", V1, DUP, '{"topic":"t","topic":tru,"event":"e","payload":{},"ref":"1"}',
+    error="invalid_json")
+dec("v1 a lone surrogate in a later duplicate is refused", V1, DUP, '{"topic":"t","topic":"\\ud800","event":"e","payload":{},"ref":"1"}',
+    error="invalid_json")
 dec("v1 unicode topic", V1, V1SER, '{"topic":"sala:café☕","event":"olá","payload":{},"ref":"1"}',
     expect=m(None, "1", "sala:café☕", "olá", {}))
 dec("v1 numeric refs are accepted", V1, MSG, '{"topic":"t","event":"e","payload":{},"ref":5,"join_ref":4}',
