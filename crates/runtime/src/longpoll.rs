@@ -236,8 +236,9 @@ fn status(code: u16) -> Response {
 
 impl LpRequest {
     async fn handle(self) -> Response {
-        // Every request, not only the first, comes from an allowed origin.
-        if self.method != Method::OPTIONS && !origin_allowed(&self.shared, &self.headers) {
+        // Every request, not only the first, comes from an allowed origin; as in
+        // Phoenix's `call/2`, the check runs before the method is looked at.
+        if !origin_allowed(&self.shared, &self.headers) {
             return status(403);
         }
         match self.method {
@@ -252,12 +253,17 @@ impl LpRequest {
         }
     }
 
+    /// Phoenix's preflight: 200, an empty body, the asked headers echoed (empty
+    /// when none were asked).
     fn preflight(&self) -> Response {
-        let mut resp = answer(json!({}));
+        let mut resp = Response::new("".into());
         let h = resp.headers_mut();
-        if let Some(asked) = self.headers.get("access-control-request-headers") {
-            h.insert("access-control-allow-headers", asked.clone());
-        }
+        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        let asked = self.headers.get("access-control-request-headers").cloned();
+        h.insert(
+            "access-control-allow-headers",
+            asked.unwrap_or(HeaderValue::from_static("")),
+        );
         h.insert(
             "access-control-allow-methods",
             HeaderValue::from_static("get, post, options"),
