@@ -582,13 +582,16 @@ mod tests {
     }
 
     #[test]
-    fn v1_duplicate_keys_last_one_wins() {
-        // Phoenix's JSON decoder keeps the last of duplicate keys, and so do we.
-        let m =
-            decode_v1(r#"{"topic":"a","topic":"b","event":"e","payload":1,"ref":"1","ref":null}"#)
-                .unwrap();
-        assert_eq!(m.topic, "b");
-        assert_eq!(m.msg_ref, None);
+    fn v1_duplicate_keys_first_one_wins() {
+        // Jason (Phoenix's JSON decoder) keeps the first of duplicate keys, and so do we;
+        // a later duplicate may be of any type.
+        let m = decode_v1(
+            r#"{"topic":"a","topic":7,"event":"e","payload":1,"ref":"1","ref":null,"join_ref":null,"join_ref":"2"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.topic, "a");
+        assert_eq!(m.msg_ref, Some(Ref::from("1")));
+        assert_eq!(m.join_ref, None);
     }
 
     #[test]
