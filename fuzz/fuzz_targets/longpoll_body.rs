@@ -19,7 +19,10 @@ const MAX_LINE: usize = 512;
 
 /// One frame as phoenix.js's `LongPoll` writes it in an ndjson body.
 fn line(ser: Serializer, msg: &Message) -> String {
-    match ser.encode_client(msg).expect("a decoded message re-encodes") {
+    match ser
+        .encode_client(msg)
+        .expect("a decoded message re-encodes")
+    {
         Frame::Text(t) => t.as_str().to_owned(),
         Frame::Binary(b) => base64::engine::general_purpose::STANDARD.encode(b),
     }

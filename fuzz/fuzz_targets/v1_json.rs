@@ -21,19 +21,29 @@ fuzz_target!(|data: &[u8]| {
 
     // What the server reads, re-encoded as a client writes it, reads the same.
     if let Ok(msg) = decoded {
-        let frame = ser.encode_client(&msg).expect("a decoded message re-encodes");
-        assert_eq!(ser.decode(&frame).as_ref(), Ok(&msg), "client re-encoding of {text:?}");
+        let frame = ser
+            .encode_client(&msg)
+            .expect("a decoded message re-encodes");
+        assert_eq!(
+            ser.decode(&frame).as_ref(),
+            Ok(&msg),
+            "client re-encoding of {text:?}"
+        );
     }
 
     // What a client reads from a server, re-encoded as a server writes it, reads the same.
     match ser.decode_server(&Frame::text(text)) {
         Ok(Received::Message(mut msg)) => {
-            let frame = ser.encode_message(&msg).expect("a decoded message re-encodes");
+            let frame = ser
+                .encode_message(&msg)
+                .expect("a decoded message re-encodes");
             msg.join_ref = None; // V1 servers never write join_ref
             assert_eq!(ser.decode_server(&frame), Ok(Received::Message(msg)));
         }
         Ok(Received::Reply(mut reply)) => {
-            let frame = ser.encode_reply(&reply).expect("a decoded reply re-encodes");
+            let frame = ser
+                .encode_reply(&reply)
+                .expect("a decoded reply re-encodes");
             reply.join_ref = None;
             assert_eq!(ser.decode_server(&frame), Ok(Received::Reply(reply)));
         }

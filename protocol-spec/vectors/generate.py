@@ -667,6 +667,15 @@ pres("presence_state unicode and __proto__ keys", "presence_state",
      '{"__proto__":{"metas":[{"phx_ref":"AAAAAAAAAAAAAAAI"}]},"josé":{"metas":[{"phx_ref":"AAAAAAAAAAAAAAAJ"}]}}',
      {"__proto__": [["AAAAAAAAAAAAAAAI", None]], "josé": [["AAAAAAAAAAAAAAAJ", None]]},
      src=P + "assets/js/phoenix/presence.js")
+# A fuzz finding (fuzz/ cluster_frame): without exact float parsing, a meta number
+# read and written again came back as another number (1.9e51 → 1.9000000000000002e51).
+# Jason reads floats exactly (:erlang.binary_to_float) and writes the shortest form
+# that reads back the same (float_to_binary [:short] / fwrite_g).
+pres("presence_state meta floats survive a round trip exactly", "presence_state",
+     '{"u1":{"metas":[{"big":1900000000000000000000000000000006535286009268011007.5,'
+     '"tenth":0.1,"tiny":5e-324,"third":0.3333333333333333,"phx_ref":"AAAAAAAAAAAAAAAO"}]}}',
+     {"u1": [["AAAAAAAAAAAAAAAO", None]]},
+     src="jason v1.4.5 lib/decoder.ex line 81 (binary_to_float), lib/encode.ex lines 140-145")
 pres("presence_diff join only, leaves present and empty", "presence_diff",
      '{"joins":{"u1":{"metas":[{"name":"u1","phx_ref":"AAAAAAAAAAAAAAAE"}]}},"leaves":{}}',
      {"joins": {"u1": [["AAAAAAAAAAAAAAAE", None]]}, "leaves": {}})

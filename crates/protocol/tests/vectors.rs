@@ -330,6 +330,13 @@ fn run(vector: &Value) -> Outcome {
                 reencoded == original,
                 "round trip: got {reencoded}, expected {original}"
             );
+            // Through text too, as a payload travels: written, then read again.
+            let text = serde_json::to_string(&reencoded).map_err(|e| e.to_string())?;
+            let reread: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            check!(
+                reread == original,
+                "text round trip: got {text}, expected {original}"
+            );
             let want = field(vector, "expect_refs")?;
             check!(&refs == want, "refs: got {refs}, expected {want}");
         }
