@@ -153,6 +153,28 @@ test("[f54] OPTIONS is a CORS preflight", TL, async (t) => {
   assert.match(String(res.headers["access-control-allow-methods"]).toLowerCase(), /post/);
 });
 
+test("[spec] OPTIONS: empty body, the asked headers echoed, get/post/options, max-age 3600", TL, async (t) => {
+  if (!(await needLongPoll(t))) return;
+  const asked = await request("OPTIONS", LP, { headers: { "access-control-request-headers": "x-phoenix-longpoll-token" } });
+  assert.equal(asked.code, 200);
+  assert.equal(asked.raw, "");
+  assert.equal(asked.headers["access-control-allow-headers"], "x-phoenix-longpoll-token");
+  assert.equal(asked.headers["access-control-allow-methods"], "get, post, options");
+  assert.equal(asked.headers["access-control-max-age"], "3600");
+  const none = await request("OPTIONS", LP);
+  assert.equal(none.code, 200);
+  assert.equal(none.headers["access-control-allow-headers"], "");
+});
+
+test("[spec] a method other than GET, POST and OPTIONS is a real HTTP 400 with an empty body", TL, async (t) => {
+  if (!(await needLongPoll(t))) return;
+  for (const method of ["PUT", "DELETE"]) {
+    const res = await request(method, `${LP}?vsn=2.0.0`);
+    assert.equal(res.code, 400, method);
+    assert.equal(res.raw, "", method);
+  }
+});
+
 test("[C64][f32] POST to a topic never joined: 200; the poll has unmatched topic with join_ref null", TL, async (t) => {
   if (!(await needLongPoll(t))) return;
   const s = await LpSession.create();

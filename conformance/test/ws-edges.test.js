@@ -45,6 +45,41 @@ test("[B41][f5] a plain GET (no upgrade) of <mount>/websocket is answered 400", 
   assert.equal(code, 400);
 });
 
+// Phoenix checks origin, subprotocols, vsn and runs `connect` before websock_adapter
+// looks at the upgrade headers (protocol-spec/socket.md, "The handshake"): a plain GET
+// is refused with 403 when the vsn or `connect` refuses it, and only an accepted one
+// gets the 400.
+function plainGet(query) {
+  const http = require("node:http");
+  const { wsUrl } = require("../lib/raw");
+  const url = wsUrl(query).replace(/^ws/, "http");
+  return new Promise((resolve, reject) => {
+    http.get(url, (res) => { res.resume(); resolve(res.statusCode); }).on("error", reject);
+  });
+}
+
+test("[spec] a plain GET with an unsupported vsn is 403, not 400: vsn comes before the upgrade headers", T(), async () => {
+  assert.equal(await plainGet("vsn=3.0.0"), 403);
+});
+
+test("[spec] a plain GET that connect refuses (reject=1) is 403, not 400: connect runs before the upgrade headers", T(), async () => {
+  assert.equal(await plainGet("vsn=2.0.0&reject=1"), 403);
+});
+
+test("[spec] a frame that is not a Phoenix message closes the socket with 1011 (Bandit's code when the serializer raises)", T(), async (t) => {
+  for (const [query, bad] of [["vsn=2.0.0", "{not json"], ["vsn=2.0.0", '["1","2","t","e"]'], ["vsn=1.0.0", '[null,"1","phoenix","heartbeat",{}]']]) {
+    const c = await openRaw(t, query);
+    c.sendText(bad);
+    assert.equal(await c.closeCode(), 1011, `${query} ${bad}`);
+  }
+});
+
+test("[spec] V1: a key given twice keeps its first value (Jason's decoder)", T(), async (t) => {
+  const c = await openRaw(t, "vsn=1.0.0");
+  c.sendText('{"topic":"phoenix","topic":"nowhere","event":"heartbeat","payload":{},"ref":"7","ref":"8"}');
+  assert.deepEqual(await c.json(), { topic: "phoenix", event: "phx_reply", payload: { status: "ok", response: {} }, ref: "7" });
+});
+
 // ---- binary frames (vsn 2.0.0) ---------------------------------------------------------
 
 test("[A39][E94][f22] binary_echo: the reply is a binary kind-1 frame, byte for byte", T(), async (t) => {

@@ -361,8 +361,21 @@ dec("v1 null payload", V1, V1SER, '{"topic":"t","event":"e","payload":null,"ref"
     expect=m(None, "2", "t", "e", None))
 dec("v1 keys in any order, extra keys ignored", V1, MSG, '{"ref":"3","extra":true,"payload":[1],"event":"e","topic":"t"}',
     expect=m(None, "3", "t", "e", [1]))
-dec("v1 duplicate keys: the last one wins", V1, V1SER, '{"topic":"a","topic":"b","event":"e","payload":{},"ref":"1"}',
-    expect=m(None, "1", "b", "e", {}))
+# Jason collects an object's pairs in reverse order and builds the map with
+# :maps.from_list, which keeps the last pair of a key: the FIRST in the text.
+DUP = JASON_DEC + " object/6 and object_decode_function (:maps.from_list over the reversed pairs)"
+dec("v1 duplicate keys: the first one wins", V1, DUP, '{"topic":"a","topic":"b","event":"e","payload":{},"ref":"1"}',
+    expect=m(None, "1", "a", "e", {}))
+dec("v1 duplicate ref: the first (null) one wins", V1, DUP, '{"topic":"t","ref":null,"event":"e","payload":{},"ref":"9","join_ref":"1","join_ref":"2"}',
+    expect=m("1", None, "t", "e", {}))
+dec("v1 duplicate payload: the first one wins", V1, DUP, '{"topic":"t","event":"e","payload":{"a":1},"payload":[2],"ref":"1"}',
+    expect=m(None, "1", "t", "e", {"a": 1}))
+dec("v1 a later duplicate of any type is ignored", V1, DUP, '{"topic":"t","topic":7,"event":"e","event":null,"payload":{},"ref":"1","ref":{}}',
+    expect=m(None, "1", "t", "e", {}))
+dec("v1 a later duplicate must still be valid JSON", V1, DUP, '{"topic":"t","topic":tru,"event":"e","payload":{},"ref":"1"}',
+    error="invalid_json")
+dec("v1 a lone surrogate in a later duplicate is refused", V1, DUP, '{"topic":"t","topic":"\\ud800","event":"e","payload":{},"ref":"1"}',
+    error="invalid_json")
 dec("v1 unicode topic", V1, V1SER, '{"topic":"sala:café☕","event":"olá","payload":{},"ref":"1"}',
     expect=m(None, "1", "sala:café☕", "olá", {}))
 dec("v1 numeric refs are accepted", V1, MSG, '{"topic":"t","event":"e","payload":{},"ref":5,"join_ref":4}',
@@ -654,6 +667,15 @@ pres("presence_state unicode and __proto__ keys", "presence_state",
      '{"__proto__":{"metas":[{"phx_ref":"AAAAAAAAAAAAAAAI"}]},"josé":{"metas":[{"phx_ref":"AAAAAAAAAAAAAAAJ"}]}}',
      {"__proto__": [["AAAAAAAAAAAAAAAI", None]], "josé": [["AAAAAAAAAAAAAAAJ", None]]},
      src=P + "assets/js/phoenix/presence.js")
+# A fuzz finding (fuzz/ cluster_frame): without exact float parsing, a meta number
+# read and written again came back as another number (1.9e51 → 1.9000000000000002e51).
+# Jason reads floats exactly (:erlang.binary_to_float) and writes the shortest form
+# that reads back the same (float_to_binary [:short] / fwrite_g).
+pres("presence_state meta floats survive a round trip exactly", "presence_state",
+     '{"u1":{"metas":[{"big":1900000000000000000000000000000006535286009268011007.5,'
+     '"tenth":0.1,"tiny":5e-324,"third":0.3333333333333333,"phx_ref":"AAAAAAAAAAAAAAAO"}]}}',
+     {"u1": [["AAAAAAAAAAAAAAAO", None]]},
+     src="jason v1.4.5 lib/decoder.ex line 81 (binary_to_float), lib/encode.ex lines 140-145")
 pres("presence_diff join only, leaves present and empty", "presence_diff",
      '{"joins":{"u1":{"metas":[{"name":"u1","phx_ref":"AAAAAAAAAAAAAAAE"}]}},"leaves":{}}',
      {"joins": {"u1": [["AAAAAAAAAAAAAAAE", None]]}, "leaves": {}})

@@ -2,9 +2,11 @@
 //!
 //! Decoding walks the frame once with a serde visitor, keeps the payload as raw
 //! JSON text and, when the frame is wrong, says precisely how (see
-//! [`ProtocolError`]). Encoding writes the frame directly into one buffer; object
-//! keys come out sorted, as Phoenix's JSON encoder writes them
-//! (`event, payload, ref, topic` and `response, status`).
+//! [`ProtocolError`]). Encoding writes the frame directly into one buffer, with
+//! object keys in the order Phoenix's frames have them (`event, payload, ref, topic`
+//! and `response, status`: Jason writes a map in its own order, which for these
+//! small atom-keyed maps is Erlang's term order). A V1 key given twice keeps its
+//! first value, as Jason's decoder does.
 //!
 //! Facts from `phoenix/lib/phoenix/socket/serializers/v1_json_serializer.ex`,
 //! `v2_json_serializer.ex` and `lib/phoenix/socket/message.ex` (v1.7.24, v1.8.12).
@@ -178,9 +180,24 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
         let (mut topic, mut event, mut payload) = (None, None, None);
-        let (mut msg_ref, mut join_ref): (Option<Option<Ref>>, Option<Ref>) = (None, None);
+        let (mut msg_ref, mut join_ref): (Option<Option<Ref>>, Option<Option<Ref>>) = (None, None);
         self.stage.set(Stage::Field("key", STRING));
         while let Some(key) = map.next_key::<Key>()? {
+            // A key seen before keeps its first value, as Jason's `:maps.from_list` over
+            // its reversed key list does; the later value only has to be valid JSON.
+            let seen = match key {
+                Key::Topic => topic.is_some(),
+                Key::Event => event.is_some(),
+                Key::Payload => payload.is_some(),
+                Key::Ref => msg_ref.is_some(),
+                Key::JoinRef => join_ref.is_some(),
+                Key::Other => true,
+            };
+            if seen {
+                self.stage.set(Stage::Field("value", "JSON"));
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
             match key {
                 Key::Topic => {
                     self.stage.set(Stage::Field("topic", STRING));
@@ -200,12 +217,9 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
                 }
                 Key::JoinRef => {
                     self.stage.set(Stage::Field("join_ref", OPT_STRING));
-                    join_ref = map.next_value::<WireRef>()?.0;
+                    join_ref = Some(map.next_value::<WireRef>()?.0);
                 }
-                Key::Other => {
-                    self.stage.set(Stage::Field("value", "JSON"));
-                    map.next_value::<IgnoredAny>()?;
-                }
+                Key::Other => {}
             }
         }
         let missing = |key: &'static str| {
@@ -217,7 +231,7 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_> {
         let payload = payload.ok_or_else(|| missing("payload"))?;
         let msg_ref = msg_ref.ok_or_else(|| missing("ref"))?;
         Ok(Message {
-            join_ref,
+            join_ref: join_ref.flatten(),
             msg_ref,
             topic,
             event,
@@ -568,13 +582,16 @@ mod tests {
     }
 
     #[test]
-    fn v1_duplicate_keys_last_one_wins() {
-        // Phoenix's JSON decoder keeps the last of duplicate keys, and so do we.
-        let m =
-            decode_v1(r#"{"topic":"a","topic":"b","event":"e","payload":1,"ref":"1","ref":null}"#)
-                .unwrap();
-        assert_eq!(m.topic, "b");
-        assert_eq!(m.msg_ref, None);
+    fn v1_duplicate_keys_first_one_wins() {
+        // Jason (Phoenix's JSON decoder) keeps the first of duplicate keys, and so do we;
+        // a later duplicate may be of any type.
+        let m = decode_v1(
+            r#"{"topic":"a","topic":7,"event":"e","payload":1,"ref":"1","ref":null,"join_ref":null,"join_ref":"2"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.topic, "a");
+        assert_eq!(m.msg_ref, Some(Ref::from("1")));
+        assert_eq!(m.join_ref, None);
     }
 
     #[test]

@@ -330,6 +330,13 @@ fn run(vector: &Value) -> Outcome {
                 reencoded == original,
                 "round trip: got {reencoded}, expected {original}"
             );
+            // Through text too, as a payload travels: written, then read again.
+            let text = serde_json::to_string(&reencoded).map_err(|e| e.to_string())?;
+            let reread: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            check!(
+                reread == original,
+                "text round trip: got {text}, expected {original}"
+            );
             let want = field(vector, "expect_refs")?;
             check!(&refs == want, "refs: got {refs}, expected {want}");
         }
@@ -338,6 +345,10 @@ fn run(vector: &Value) -> Outcome {
     Ok(())
 }
 
+/// Every vector of every file must pass: a failure is never tolerated, and no
+/// count is written down here, so adding a vector needs no edit of this test. A
+/// file that holds no vector, or no file at all, is a failure too (a vector
+/// that is silently not read cannot fail).
 #[test]
 fn every_vector_passes() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../protocol-spec/vectors");
@@ -347,19 +358,23 @@ fn every_vector_passes() {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
+    assert!(!files.is_empty(), "no vector files in {}", dir.display());
     let (mut count, mut failures, mut names) = (0, Vec::new(), BTreeSet::new());
     for file in &files {
+        let file_name = file.file_name().map(|f| f.to_string_lossy().into_owned());
+        let file_name = file_name.unwrap_or_default();
         let text = std::fs::read_to_string(file).expect("readable vector file");
         let doc: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{}: not JSON: {e}", file.display()));
         let vectors = doc["vectors"]
             .as_array()
             .unwrap_or_else(|| panic!("{}: no \"vectors\" array", file.display()));
+        if vectors.is_empty() {
+            failures.push(format!("{file_name}: holds no vector"));
+        }
         for vector in vectors {
             count += 1;
             let name = vector["name"].as_str().unwrap_or("<unnamed>").to_owned();
-            let file_name = file.file_name().map(|f| f.to_string_lossy().into_owned());
-            let file_name = file_name.unwrap_or_default();
             if !names.insert(name.clone()) {
                 failures.push(format!("{file_name}: {name}: duplicate name"));
             }
@@ -370,14 +385,9 @@ fn every_vector_passes() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {count} vectors failed:\n  {}",
+        "{} problems among {count} vectors:\n  {}",
         failures.len(),
         failures.join("\n  ")
     );
-    assert!(
-        count >= 70,
-        "only {count} vectors found in {}",
-        dir.display()
-    );
-    println!("{count} vectors in {} files passed", files.len());
+    println!("all {count} vectors in {} files passed", files.len());
 }

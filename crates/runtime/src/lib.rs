@@ -26,6 +26,7 @@
 //!  mailbox                socket and channel mailboxes as others see them, close reasons
 //!  config handler origin metrics error    policies, the application's handler, counters
 //!  auth                   token verifiers (Phoenix.Token, JWT) and TokenAuth, a handler
+//!  longpoll_body          a long-poll POST body into messages (pure; public for fuzzing)
 //! ```
 //!
 //! ```no_run
@@ -63,6 +64,7 @@ mod endpoint;
 mod error;
 mod handler;
 mod longpoll;
+pub mod longpoll_body;
 mod mailbox;
 mod metrics;
 mod node;

@@ -57,6 +57,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::handler::{parse_query, TransportKind};
+use crate::longpoll_body::{self, BodyError};
 use crate::metrics::Metrics;
 use crate::node::Shared;
 use crate::socket::SocketCore;
@@ -64,9 +65,6 @@ use crate::transport::{
     self, connect, connect_info, exact_path, header, origin_allowed, raw_query, Ending, PeerAddr,
     Read, Wire,
 };
-
-/// Lines of an ndjson POST that are read (Phoenix's limit).
-const MAX_BATCH: usize = 100;
 
 type SessionId = [u8; 16];
 
@@ -239,8 +237,9 @@ fn status(code: u16) -> Response {
 
 impl LpRequest {
     async fn handle(self) -> Response {
-        // Every request, not only the first, comes from an allowed origin.
-        if self.method != Method::OPTIONS && !origin_allowed(&self.shared, &self.headers) {
+        // Every request, not only the first, comes from an allowed origin; as in
+        // Phoenix's `call/2`, the check runs before the method is looked at.
+        if !origin_allowed(&self.shared, &self.headers) {
             return status(403);
         }
         match self.method {
@@ -255,12 +254,17 @@ impl LpRequest {
         }
     }
 
+    /// Phoenix's preflight: 200, an empty body, the asked headers echoed (empty
+    /// when none were asked).
     fn preflight(&self) -> Response {
-        let mut resp = answer(json!({}));
+        let mut resp = Response::new("".into());
         let h = resp.headers_mut();
-        if let Some(asked) = self.headers.get("access-control-request-headers") {
-            h.insert("access-control-allow-headers", asked.clone());
-        }
+        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        let asked = self.headers.get("access-control-request-headers").cloned();
+        h.insert(
+            "access-control-allow-headers",
+            asked.unwrap_or(HeaderValue::from_static("")),
+        );
         h.insert(
             "access-control-allow-methods",
             HeaderValue::from_static("get, post, options"),
@@ -460,46 +464,19 @@ async fn poll(shared: &Shared, handle: &SessionHandle) -> Option<Vec<String>> {
     }
 }
 
-/// The frames of a POST body.
+/// The frames of a POST body ([`longpoll_body::decode`]); an over-long line is counted.
 fn decode(
     shared: &Shared,
     body: &[u8],
     ndjson: bool,
     serializer: Serializer,
 ) -> Result<Vec<Message>, String> {
-    let body = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
-    if !ndjson {
-        return serializer
-            .decode_text(body)
-            .map(|m| vec![m])
-            .map_err(|e| e.to_string());
-    }
-    let mut out = Vec::new();
-    for line in body
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .filter(|l| !l.is_empty())
-        .take(MAX_BATCH)
-    {
-        let limit = shared.config.longpoll_max_line;
-        if line.len() > limit {
+    longpoll_body::decode(body, ndjson, serializer, shared.config.longpoll_max_line).map_err(|e| {
+        if matches!(e, BodyError::LineTooLong { .. }) {
             Metrics::inc(&shared.metrics.longpoll_refused);
-            return Err(format!(
-                "line of {} bytes over the limit of {limit}",
-                line.len()
-            ));
         }
-        let msg = if line.starts_with('[') {
-            serializer.decode_text(line)
-        } else {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(line)
-                .map_err(|e| format!("line is neither JSON nor base64: {e}"))?;
-            serializer.decode_binary(Bytes::from(bytes))
-        };
-        out.push(msg.map_err(|e| e.to_string())?);
-    }
-    Ok(out)
+        e.to_string()
+    })
 }
 
 /// How long a node waits for the session's node to acknowledge a relayed request.

@@ -12,12 +12,13 @@
 //! largest frame it ever sent (see the README's memory figures).
 //!
 //! Checks, in Phoenix's order (`phoenix/lib/phoenix/transports/websocket.ex`):
-//! GET only (400), upgrade headers (400), `check_origin` (403), the 1.8 auth token
-//! in `Sec-WebSocket-Protocol`, subprotocols (403), vsn (403), then the socket
-//! handler's `connect` (403 or the handler's status).
+//! GET only (400), `check_origin` (403), the 1.8 auth token in
+//! `Sec-WebSocket-Protocol`, subprotocols (403), vsn (403), the socket handler's
+//! `connect` (403 or the handler's status), then the upgrade headers (400).
 //!
 //! Close codes this transport sends: 1001 on a socket-id `disconnect` and on the
-//! idle timeout, 1007 for a frame that is not a valid Phoenix message, 1009 for a
+//! idle timeout, 1011 for a frame that is not a valid Phoenix message (as Bandit
+//! closes when Phoenix's serializer raises), 1007 for text that is not UTF-8, 1009 for a
 //! frame over the size limit, 1012 when the server drains, 1013 for a client too
 //! slow to read its messages, a channel stuck past the stall timeout, or a message
 //! one of its channels could not queue.
@@ -103,16 +104,13 @@ struct Subprotocol {
 }
 
 impl Upgrade {
-    /// Phoenix's order: method, upgrade headers, check_origin, the auth token and
-    /// subprotocols, then vsn and the socket handler; then the 101.
+    /// Phoenix's order: method, check_origin, the auth token and subprotocols, vsn
+    /// and the socket handler, and only then the upgrade headers (websock_adapter
+    /// validates them in `upgrade`, after `connect`); then the 101.
     async fn handle(self) -> Response {
         if self.method != Method::GET {
             return status(StatusCode::BAD_REQUEST, "");
         }
-        let accept = match self.handshake_headers() {
-            Ok(accept) => accept,
-            Err(why) => return status(StatusCode::BAD_REQUEST, why),
-        };
         if !origin_allowed(&self.shared, &self.headers) {
             return status(StatusCode::FORBIDDEN, "");
         }
@@ -132,6 +130,10 @@ impl Upgrade {
                     )
                 }
             };
+        let accept = match self.handshake_headers() {
+            Ok(accept) => accept,
+            Err(why) => return status(StatusCode::BAD_REQUEST, why),
+        };
         let Some(on_upgrade) = self.on_upgrade else {
             return status(
                 StatusCode::BAD_REQUEST,
@@ -396,7 +398,7 @@ impl WsWire {
                 Metrics::inc(&self.shared.metrics.malformed_frames);
                 tracing::warn!(%err, "closing socket: malformed frame");
                 Read::End(Ending::Close(
-                    1007,
+                    1011,
                     Cow::Owned(format!("invalid frame: {}", err.kind())),
                 ))
             }

@@ -508,7 +508,7 @@ async fn malformed_frames_close_only_their_connection() {
             Bad::Text(t) => c.send(t).await,
             Bad::Binary(b) => c.send_bin(b).await,
         }
-        assert_eq!(c.close_code().await, Some(1007), "{query} {what}");
+        assert_eq!(c.close_code().await, Some(1011), "{query} {what}");
     }
     bystander
         .send(r#"[null,"1","phoenix","heartbeat",{}]"#)
