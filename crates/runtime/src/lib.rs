@@ -56,7 +56,6 @@
 
 mod channel;
 mod config;
-pub mod editing;
 mod endpoint;
 mod error;
 mod handler;
@@ -74,7 +73,6 @@ mod websocket;
 
 pub use channel::{Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, ReplyRef};
 pub use config::Config;
-pub use editing::{Editing, Records};
 pub use endpoint::{Endpoint, EndpointBuilder};
 pub use error::RuntimeError;
 pub use handler::{
