@@ -23,11 +23,15 @@ const CLIENTS: usize = 8;
 const SAVES: usize = 250;
 const UPDATES: usize = 200;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn client(addr: &str) -> Ws {
     let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
-    tokio_tungstenite::connect_async(url).await.expect("connect").0
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect")
+        .0
 }
 
 /// Pushes and waits for the reply to that push.
@@ -53,7 +57,9 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "sqlite::memory:".to_owned());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "sqlite::memory:".to_owned());
     let db = Database::connect(&url).await?;
     let bench = Editing::new("bench", db.clone());
     let endpoint = bench.mount(phx_runtime::Endpoint::builder()).build();
@@ -70,10 +76,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..CLIENTS {
         let mut ws = client(&addr).await;
         call(&mut ws, 1, "events:bench", "phx_join", json!({})).await;
-        let created = call(&mut ws, 2, "events:bench", "create", json!({"params": {"title": format!("r{i}")}})).await;
-        let id = created["response"]["record"]["id"].as_str().expect("id").to_owned();
+        let created = call(
+            &mut ws,
+            2,
+            "events:bench",
+            "create",
+            json!({"params": {"title": format!("r{i}")}}),
+        )
+        .await;
+        let id = created["response"]["record"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
         let topic = format!("edit:bench:{id}");
-        let joined = call(&mut ws, 3, &topic, "phx_join", json!({"user": {"id": format!("u{i}"), "name": "U"}})).await;
+        let joined = call(
+            &mut ws,
+            3,
+            &topic,
+            "phx_join",
+            json!({"user": {"id": format!("u{i}"), "name": "U"}}),
+        )
+        .await;
         assert_eq!(joined["response"]["role"], "owner");
         clients.push((ws, topic));
     }
@@ -83,7 +106,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(mut ws, topic)| {
             tokio::spawn(async move {
                 for n in 0..SAVES {
-                    let r = call(&mut ws, 10 + n as u64, &topic, "save", json!({"params": {"title": format!("save {n}")}})).await;
+                    let r = call(
+                        &mut ws,
+                        10 + n as u64,
+                        &topic,
+                        "save",
+                        json!({"params": {"title": format!("save {n}")}}),
+                    )
+                    .await;
                     assert_eq!(r["status"], "ok", "{r}");
                 }
                 ws
@@ -108,7 +138,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let pool = sqlx::PgPool::connect(&url).await?;
         let mut watcher = client(&addr).await;
         call(&mut watcher, 1, "events:bench", "phx_join", json!({})).await;
-        let id = db.page("bench", None, 1).await?.records[0]["id"].as_str().unwrap_or("1").to_owned();
+        let id = db.page("bench", None, 1).await?.records[0]["id"]
+            .as_str()
+            .unwrap_or("1")
+            .to_owned();
         let mut latencies = Vec::with_capacity(UPDATES);
         for n in 0..UPDATES {
             let title = format!("psql {n}");
@@ -136,7 +169,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             pct(&latencies, 0.99).as_secs_f64() * 1e3,
             latencies[latencies.len() - 1].as_secs_f64() * 1e3
         );
-        sqlx::query("DELETE FROM phx_records WHERE kind = 'bench'").execute(&pool).await?;
+        sqlx::query("DELETE FROM phx_records WHERE kind = 'bench'")
+            .execute(&pool)
+            .await?;
     }
     drop(kept);
     Ok(())

@@ -19,12 +19,14 @@ impl<R: Records> Editing<R> {
     pub fn mount(&self, builder: EndpointBuilder) -> EndpointBuilder {
         let (edit, events) = (self.clone(), self.clone());
         builder
-            .channel(&format!("edit:{}:*", self.kind()), move |_, _| EditorChannel {
-                editing: edit.clone(),
-                seat: None,
-                meta: None,
-                joined_form_version: 0,
-                joined: None,
+            .channel(&format!("edit:{}:*", self.kind()), move |_, _| {
+                EditorChannel {
+                    editing: edit.clone(),
+                    seat: None,
+                    meta: None,
+                    joined_form_version: 0,
+                    joined: None,
+                }
             })
             .channel(&self.events_topic(), move |_, _| EventsChannel {
                 editing: events.clone(),
@@ -140,7 +142,11 @@ impl<R: Records> Channel for EditorChannel<R> {
         // A change made between the join and the subscription was missed.
         let (form, version) = self.editing.form(seat.id());
         if version != self.joined_form_version {
-            let by = self.editing.editors(seat.id()).first().map(|m| m.key.clone());
+            let by = self
+                .editing
+                .editors(seat.id())
+                .first()
+                .map(|m| m.key.clone());
             ctx.push("form_change", json!({"params": form, "by": by}))?;
         }
         Ok(Flow::Continue)

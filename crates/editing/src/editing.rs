@@ -13,7 +13,9 @@ use tokio::sync::{broadcast, oneshot};
 
 use crate::error::{Denied, FieldErrors};
 use crate::record::{fields_of, Change, Cursor, Fields, Limits, Op, Page, Record, Records};
-use crate::session::{now_ms, tell, Editor, EditorMeta, Notify, Place, Role, Seat, Sessions, SyncState};
+use crate::session::{
+    now_ms, tell, Editor, EditorMeta, Notify, Place, Role, Seat, Sessions, SyncState,
+};
 
 /// How long a new session waits for the owner's node to send the unsaved form.
 const FORM_WAIT: Duration = Duration::from_millis(500);
@@ -202,7 +204,9 @@ impl<R: Records> Editing<R> {
             // (another node's clock may run ahead of this one's).
             let mut joined_at = now_ms();
             if let Some(last) = session.line.last() {
-                if (joined_at, &*me, seq) < (last.meta.joined_at, last.meta.node.as_str(), last.meta.seq) {
+                if (joined_at, &*me, seq)
+                    < (last.meta.joined_at, last.meta.node.as_str(), last.meta.seq)
+                {
                     joined_at = last.meta.joined_at + u64::from(*me < *last.meta.node);
                 }
             }
@@ -316,7 +320,12 @@ impl<R: Records> Editing<R> {
     /// Validates and saves the owner's params against `version` (default: the
     /// version the session's form started from); on success the form state is
     /// cleared. A stale version is refused with the stored record.
-    pub async fn save(&self, seat: &Seat, params: Value, version: Option<i64>) -> Result<Record, Denied> {
+    pub async fn save(
+        &self,
+        seat: &Seat,
+        params: Value,
+        version: Option<i64>,
+    ) -> Result<Record, Denied> {
         let base = {
             let sessions = self.sessions.lock();
             let session = sessions
@@ -328,11 +337,20 @@ impl<R: Records> Editing<R> {
         let fields = self.check(params)?;
         let record = self
             .records
-            .save(self.kind(), &seat.id, fields, version.unwrap_or(base), &seat.name)
+            .save(
+                self.kind(),
+                &seat.id,
+                fields,
+                version.unwrap_or(base),
+                &seat.name,
+            )
             .await?;
         if let Some(session) = self.sessions.lock().get_mut(&seat.id) {
             session.set_form(None);
-            session.base = record.get("version").and_then(Value::as_i64).unwrap_or(base);
+            session.base = record
+                .get("version")
+                .and_then(Value::as_i64)
+                .unwrap_or(base);
         }
         Ok(record)
     }
@@ -441,12 +459,21 @@ mod tests {
 
     async fn editing() -> Editing<SqliteRecords> {
         let db = SqliteRecords::connect("sqlite::memory:").await.unwrap();
-        db.seed("doc", "1", json!({"title": "t"}).as_object().cloned().unwrap())
-            .await
-            .unwrap();
-        Editing::new("doc", db).validator(|fields| match fields.get("title").and_then(Value::as_str) {
-            Some(t) if !t.is_empty() => Ok(()),
-            _ => Err(FieldErrors::from([("title".to_owned(), vec!["can't be blank".to_owned()])])),
+        db.seed(
+            "doc",
+            "1",
+            json!({"title": "t"}).as_object().cloned().unwrap(),
+        )
+        .await
+        .unwrap();
+        Editing::new("doc", db).validator(|fields| {
+            match fields.get("title").and_then(Value::as_str) {
+                Some(t) if !t.is_empty() => Ok(()),
+                _ => Err(FieldErrors::from([(
+                    "title".to_owned(),
+                    vec!["can't be blank".to_owned()],
+                )])),
+            }
         })
     }
 
@@ -460,12 +487,21 @@ mod tests {
     }
 
     fn user(key: &str) -> Editor {
-        Editor::from_join(&Assigns::new(), &json!({"user": {"id": key, "name": key}}), "n:0")
+        Editor::from_join(
+            &Assigns::new(),
+            &json!({"user": {"id": key, "name": key}}),
+            "n:0",
+        )
     }
 
     /// Opens `1` on one node (no other node's editors known).
-    async fn open(e: &Editing<SqliteRecords>, editor: Editor, notify: Notify) -> Result<Opened, Denied> {
-        e.open("1", editor, notify, &PubSub::new(), &|| json!({})).await
+    async fn open(
+        e: &Editing<SqliteRecords>,
+        editor: Editor,
+        notify: Notify,
+    ) -> Result<Opened, Denied> {
+        e.open("1", editor, notify, &PubSub::new(), &|| json!({}))
+            .await
     }
 
     fn keys(e: &Editing<SqliteRecords>) -> Vec<String> {
@@ -481,10 +517,16 @@ mod tests {
         let a = open(&e, user("ann"), n1).await.unwrap();
         let b = open(&e, user("bob"), n2).await.unwrap();
         let c = open(&e, user("ann"), n3).await.unwrap();
-        assert_eq!((a.role, b.role, c.role), (Role::Owner, Role::Spectator, Role::Spectator));
+        assert_eq!(
+            (a.role, b.role, c.role),
+            (Role::Owner, Role::Spectator, Role::Spectator)
+        );
         assert_eq!(b.owner.as_ref().map(|o| o.key.as_str()), Some("ann"));
         assert_eq!(a.record["version"], 1);
-        assert_eq!(e.form_change(&b.seat, json!({"title": "x"})), Err(Denied::NotOwner));
+        assert_eq!(
+            e.form_change(&b.seat, json!({"title": "x"})),
+            Err(Denied::NotOwner)
+        );
         e.form_change(&a.seat, json!({"title": "draft"})).unwrap();
         drop(a.seat);
         assert_eq!(seen2.lock().unwrap().len(), 1, "bob is promoted");
@@ -492,17 +534,30 @@ mod tests {
         assert!(seen3.lock().unwrap().is_empty(), "nobody else is told");
         assert_eq!(e.form("1").0, json!({"title": "draft"}));
         drop(c.seat);
-        assert_eq!(seen2.lock().unwrap().len(), 1, "a spectator leaving changes nothing");
+        assert_eq!(
+            seen2.lock().unwrap().len(),
+            1,
+            "a spectator leaving changes nothing"
+        );
         assert!(matches!(
             e.save(&b.seat, json!({"title": ""}), None).await,
             Err(Denied::Invalid(errors)) if errors.contains_key("title")
         ));
-        let saved = e.save(&b.seat, json!({"title": "new"}), None).await.unwrap();
-        assert_eq!((saved["id"].clone(), saved["version"].clone()), (json!("1"), json!(2)));
+        let saved = e
+            .save(&b.seat, json!({"title": "new"}), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (saved["id"].clone(), saved["version"].clone()),
+            (json!("1"), json!(2))
+        );
         assert_eq!(saved["updated_by"], "bob", "who saved last");
         assert_eq!(e.form("1").0, Value::Null);
         // The next save is made against the new version: no conflict.
-        let again = e.save(&b.seat, json!({"title": "newer"}), None).await.unwrap();
+        let again = e
+            .save(&b.seat, json!({"title": "newer"}), None)
+            .await
+            .unwrap();
         assert_eq!(again["version"], 3);
     }
 
@@ -512,7 +567,14 @@ mod tests {
         let (n1, _) = recorder();
         let a = open(&e, user("ann"), n1).await.unwrap();
         // Another writer moves the record on (version 2) behind the session's back.
-        e.records().save("doc", "1", json!({"title": "theirs"}).as_object().cloned().unwrap(), 1, "x")
+        e.records()
+            .save(
+                "doc",
+                "1",
+                json!({"title": "theirs"}).as_object().cloned().unwrap(),
+                1,
+                "x",
+            )
             .await
             .unwrap();
         let stale = e.save(&a.seat, json!({"title": "mine"}), None).await;
@@ -521,8 +583,14 @@ mod tests {
             "{stale:?}"
         );
         // Overwriting on purpose: the save carries the stored version.
-        let mine = e.save(&a.seat, json!({"title": "mine"}), Some(2)).await.unwrap();
-        assert_eq!((mine["title"].clone(), mine["version"].clone()), (json!("mine"), json!(3)));
+        let mine = e
+            .save(&a.seat, json!({"title": "mine"}), Some(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            (mine["title"].clone(), mine["version"].clone()),
+            (json!("mine"), json!(3))
+        );
     }
 
     #[tokio::test]
@@ -533,13 +601,25 @@ mod tests {
             page_size: 1,
         });
         let big = "x".repeat(100);
-        assert_eq!(e.create(json!({"title": big}), "ann").await, Err(Denied::TooLarge));
+        assert_eq!(
+            e.create(json!({"title": big}), "ann").await,
+            Err(Denied::TooLarge)
+        );
         let (n1, _) = recorder();
         let a = open(&e, user("ann"), n1).await.unwrap();
-        assert_eq!(e.form_change(&a.seat, json!({"title": big})), Err(Denied::TooLarge));
-        assert_eq!(e.save(&a.seat, json!({"title": big}), None).await, Err(Denied::TooLarge));
+        assert_eq!(
+            e.form_change(&a.seat, json!({"title": big})),
+            Err(Denied::TooLarge)
+        );
+        assert_eq!(
+            e.save(&a.seat, json!({"title": big}), None).await,
+            Err(Denied::TooLarge)
+        );
         e.create(json!({"title": "two"}), "ann").await.unwrap();
-        assert_eq!(e.create(json!({"title": "three"}), "ann").await, Err(Denied::TooMany));
+        assert_eq!(
+            e.create(json!({"title": "three"}), "ann").await,
+            Err(Denied::TooMany)
+        );
         let page = e.page(None).await.unwrap();
         assert_eq!((page.records.len(), page.total), (1, 2));
         let rest = e.page(page.next).await.unwrap();
@@ -552,15 +632,25 @@ mod tests {
         let (n1, _) = recorder();
         let (n2, seen2) = recorder();
         let a = open(&e, user("ann"), n1).await.unwrap();
-        let b = open(&e, Editor::from_join(&Assigns::new(), &json!({}), "n:7"), n2)
-            .await
-            .unwrap();
+        let b = open(
+            &e,
+            Editor::from_join(&Assigns::new(), &json!({}), "n:7"),
+            n2,
+        )
+        .await
+        .unwrap();
         e.delete(&a.seat).await.unwrap();
         drop(a.seat);
         drop(b.seat);
-        assert!(seen2.lock().unwrap().is_empty(), "nobody is promoted on a deleted record");
+        assert!(
+            seen2.lock().unwrap().is_empty(),
+            "nobody is promoted on a deleted record"
+        );
         let (n3, _) = recorder();
-        assert!(matches!(open(&e, user("cy"), n3).await, Err(Denied::NotFound)));
+        assert!(matches!(
+            open(&e, user("cy"), n3).await,
+            Err(Denied::NotFound)
+        ));
     }
 
     fn diff(half: &str, meta: Value) -> Broadcast {
@@ -583,15 +673,21 @@ mod tests {
         // ("!" sorts before every hex digit) puts it first on every node.
         let remote = json!({"key": "zed", "name": "Zed", "joined_at": a.meta.joined_at,
                             "node": "!", "seq": 99, "user_id": "zed", "phx_ref": "r1"});
-        e.sessions.follow("1", &diff("joins", remote.clone()), &pubsub);
+        e.sessions
+            .follow("1", &diff("joins", remote.clone()), &pubsub);
         let owner = e.editors("1")[0].clone();
         assert_eq!(owner.key, "zed");
         assert_eq!(
             *seen1.lock().unwrap(),
-            vec![Notice::Demoted { owner: owner.clone() }],
+            vec![Notice::Demoted {
+                owner: owner.clone()
+            }],
             "the local owner learns it is behind"
         );
-        assert_eq!(e.form_change(&a.seat, json!({"title": "x"})), Err(Denied::NotOwner));
+        assert_eq!(
+            e.form_change(&a.seat, json!({"title": "x"})),
+            Err(Denied::NotOwner)
+        );
         // The remote owner types: this node keeps its form.
         let typed = Broadcast::new(
             "edit:doc:1",
@@ -614,7 +710,10 @@ mod tests {
                            "node": "~", "seq": 1, "user_id": "fut"});
         e.sessions.follow("1", &diff("joins", ahead), &pubsub);
         let (n2, _) = recorder();
-        let b = e.open("1", user("bob"), n2, &pubsub, &|| json!({})).await.unwrap();
+        let b = e
+            .open("1", user("bob"), n2, &pubsub, &|| json!({}))
+            .await
+            .unwrap();
         assert_eq!(keys(&e), vec!["ann", "fut", "bob"]);
         assert_eq!(b.role, Role::Spectator);
     }
@@ -640,9 +739,17 @@ mod tests {
             Some(Notice::Promoted { owner }) if owner.key == "ann"
         ));
         e.sessions.follow("1", &diff("joins", zed.clone()), &pubsub);
-        assert_eq!(e.editors("1").len(), 1, "a late presence join does not bring it back");
+        assert_eq!(
+            e.editors("1").len(),
+            1,
+            "a late presence join does not bring it back"
+        );
         e.sessions.follow("1", &diff("leaves", zed), &pubsub);
-        assert!(e.sessions.lock().get("1").is_some_and(|s| s.gone.is_empty()));
+        assert!(e
+            .sessions
+            .lock()
+            .get("1")
+            .is_some_and(|s| s.gone.is_empty()));
         assert!(e.form_change(&a.seat, json!({"title": "t"})).is_ok());
     }
 
@@ -652,13 +759,21 @@ mod tests {
         let (node_a, node_b) = (editing().await, editing().await);
         let pubsub = PubSub::new();
         let (n1, _) = recorder();
-        let a = node_a.open("1", user("ann"), n1, &pubsub, &|| json!({})).await.unwrap();
-        node_a.form_change(&a.seat, json!({"title": "unsaved"})).unwrap();
+        let a = node_a
+            .open("1", user("ann"), n1, &pubsub, &|| json!({}))
+            .await
+            .unwrap();
+        node_a
+            .form_change(&a.seat, json!({"title": "unsaved"}))
+            .unwrap();
         let mut meta = a.meta.to_value();
         meta["phx_ref"] = json!("r");
         let presence = json!({"ann": {"metas": [meta]}});
         let (n2, _) = recorder();
-        let b = node_b.open("1", user("bob"), n2, &pubsub, &|| presence.clone()).await.unwrap();
+        let b = node_b
+            .open("1", user("bob"), n2, &pubsub, &|| presence.clone())
+            .await
+            .unwrap();
         assert_eq!(b.role, Role::Spectator);
         assert_eq!(b.owner.map(|o| o.key), Some("ann".to_owned()));
         assert_eq!(b.form, json!({"title": "unsaved"}));

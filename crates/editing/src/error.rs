@@ -156,17 +156,29 @@ mod tests {
     fn every_store_error_is_one_wire_reply() {
         let stored = record(json!({"id": "1", "title": "t", "version": 3}));
         let cases = [
-            (RecordsError::Unavailable("timeout".into()), json!({"reason": "unavailable"})),
             (
-                RecordsError::Conflict { expected: 2, stored: Box::new(stored.clone()) },
+                RecordsError::Unavailable("timeout".into()),
+                json!({"reason": "unavailable"}),
+            ),
+            (
+                RecordsError::Conflict {
+                    expected: 2,
+                    stored: Box::new(stored.clone()),
+                },
                 json!({"reason": "conflict", "record": stored}),
             ),
             (
-                RecordsError::Invalid(FieldErrors::from([("title".into(), vec!["can't be blank".into()])])),
+                RecordsError::Invalid(FieldErrors::from([(
+                    "title".into(),
+                    vec!["can't be blank".into()],
+                )])),
                 json!({"errors": {"title": ["can't be blank"]}}),
             ),
             (RecordsError::NotFound, json!({"reason": "not_found"})),
-            (RecordsError::Full(10), json!({"reason": "too_many_records"})),
+            (
+                RecordsError::Full(10),
+                json!({"reason": "too_many_records"}),
+            ),
         ];
         for (err, wire) in cases {
             let denied = Denied::from(err.clone());
@@ -178,7 +190,10 @@ mod tests {
 
     #[test]
     fn database_errors_map_to_unavailable_or_not_found() {
-        assert_eq!(RecordsError::from_db(sqlx::Error::RowNotFound), RecordsError::NotFound);
+        assert_eq!(
+            RecordsError::from_db(sqlx::Error::RowNotFound),
+            RecordsError::NotFound
+        );
         assert!(matches!(
             RecordsError::from_db(sqlx::Error::PoolTimedOut),
             RecordsError::Unavailable(_)

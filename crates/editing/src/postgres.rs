@@ -241,7 +241,12 @@ impl Records for PgRecords {
             .await
     }
 
-    async fn page(&self, kind: &str, from: Option<Cursor>, size: u32) -> Result<Page, RecordsError> {
+    async fn page(
+        &self,
+        kind: &str,
+        from: Option<Cursor>,
+        size: u32,
+    ) -> Result<Page, RecordsError> {
         self.guard
             .run(async {
                 let rows = sqlx::query(&format!(
@@ -337,7 +342,9 @@ async fn listen(pool: PgPool, guard: Guard) {
                         Err(err) => tracing::warn!(%err, "unreadable change notification"),
                     },
                     Ok(None) => {
-                        tracing::warn!("lost the LISTEN connection; changes made meanwhile are not announced");
+                        tracing::warn!(
+                            "lost the LISTEN connection; changes made meanwhile are not announced"
+                        );
                         break;
                     }
                     Err(err) => {

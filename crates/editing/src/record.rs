@@ -139,7 +139,11 @@ impl Health {
 /// other store with these semantics plugs in the same way.
 pub trait Records: Send + Sync + 'static {
     /// The record, or [`RecordsError::NotFound`].
-    fn load(&self, kind: &str, id: &str) -> impl Future<Output = Result<Record, RecordsError>> + Send;
+    fn load(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Record, RecordsError>> + Send;
 
     /// Stores `fields` as a new record with an id the database chooses, `by`
     /// (an editor's name) as who saved it last; refused with
@@ -164,7 +168,8 @@ pub trait Records: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Record, RecordsError>> + Send;
 
     /// Deletes the record, or [`RecordsError::NotFound`].
-    fn delete(&self, kind: &str, id: &str) -> impl Future<Output = Result<(), RecordsError>> + Send;
+    fn delete(&self, kind: &str, id: &str)
+        -> impl Future<Output = Result<(), RecordsError>> + Send;
 
     /// A page of the kind's records, newest first, starting after `from`.
     fn page(

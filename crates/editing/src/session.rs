@@ -229,9 +229,7 @@ const GONE_KEPT: usize = 64;
 impl Session {
     /// The identity `(node, seq)` of the first in line.
     pub(crate) fn first(&self) -> Option<(String, u64)> {
-        self.line
-            .first()
-            .map(|p| (p.meta.node.clone(), p.meta.seq))
+        self.line.first().map(|p| (p.meta.node.clone(), p.meta.seq))
     }
 
     pub(crate) fn is_first(&self, node: &str, seq: u64) -> bool {
@@ -247,7 +245,11 @@ impl Session {
     }
 
     pub(crate) fn insert(&mut self, place: Place) {
-        if self.line.iter().any(|p| p.is(&place.meta.node, place.meta.seq)) {
+        if self
+            .line
+            .iter()
+            .any(|p| p.is(&place.meta.node, place.meta.seq))
+        {
             return;
         }
         let at = self
@@ -506,7 +508,11 @@ pub(crate) struct Joined {
 
 impl Drop for Joined {
     fn drop(&mut self) {
-        let mut joined = self.sessions.joined.lock().unwrap_or_else(|e| e.into_inner());
+        let mut joined = self
+            .sessions
+            .joined
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(n) = joined.get_mut(&self.topic) {
             *n -= 1;
             if *n == 0 {
@@ -549,7 +555,10 @@ mod tests {
     fn without_an_identity_the_payload_user_is_an_unverified_display_identity() {
         let none = Assigns::new();
         let ann = Editor::from_join(&none, &json!({"user": {"id": 5, "name": "Ann"}}), "n:3");
-        assert_eq!((ann.key.as_str(), ann.name.as_str(), ann.verified), ("5", "Ann", false));
+        assert_eq!(
+            (ann.key.as_str(), ann.name.as_str(), ann.verified),
+            ("5", "Ann", false)
+        );
         let a = Editor::from_join(&none, &json!({"user": {"name": "x"}}), "n:1");
         let b = Editor::from_join(&none, &json!(null), "n:2");
         assert_ne!(a.key, b.key);
@@ -572,6 +581,9 @@ mod tests {
         wire["phx_ref"] = json!("r1");
         let place = Place::remote(&wire).unwrap();
         assert_eq!(place.meta, meta);
-        assert!(Place::remote(&json!({"key": "x"})).is_none(), "not an editor's meta");
+        assert!(
+            Place::remote(&json!({"key": "x"})).is_none(),
+            "not an editor's meta"
+        );
     }
 }

@@ -249,7 +249,12 @@ impl Records for SqliteRecords {
         Ok(())
     }
 
-    async fn page(&self, kind: &str, from: Option<Cursor>, size: u32) -> Result<Page, RecordsError> {
+    async fn page(
+        &self,
+        kind: &str,
+        from: Option<Cursor>,
+        size: u32,
+    ) -> Result<Page, RecordsError> {
         self.guard
             .run(async {
                 let rows = sqlx::query(&format!(
@@ -262,11 +267,12 @@ impl Records for SqliteRecords {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(RecordsError::from_db)?;
-                let total: i64 = sqlx::query_scalar("SELECT count(*) FROM phx_records WHERE kind = ?")
-                    .bind(kind)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(RecordsError::from_db)?;
+                let total: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM phx_records WHERE kind = ?")
+                        .bind(kind)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(RecordsError::from_db)?;
                 page_of(&rows, size, total, |row| {
                     Ok((record_of(row)?, row.try_get::<i64, _>("rowid")?))
                 })
@@ -315,7 +321,11 @@ pub(crate) fn page_of<R>(
         records.push(record);
         last = Some(position);
     }
-    let next = if rows.len() > size { last.map(Cursor) } else { None };
+    let next = if rows.len() > size {
+        last.map(Cursor)
+    } else {
+        None
+    };
     Ok(Page {
         records,
         total: u64::try_from(total).unwrap_or(0),
@@ -336,30 +346,65 @@ mod tests {
     async fn versions_conflicts_ids_limits_and_pages() {
         let db = SqliteRecords::connect("sqlite::memory:").await.unwrap();
         let mut changes = db.changes();
-        db.seed("entity", "1", fields(json!({"title": "seeded"}))).await.unwrap();
-        db.seed("entity", "7", fields(json!({"title": "seven"}))).await.unwrap();
+        db.seed("entity", "1", fields(json!({"title": "seeded"})))
+            .await
+            .unwrap();
+        db.seed("entity", "7", fields(json!({"title": "seven"})))
+            .await
+            .unwrap();
         let one = db.load("entity", "1").await.unwrap();
-        assert_eq!((one["title"].clone(), one["version"].clone()), (json!("seeded"), json!(1)));
-        let created = db.create("entity", fields(json!({"title": "new"})), "ann", 10).await.unwrap();
+        assert_eq!(
+            (one["title"].clone(), one["version"].clone()),
+            (json!("seeded"), json!(1))
+        );
+        let created = db
+            .create("entity", fields(json!({"title": "new"})), "ann", 10)
+            .await
+            .unwrap();
         assert_eq!(created["id"], "8", "past every numeric id of the kind");
         assert_eq!(changes.recv().await.unwrap().op, Op::Created);
-        let saved = db.save("entity", "1", fields(json!({"title": "b"})), 1, "ann").await.unwrap();
+        let saved = db
+            .save("entity", "1", fields(json!({"title": "b"})), 1, "ann")
+            .await
+            .unwrap();
         assert_eq!(saved["version"], 2);
-        let stale = db.save("entity", "1", fields(json!({"title": "c"})), 1, "bob").await;
+        let stale = db
+            .save("entity", "1", fields(json!({"title": "c"})), 1, "bob")
+            .await;
         assert!(
             matches!(&stale, Err(RecordsError::Conflict { stored, .. }) if stored["title"] == "b"),
             "{stale:?}"
         );
-        assert_eq!(db.load("entity", "1").await.unwrap()["title"], "b", "nothing written");
-        sqlx::query("UPDATE phx_records SET record = json_set(record, '$.title', 'outside') WHERE id = '1'")
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        assert_eq!(db.load("entity", "1").await.unwrap()["version"], 3, "any UPDATE raises the version");
-        assert_eq!(db.create("entity", Fields::new(), "x", 3).await, Err(RecordsError::Full(3)));
+        assert_eq!(
+            db.load("entity", "1").await.unwrap()["title"],
+            "b",
+            "nothing written"
+        );
+        sqlx::query(
+            "UPDATE phx_records SET record = json_set(record, '$.title', 'outside') WHERE id = '1'",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            db.load("entity", "1").await.unwrap()["version"],
+            3,
+            "any UPDATE raises the version"
+        );
+        assert_eq!(
+            db.create("entity", Fields::new(), "x", 3).await,
+            Err(RecordsError::Full(3))
+        );
         let first = db.page("entity", None, 2).await.unwrap();
         assert_eq!(first.total, 3);
-        assert_eq!(first.records.iter().map(|r| r["id"].clone()).collect::<Vec<_>>(), vec![json!("8"), json!("7")]);
+        assert_eq!(
+            first
+                .records
+                .iter()
+                .map(|r| r["id"].clone())
+                .collect::<Vec<_>>(),
+            vec![json!("8"), json!("7")]
+        );
         let rest = db.page("entity", first.next, 2).await.unwrap();
         assert_eq!((rest.records.len(), rest.next), (1, None));
         db.delete("entity", "8").await.unwrap();

@@ -202,7 +202,12 @@ impl Records for Database {
         }
     }
 
-    async fn page(&self, kind: &str, from: Option<Cursor>, size: u32) -> Result<Page, RecordsError> {
+    async fn page(
+        &self,
+        kind: &str,
+        from: Option<Cursor>,
+        size: u32,
+    ) -> Result<Page, RecordsError> {
         match self {
             Database::Sqlite(s) => s.page(kind, from, size).await,
             Database::Postgres(p) => p.page(kind, from, size).await,

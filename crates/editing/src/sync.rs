@@ -69,7 +69,9 @@ impl Sessions {
                     }
                 }
                 "form!" if payload["to"].as_str() == Some(&*self.node) => {
-                    if let SyncState::AskingForm { answer, heard } = std::mem::take(&mut session.sync) {
+                    if let SyncState::AskingForm { answer, heard } =
+                        std::mem::take(&mut session.sync)
+                    {
                         if !heard {
                             let form = Some(payload["form"].clone()).filter(|f| !f.is_null());
                             session.set_form(form);
@@ -132,7 +134,11 @@ pub(crate) async fn follow(
 }
 
 /// Starts the follower of a new session.
-pub(crate) fn start(sessions: &Arc<Sessions>, id: &str, pubsub: &PubSub) -> tokio::task::AbortHandle {
+pub(crate) fn start(
+    sessions: &Arc<Sessions>,
+    id: &str,
+    pubsub: &PubSub,
+) -> tokio::task::AbortHandle {
     let edit = pubsub.subscribe(&sessions.edit_topic(id), FOLLOW_CAPACITY);
     let sync = pubsub.subscribe(&sessions.sync_topic(id), FOLLOW_CAPACITY);
     tokio::spawn(follow(

@@ -102,9 +102,8 @@ impl Admin {
             "shared": shared,
         });
         if self.clustered && !shared {
-            database["warning"] = json!(
-                "clustered over Redis with SQLite: each node's records are its own"
-            );
+            database["warning"] =
+                json!("clustered over Redis with SQLite: each node's records are its own");
         }
         json!({
             "database": self.app.health().as_str(),

@@ -75,7 +75,10 @@ fn sqlite_records_survive_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("phx.db").display());
     let mut server = Server::start(Some(TOKEN), &["--database-url", &url]);
-    let (seen, outcome) = script(&["write".into(), format!("ws://{}/socket", server.addr)], |_| {});
+    let (seen, outcome) = script(
+        &["write".into(), format!("ws://{}/socket", server.addr)],
+        |_| {},
+    );
     assert_eq!(outcome, "1 passed, 0 failed", "{seen:#?}");
     let id = seen
         .iter()
@@ -134,6 +137,9 @@ fn two_nodes_share_one_postgresql() {
     assert_eq!(outcome, "5 passed, 0 failed", "{seen:#?}");
     // The same records on both nodes: one table, ids from the database.
     let rows = pg.psql("SELECT count(*) FROM phx_records WHERE kind = 'entity'");
-    assert_eq!(rows, "2", "the two seeded entities, the test's record deleted");
+    assert_eq!(
+        rows, "2",
+        "the two seeded entities, the test's record deleted"
+    );
     drop((a, b));
 }

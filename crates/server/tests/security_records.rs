@@ -13,7 +13,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A client that pushes and waits for the reply to each push.
 struct Client {
@@ -24,7 +25,9 @@ struct Client {
 impl Client {
     async fn connect(addr: &str) -> Client {
         let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
         Client { ws, next_ref: 0 }
     }
 
@@ -71,31 +74,62 @@ async fn twenty_creates_of_5_mb_are_refused_and_memory_stays_bounded() {
     let before = rss(server.pid());
     let huge = "x".repeat(5 << 20);
     for _ in 0..20 {
-        let (reply, _) = c.call("events:entity", "create", json!({"params": {"title": huge}})).await;
-        assert_eq!(reply["status"], "error", "{}", &reply.to_string()[..200.min(reply.to_string().len())]);
+        let (reply, _) = c
+            .call(
+                "events:entity",
+                "create",
+                json!({"params": {"title": huge}}),
+            )
+            .await;
+        assert_eq!(
+            reply["status"],
+            "error",
+            "{}",
+            &reply.to_string()[..200.min(reply.to_string().len())]
+        );
         assert_eq!(reply["response"], json!({"reason": "too_large"}));
     }
     // And through an editor: form changes and saves of 5 MB are refused too.
     let (ed, _) = c
-        .call("edit:entity:1", "phx_join", json!({"user": {"id": "m", "name": "M"}}))
+        .call(
+            "edit:entity:1",
+            "phx_join",
+            json!({"user": {"id": "m", "name": "M"}}),
+        )
         .await;
     assert_eq!(ed["response"]["role"], "owner", "{ed}");
     for event in ["form_change", "save"] {
-        let (reply, _) = c.call("edit:entity:1", event, json!({"params": {"title": huge}})).await;
+        let (reply, _) = c
+            .call("edit:entity:1", event, json!({"params": {"title": huge}}))
+            .await;
         assert_eq!(reply["response"], json!({"reason": "too_large"}), "{event}");
     }
     let after = rss(server.pid());
     let grown = after.saturating_sub(before);
-    assert!(grown < 64 << 20, "RSS grew by {grown} bytes over 110 MB refused ({before} → {after})");
+    assert!(
+        grown < 64 << 20,
+        "RSS grew by {grown} bytes over 110 MB refused ({before} → {after})"
+    );
     let (again, _) = c.call("events:entity", "phx_join", json!({})).await;
-    assert_eq!(again["response"]["total"].as_u64(), Some(total), "nothing was stored");
+    assert_eq!(
+        again["response"]["total"].as_u64(),
+        Some(total),
+        "nothing was stored"
+    );
     let (_, metrics) = http(&server.admin, "GET", "/metrics", Some("Bearer t"));
     assert!(
         metrics.contains("phx_editing_refusals_total{kind=\"entity\",reason=\"too_large\"} 22"),
         "{}",
-        metrics.lines().filter(|l| l.contains("refusals")).collect::<Vec<_>>().join("\n")
+        metrics
+            .lines()
+            .filter(|l| l.contains("refusals"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    assert!(metrics.contains("phx_editing_max_record_bytes 65536"), "the limit is shown");
+    assert!(
+        metrics.contains("phx_editing_max_record_bytes 65536"),
+        "the limit is shown"
+    );
 }
 
 #[tokio::test]
@@ -121,12 +155,20 @@ async fn a_kind_cannot_be_filled_past_its_limit_and_the_events_join_reply_stays_
     let mut created = 0;
     for i in 0..LIMIT + 5 {
         let (reply, _) = c
-            .call("events:entity", "create", json!({"params": {"title": format!("r{i}"), "body": body}}))
+            .call(
+                "events:entity",
+                "create",
+                json!({"params": {"title": format!("r{i}"), "body": body}}),
+            )
             .await;
         if reply["status"] == "ok" {
             created += 1;
         } else {
-            assert_eq!(reply["response"], json!({"reason": "too_many_records"}), "{reply}");
+            assert_eq!(
+                reply["response"],
+                json!({"reason": "too_many_records"}),
+                "{reply}"
+            );
         }
     }
     assert_eq!(created + seeded, LIMIT, "the kind holds at most its limit");
@@ -136,17 +178,24 @@ async fn a_kind_cannot_be_filled_past_its_limit_and_the_events_join_reply_stays_
     let bound = PAGE * (MAX_RECORD + 200) + 200;
     assert!(len < bound, "the join reply is {len} bytes, over {bound}");
     assert_eq!(page["response"]["total"].as_u64(), Some(LIMIT));
-    assert_eq!(page["response"]["records"].as_array().map(Vec::len), Some(PAGE));
+    assert_eq!(
+        page["response"]["records"].as_array().map(Vec::len),
+        Some(PAGE)
+    );
     // Every record is reachable page by page.
     let mut seen = PAGE;
     let mut next = page["response"]["next"].clone();
     while let Value::String(cursor) = next {
-        let (more, len) = d.call("events:entity", "list", json!({"after": cursor})).await;
+        let (more, len) = d
+            .call("events:entity", "list", json!({"after": cursor}))
+            .await;
         assert!(len < bound);
         seen += more["response"]["records"].as_array().map_or(0, Vec::len);
         next = more["response"]["next"].clone();
     }
     assert_eq!(seen as u64, LIMIT);
-    let (bad, _) = d.call("events:entity", "list", json!({"after": "not a cursor"})).await;
+    let (bad, _) = d
+        .call("events:entity", "list", json!({"after": "not a cursor"}))
+        .await;
     assert_eq!(bad["response"], json!({"reason": "bad_request"}));
 }

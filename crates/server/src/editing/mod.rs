@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use phx_editing::{Database, Denied, Editing, FieldErrors, Fields, Health, Limits, Records, RecordsError};
+use phx_editing::{
+    Database, Denied, Editing, FieldErrors, Fields, Health, Limits, Records, RecordsError,
+};
 use phx_runtime::{
     Channel, ChannelContext, ConnectRequest, Connection, EndpointBuilder, HandleIn, Payload,
     PubSub, Refusal, RuntimeError, SocketHandler,
@@ -42,13 +44,28 @@ pub fn validate(fields: &Fields) -> Result<(), FieldErrors> {
 fn seed(kind: &str) -> Vec<(&'static str, Value)> {
     match kind {
         "entity" => vec![
-            ("1", json!({"title": "Acme Corporation", "body": "Supplier of anvils and rockets."})),
-            ("2", json!({"title": "Globex", "body": "Cypress Creek campus."})),
+            (
+                "1",
+                json!({"title": "Acme Corporation", "body": "Supplier of anvils and rockets."}),
+            ),
+            (
+                "2",
+                json!({"title": "Globex", "body": "Cypress Creek campus."}),
+            ),
         ],
-        "data" => vec![("1", json!({"title": "Quarterly figures", "body": "Q1 12, Q2 15, Q3 19."}))],
+        "data" => vec![(
+            "1",
+            json!({"title": "Quarterly figures", "body": "Q1 12, Q2 15, Q3 19."}),
+        )],
         "post" => vec![
-            ("docs/my-post", json!({"title": "Editing together", "body": "Open this post in two tabs."})),
-            ("1", json!({"title": "Release notes", "body": "What changed this week."})),
+            (
+                "docs/my-post",
+                json!({"title": "Editing together", "body": "Open this post in two tabs."}),
+            ),
+            (
+                "1",
+                json!({"title": "Release notes", "body": "What changed this week."}),
+            ),
         ],
         _ => Vec::new(),
     }
@@ -149,7 +166,6 @@ impl App {
             )])
             .collect()
     }
-
 }
 
 /// Answers a join of an unknown kind with `not_found` (and counts it).
@@ -273,10 +289,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_fresh_database_gets_the_demo_records_once() {
-        let app = App::connect("sqlite::memory:", Limits::default()).await.unwrap();
+        let app = App::connect("sqlite::memory:", Limits::default())
+            .await
+            .unwrap();
         assert_eq!(app.database().count("post").await.unwrap(), 2);
         let post = app.database().load("post", "docs/my-post").await.unwrap();
-        assert_eq!((post["title"].clone(), post["version"].clone()), (json!("Editing together"), json!(1)));
+        assert_eq!(
+            (post["title"].clone(), post["version"].clone()),
+            (json!("Editing together"), json!(1))
+        );
         assert!(validate(&Fields::new()).is_err());
         assert!(validate(json!({"title": " "}).as_object().unwrap()).is_err());
         assert!(validate(json!({"title": 3}).as_object().unwrap()).is_err());

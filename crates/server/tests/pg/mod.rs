@@ -75,7 +75,11 @@ impl Postgres {
                 "UTF8",
             ],
         );
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut pg = pg;
         pg.resume();
         pg
@@ -115,7 +119,21 @@ impl Postgres {
             self.dir.display()
         );
         let log = self.dir.join("postgres.log").display().to_string();
-        let out = self.run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "-t", "60", "start"]);
+        let out = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
         assert!(
             out.status.success(),
             "pg_ctl start: {} {}",
@@ -141,10 +159,25 @@ impl Postgres {
     /// Runs SQL through `psql`; returns its stdout (tuples only, unaligned).
     pub fn psql(&self, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", &self.url(), "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.url(),
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql runs");
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
@@ -152,7 +185,10 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         if self.running {
-            let _ = self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+            let _ = self.run(
+                "pg_ctl",
+                &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+            );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
