@@ -173,7 +173,7 @@ impl Records for PgRecords {
                 ))
                 .bind(kind)
                 .bind(Json(Value::Object(fields)))
-                .bind(by)
+                .bind((!by.is_empty()).then_some(by))
                 .bind(max)
                 .fetch_optional(&mut *tx)
                 .await

@@ -155,7 +155,7 @@ impl Records for SqliteRecords {
                 )
                 .bind(kind)
                 .bind(json_text(&fields))
-                .bind(by)
+                .bind((!by.is_empty()).then_some(by))
                 .bind(max)
                 .execute(&mut *tx)
                 .await
@@ -194,7 +194,7 @@ impl Records for SqliteRecords {
                      WHERE kind = ? AND id = ? AND version = ?",
                 )
                 .bind(json_text(&fields))
-                .bind(by)
+                .bind((!by.is_empty()).then_some(by))
                 .bind(kind)
                 .bind(id)
                 .bind(version)

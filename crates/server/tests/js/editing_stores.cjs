@@ -41,6 +41,7 @@ async function ask(what) {
 }
 // Waits (bounded by the script's own timeout) until `cond()` holds.
 async function until(cond) { while (!(await cond())) await sleep(20); }
+const stats = async (admin, token) => (await fetch(admin + "/api/stats", { headers: { authorization: "Bearer " + token } })).json();
 
 async function write([ws]) {
   step = "create";
@@ -87,6 +88,8 @@ async function pg([wsA, adminA, wsB, adminB, token]) {
   step = "external update";
   const topic = "edit:entity:" + id;
   const ann = await editor(wsA, topic, "ann");
+  // B's join comes after B has heard of ann (else both would own until presence crosses).
+  await until(async () => ((await stats(adminB, token)).presences_by_topic[topic] || 0) === 1);
   const bob = await editor(wsB, topic, "bob");
   check(ann.reply.role === "owner" && bob.reply.role === "spectator", "roles", [ann.reply, bob.reply]);
   await push(ann.channel, "form_change", { params: { title: "Ann's draft" } });
@@ -126,9 +129,10 @@ async function pg([wsA, adminA, wsB, adminB, token]) {
   check(j.status === "error" && j.reply.reason === "unavailable", "join while down is unavailable", j);
   const l = await join(connect(wsA), "events:entity", {});
   check(l.status === "error" && l.reply.reason === "unavailable", "events join while down is unavailable", l);
+  const from = bob.channel.seen.length;
   const typed = await push(ann.channel, "form_change", { params: { title: "typing on" } });
   check(typed.status === "ok", "form changes go on", typed);
-  const seen = await next(bob.channel, "form_change");
+  const seen = await next(bob.channel, "form_change", from);
   check(seen.params.title === "typing on", "across nodes", seen);
   const dee = await editor(wsA, topic, "dee");
   check(dee.status === "error" && dee.reply.reason === "unavailable", "new editors cannot load the record", dee);
