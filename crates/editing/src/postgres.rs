@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::broadcast;
@@ -15,7 +17,7 @@ use tokio::sync::broadcast;
 use crate::error::RecordsError;
 use crate::record::{assemble, Change, Cursor, Fields, Health, Op, Page, Record, Records};
 use crate::sqlite::page_of;
-use crate::store::{Guard, DB_TIMEOUT};
+use crate::store::{Guard, INNER_TIMEOUT};
 
 /// What the notify trigger says of a change (`phx_records` channel).
 #[derive(Deserialize)]
@@ -36,6 +38,13 @@ const ORIGIN: &str = "phx-editing";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 const COLUMNS: &str = "id, version, record, updated_by, position";
+
+/// How long the change listener waits before checking that its connection
+/// still hears (a notification it sends itself).
+const QUIET: Duration = Duration::from_secs(3);
+
+/// The listener's own liveness notification.
+const PING: &str = r#"{"op":"PING"}"#;
 
 /// Records in PostgreSQL; cheap to clone (clones share the pool).
 #[derive(Clone)]
@@ -62,10 +71,16 @@ impl PgRecords {
     /// Connects to `url` (`postgres://user@host:port/db`), applies the
     /// migrations, and starts listening for changes and probing health.
     pub async fn connect(url: &str) -> Result<PgRecords, RecordsError> {
+        // The server gives up on a statement, and the pool on a connection,
+        // before the 5 s bound on a call: a call is then rarely cancelled
+        // half-way (which could leave a pooled connection mid-transaction).
+        let options = PgConnectOptions::from_str(url)
+            .map_err(RecordsError::from_db)?
+            .options([("statement_timeout", "4s")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(DB_TIMEOUT)
-            .connect(url)
+            .acquire_timeout(INNER_TIMEOUT)
+            .connect_with(options.clone())
             .await
             .map_err(RecordsError::from_db)?;
         MIGRATOR
@@ -87,7 +102,7 @@ impl PgRecords {
                     .map_err(RecordsError::from_db)
             }
         });
-        tokio::spawn(listen(store.pool.clone(), store.guard.clone()));
+        tokio::spawn(listen(options, store.guard.clone()));
         Ok(store)
     }
 
@@ -300,15 +315,23 @@ impl PgRecords {
     }
 }
 
-/// Follows `LISTEN phx_records` for as long as the store lives, reconnecting
-/// with a backoff (1 s doubling to 5 s) when the connection is lost. What is
-/// changed while no connection listens is not announced (at most once).
-async fn listen(pool: PgPool, guard: Guard) {
+/// Follows `LISTEN phx_records` on a connection of its own (never one of the
+/// pool's, which a cancelled call could have left inside a transaction, where
+/// LISTEN would never take effect), reconnecting with a backoff (0.25 s
+/// doubling to 5 s) when it is lost. What is changed while no connection
+/// listens is not announced (at most once).
+async fn listen(options: PgConnectOptions, guard: Guard) {
     let mut backoff = Duration::from_millis(250);
     loop {
-        if pool.is_closed() {
+        if guard.closed() {
             return;
         }
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(INNER_TIMEOUT)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options.clone());
         let listener = match PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen("phx_records").await {
                 Ok(()) => Some(listener),
@@ -323,12 +346,40 @@ async fn listen(pool: PgPool, guard: Guard) {
             }
         };
         if let Some(mut listener) = listener {
+            if backoff > Duration::from_millis(250) {
+                tracing::warn!("listening for record changes again (changes made meanwhile were not announced)");
+            }
             backoff = Duration::from_millis(250);
             guard.mark_up();
+            // Liveness: after a quiet period the listener notifies itself on
+            // its own connection; no echo within the next period means the
+            // connection no longer hears (reconnect).
+            let mut pinged = false;
             loop {
+                let got = match tokio::time::timeout(QUIET, listener.try_recv()).await {
+                    Ok(got) => got,
+                    Err(_) if pinged => {
+                        tracing::warn!("the LISTEN connection stopped hearing; reconnecting");
+                        break;
+                    }
+                    Err(_) => {
+                        let ping = sqlx::query("SELECT pg_notify('phx_records', $1)")
+                            .bind(PING)
+                            .execute(&mut listener)
+                            .await;
+                        if let Err(err) = ping {
+                            tracing::warn!(%err, "the LISTEN connection failed its liveness ping");
+                            break;
+                        }
+                        pinged = true;
+                        continue;
+                    }
+                };
+                pinged = false;
                 // try_recv: Ok(None) when the connection was lost (then
                 // notifications may have been missed); reconnect explicitly.
-                match listener.try_recv().await {
+                match got {
+                    Ok(Some(note)) if note.payload() == PING => {}
                     Ok(Some(note)) => match serde_json::from_str::<Notified>(note.payload()) {
                         Ok(n) => match Op::from_sql(&n.op) {
                             Some(op) => guard.announce(Change {
@@ -342,9 +393,7 @@ async fn listen(pool: PgPool, guard: Guard) {
                         Err(err) => tracing::warn!(%err, "unreadable change notification"),
                     },
                     Ok(None) => {
-                        tracing::warn!(
-                            "lost the LISTEN connection; changes made meanwhile are not announced"
-                        );
+                        tracing::warn!("lost the LISTEN connection; changes made meanwhile are not announced");
                         break;
                     }
                     Err(err) => {

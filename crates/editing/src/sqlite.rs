@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use crate::error::RecordsError;
 use crate::record::{assemble, Change, Cursor, Fields, Health, Op, Page, Record, Records};
-use crate::store::{Guard, DB_TIMEOUT};
+use crate::store::{Guard, INNER_TIMEOUT};
 
 /// Records in a SQLite database; cheap to clone (clones share the pool).
 #[derive(Clone)]
@@ -50,7 +50,7 @@ impl SqliteRecords {
             .map_err(|e| RecordsError::Unavailable(format!("bad SQLite URL: {e}")))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(DB_TIMEOUT);
+            .busy_timeout(INNER_TIMEOUT);
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool = if memory {
             // One connection, kept forever: a memory database lives as long as it.
@@ -62,7 +62,7 @@ impl SqliteRecords {
         } else {
             SqlitePoolOptions::new().max_connections(4)
         }
-        .acquire_timeout(DB_TIMEOUT)
+        .acquire_timeout(INNER_TIMEOUT)
         .connect_with(options)
         .await
         .map_err(RecordsError::from_db)?;

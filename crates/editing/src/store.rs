@@ -17,6 +17,11 @@ use crate::sqlite::SqliteRecords;
 /// The longest any database call may take before it is answered `unavailable`.
 pub const DB_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the database and the pool are given (statement timeout, acquire
+/// timeout, SQLite's busy timeout): less than [`DB_TIMEOUT`], so that a call
+/// usually ends by itself rather than being cancelled half-way.
+pub(crate) const INNER_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// How often the health probe runs.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -56,6 +61,11 @@ impl Guard {
             _ => self.mark_up(),
         }
         result
+    }
+
+    /// Whether the store that owns this guard is gone (only its tasks hold it).
+    pub(crate) fn closed(&self) -> bool {
+        Arc::strong_count(&self.up) <= 2
     }
 
     pub(crate) fn mark_up(&self) {
