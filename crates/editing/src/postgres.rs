@@ -393,7 +393,9 @@ async fn listen(options: PgConnectOptions, guard: Guard) {
                         Err(err) => tracing::warn!(%err, "unreadable change notification"),
                     },
                     Ok(None) => {
-                        tracing::warn!("lost the LISTEN connection; changes made meanwhile are not announced");
+                        tracing::warn!(
+                            "lost the LISTEN connection; changes made meanwhile are not announced"
+                        );
                         break;
                     }
                     Err(err) => {
