@@ -59,7 +59,6 @@
 pub mod auth;
 mod channel;
 mod config;
-pub mod editing;
 mod endpoint;
 mod error;
 mod handler;
@@ -78,7 +77,6 @@ mod websocket;
 
 pub use channel::{Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, ReplyRef};
 pub use config::Config;
-pub use editing::{Editing, Records};
 pub use endpoint::{Endpoint, EndpointBuilder};
 pub use error::RuntimeError;
 pub use handler::{

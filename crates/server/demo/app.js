@@ -43,14 +43,28 @@ function showList(kind) {
   list = { kind, channel, records: new Map() };
   const mine = list;
   document.querySelectorAll("#kinds a").forEach((a) => a.classList.toggle("active", a.dataset.kind === kind));
-  channel.on("created", ({ id, record }) => { mine.records.set(id, record); renderList(id); });
-  channel.on("updated", ({ id, record }) => { mine.records.set(id, record); renderList(id); });
-  channel.on("deleted", ({ id }) => { mine.records.delete(id); renderList(); });
-  channel.join().receive("ok", ({ records }) => {
+  channel.on("created", ({ id, record }) => { mine.records = new Map([[id, record], ...mine.records]); mine.total += 1; renderList(id); });
+  channel.on("updated", ({ id, record }) => { if (mine.records.has(id)) { mine.records.set(id, record); renderList(id); } });
+  channel.on("deleted", ({ id }) => { if (mine.records.delete(id)) mine.total -= 1; renderList(); });
+  // The join reply is the newest page; `list` {after} gives the older ones.
+  channel.join().receive("ok", ({ records, total, next }) => {
     mine.records = new Map(records.map((r) => [r.id, r]));
+    mine.total = total;
+    mine.next = next;
     renderList();
   });
 }
+
+$("#older").addEventListener("click", () => {
+  const mine = list;
+  if (!mine || !mine.next) return;
+  mine.channel.push("list", { after: mine.next }).receive("ok", ({ records, total, next }) => {
+    records.forEach((r) => mine.records.set(r.id, r));
+    mine.total = total;
+    mine.next = next;
+    renderList();
+  });
+});
 
 function renderList(fresh) {
   const ul = $("#records");
@@ -59,6 +73,8 @@ function renderList(fresh) {
     if (editor && editor.kind === list.kind && editor.id === r.id) a.classList.add("open");
     return el("li", { className: r.id === fresh ? "fresh" : "" }, a);
   }));
+  $("#list-count").textContent = `${list.records.size} of ${list.total ?? list.records.size}`;
+  $("#older").hidden = !list.next;
 }
 
 $("#create").addEventListener("submit", (e) => {
@@ -73,7 +89,23 @@ $("#create").addEventListener("submit", (e) => {
 let editor = null; // { kind, id, channel, presence, role, me }
 
 const fields = () => [$("#title"), $("#body")];
-const readForm = () => ({ ...(editor.base || {}), title: $("#title").value, body: $("#body").value });
+// The form's fields; `id`, `version` and `updated_by` are the server's.
+const readForm = () => {
+  const { id, version, updated_by, ...rest } = editor.base || {};
+  return { ...rest, title: $("#title").value, body: $("#body").value };
+};
+
+// "Version n · saved by X" for the record the form started from.
+function showVersion(record) {
+  if (!record) return;
+  const by = record.updated_by ? `saved by ${record.updated_by}` : "changed outside the editor";
+  $("#version").textContent = `Version ${record.version} · ${record.version > 1 ? by : "new"}`;
+}
+
+function showConflict(stored) {
+  editor.stored = stored;
+  $("#conflict").hidden = !stored;
+}
 
 function fill(params) {
   if (!params) return;
@@ -131,6 +163,8 @@ function openRecord(kind, id) {
   $("#placeholder").hidden = true;
   $("#editor-title").textContent = `${kind} #${id}`;
   $("#status").textContent = "";
+  $("#version").textContent = "";
+  $("#conflict").hidden = true;
   notice("");
   document.querySelectorAll("[data-error]").forEach((p) => { p.textContent = ""; });
 
@@ -145,14 +179,30 @@ function openRecord(kind, id) {
   channel.on("saved", ({ record }) => {
     if (editor !== mine) return;
     mine.base = record;
+    showVersion(record);
+    showConflict(null);
     if (mine.role !== "owner") fill(record);
     $("#status").textContent = "Saved " + new Date().toLocaleTimeString();
+  });
+  // Changed by another program: spectators follow it; the owner keeps the
+  // unsaved form and is told (its next save is a conflict).
+  channel.on("updated", ({ record }) => {
+    if (editor !== mine) return;
+    if (mine.role === "owner") {
+      notice(`Changed outside the editor (now version ${record.version}): saving will ask you to reload or overwrite.`);
+    } else {
+      mine.base = record;
+      showVersion(record);
+      fill(record);
+      notice(`Changed outside the editor: now version ${record.version}.`);
+    }
   });
   channel.on("deleted", () => { if (editor === mine) closeEditor("That record was deleted."); });
   channel.join()
     .receive("ok", ({ role, owner, form, record, meta }) => {
       if (editor !== mine) return;
       mine.base = record;
+      showVersion(record);
       mine.me = meta || mine.me;
       setRole(role, owner);
       fill(form || record);
@@ -172,18 +222,40 @@ fields().forEach((f) => f.addEventListener("input", () => {
   $("#status").textContent = "Unsaved changes";
 }));
 
-$("#form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  if (!editor) return;
+function save(version) {
   document.querySelectorAll("[data-error]").forEach((p) => { p.textContent = ""; });
-  editor.channel.push("save", { params: readForm() })
-    .receive("error", ({ errors, reason }) => {
+  const payload = version === undefined ? { params: readForm() } : { params: readForm(), version };
+  const mine = editor;
+  editor.channel.push("save", payload)
+    .receive("error", ({ errors, reason, record }) => {
+      if (reason === "conflict") { showConflict(record); $("#status").textContent = "Not saved"; return; }
+      if (reason === "unavailable") { $("#status").textContent = "Not saved: the database is unavailable, try again"; return; }
       if (errors) Object.entries(errors).forEach(([field, msgs]) => {
         const p = document.querySelector(`[data-error="${field}"]`);
         if (p) p.textContent = field + " " + msgs.join(", ");
       });
       else $("#status").textContent = "Not saved: " + reason;
-    });
+    })
+    .receive("ok", ({ record }) => { if (editor === mine) { mine.base = record; showVersion(record); showConflict(null); notice(""); } });
+}
+
+$("#form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (editor) save();
+});
+
+// Conflict: take the stored record, or save over it (against its version).
+$("#reload").addEventListener("click", () => {
+  if (!editor || !editor.stored) return;
+  editor.base = editor.stored;
+  fill(editor.stored);
+  showVersion(editor.stored);
+  editor.channel.push("form_change", { params: readForm() });
+  showConflict(null);
+  notice("");
+});
+$("#overwrite").addEventListener("click", () => {
+  if (editor && editor.stored) save(editor.stored.version);
 });
 
 $("#delete").addEventListener("click", () => {

@@ -44,6 +44,8 @@ type Reply = Response<Full<Bytes>>;
 #[derive(Clone)]
 pub struct Admin {
     endpoint: Endpoint,
+    app: Arc<App>,
+    clustered: bool,
     sessions: Arc<SocketSessions>,
     token: Option<Arc<str>>,
     registry: Arc<Registry>,
@@ -83,13 +85,16 @@ impl Admin {
             sessions: sessions.clone(),
         }));
         registry.register_collector(Box::new(AdminCollector(counters.clone())));
-        registry.register_collector(Box::new(EditingCollector(app)));
+        registry.register_collector(Box::new(EditingCollector(app.clone())));
+        let clustered = cluster.is_some();
         if let Some(cluster) = cluster {
             registry.register_collector(Box::new(ClusterCollector(cluster)));
         }
         Admin {
             body_timeout: endpoint.config().http_header_timeout,
             endpoint,
+            app,
+            clustered,
             sessions,
             token: token.filter(|t| !t.is_empty()).map(Into::into),
             registry: Arc::new(registry),
@@ -116,11 +121,31 @@ impl Admin {
     /// `GET /api/stats`.
     pub fn stats(&self) -> Value {
         let presence = self.endpoint.presence().stats();
-        let topics: Map<String, Value> = presence
+        // Every topic with its joined channels on this node: the editing
+        // app's own count (edit:… and events:…), and presence for the other
+        // apps' topics; `presences_by_topic` is presence's view (every node).
+        let by_topic: Map<String, Value> = presence
             .topics()
             .map(|(topic, n)| (topic.to_owned(), json!(n)))
             .collect();
+        let mut topics = by_topic.clone();
+        topics.retain(|topic, _| !topic.starts_with("edit:") && !topic.starts_with("events:"));
+        for (topic, n) in self.app.topics() {
+            topics.insert(topic, json!(n));
+        }
+        let db = self.app.database();
+        let shared = phx_editing::Records::shared(db);
+        let mut database = json!({
+            "backend": db.backend(),
+            "shared": shared,
+        });
+        if self.clustered && !shared {
+            database["warning"] =
+                json!("clustered over Redis with SQLite: each node's records are its own");
+        }
         json!({
+            "database": self.app.health().as_str(),
+            "records": database,
             "sockets": self.endpoint.metrics().sockets_open,
             "sessions": {
                 "anonymous": self.sessions.anonymous(),
@@ -128,6 +153,7 @@ impl Admin {
             },
             "users": self.sessions.distinct_users(),
             "topics": topics,
+            "presences_by_topic": by_topic,
             "presences": presence.sessions(),
         })
     }
@@ -454,6 +480,29 @@ impl std::fmt::Debug for EditingCollector {
 
 impl Collector for EditingCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let up = gauge(i64::from(self.0.health() == phx_editing::Health::Up));
+        up.encode(encoder.encode_descriptor(
+            "phx_database_up",
+            "1 when the records database answered its last query or probe, else 0.",
+            None,
+            up.metric_type(),
+        )?)?;
+        let limits = self.0.limits();
+        for (name, help, value) in [
+            (
+                "phx_editing_max_record_bytes",
+                "Largest record the editing app stores, in bytes.",
+                u64::try_from(limits.max_record_bytes).unwrap_or(u64::MAX),
+            ),
+            (
+                "phx_editing_max_records_per_kind",
+                "Most records one kind may hold.",
+                limits.max_records_per_kind,
+            ),
+        ] {
+            let g = gauge(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
         let kind = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "phx_editing_refusals",

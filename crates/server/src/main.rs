@@ -6,7 +6,9 @@
 //! (`--admin-bind`) serves `/api/stats`, `/metrics` and `/api/broadcast` behind a
 //! bearer token. `--redis-url` (with `--node-name`) joins a cluster over Redis
 //! (phx-cluster); SIGTERM then says goodbye to the other nodes before draining.
-//! Logs go to stderr through `tracing` (filter with `RUST_LOG`).
+//! Records are kept in SQLite (`phx.db` in the working directory) unless
+//! `--database-url` / `PHX_DATABASE_URL` names another database (PostgreSQL for
+//! a cluster). Logs go to stderr through `tracing` (filter with `RUST_LOG`).
 
 mod admin;
 mod auth;
@@ -164,6 +166,21 @@ struct Args {
     /// PEM file of the RSA (RS256) or P-256 (ES256) public key of --auth jwt.
     #[arg(long)]
     jwt_public_key: Option<std::path::PathBuf>,
+    /// Where the editing app keeps its records: `sqlite://phx.db` (a file in the
+    /// working directory, created on first start), `sqlite:///var/lib/phx/phx.db`,
+    /// `sqlite::memory:` (throwaway), or `postgres://user@host:5432/db` (shared by
+    /// every node of a cluster).
+    #[arg(long, env = "PHX_DATABASE_URL", default_value = "sqlite://phx.db")]
+    database_url: String,
+    /// Largest record (its JSON fields) the editing app stores, in bytes.
+    #[arg(long, default_value_t = 64 << 10)]
+    max_record_bytes: usize,
+    /// Most records one kind may hold.
+    #[arg(long, default_value_t = 10_000)]
+    max_records_per_kind: u64,
+    /// Records per page of the `events:<kind>` list (join reply and `list`).
+    #[arg(long, default_value_t = 100)]
+    list_page_size: u32,
 }
 
 /// The two log formats of `--log-format`.
@@ -178,6 +195,14 @@ enum LogFormat {
 const MIN_SECRET_KEY_BASE: usize = 64;
 
 impl Args {
+    fn limits(&self) -> phx_editing::Limits {
+        phx_editing::Limits {
+            max_record_bytes: self.max_record_bytes,
+            max_records_per_kind: self.max_records_per_kind,
+            page_size: self.list_page_size.clamp(1, 10_000),
+        }
+    }
+
     /// The endpoint configuration, or why the options cannot start a server
     /// (what Phoenix refuses at start-up: an origin entry without a host, a
     /// secret key base under 64 bytes).
@@ -300,7 +325,17 @@ async fn main() -> std::io::Result<()> {
             sessions: sessions.clone(),
         })
     };
-    let app = Arc::new(editing::App::new());
+    let app = editing::App::connect(&args.database_url, args.limits())
+        .await
+        .map_err(|e| std::io::Error::other(format!("cannot open the database: {e}")))?;
+    let app = Arc::new(app);
+    tracing::info!(backend = app.database().backend(), "records database ready");
+    if args.redis_url.is_some() && !phx_editing::Records::shared(app.database()) {
+        tracing::warn!(
+            "--redis-url with a SQLite database: each node's records are its own (not shared); \
+             use --database-url postgres://… on every node to share them"
+        );
+    }
     let builder = app.mount(builder);
     let (cluster, endpoint) = match &args.redis_url {
         Some(url) => {
@@ -315,8 +350,7 @@ async fn main() -> std::io::Result<()> {
         }
         None => (None, builder.build()),
     };
-    let node_name = cluster.as_ref().map(|c| c.stats().me.name.clone());
-    app.replicate(endpoint.pubsub(), node_name.as_deref());
+    app.start(endpoint.pubsub());
     let listener = phx_runtime::bind(SocketAddr::new(args.bind, args.port))?;
     let addr = listener.local_addr()?;
     println!("phx-server listening on http://{addr} (socket at ws://{addr}/socket/websocket)");

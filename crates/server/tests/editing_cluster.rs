@@ -7,9 +7,12 @@
 //! node, near-simultaneous joins on both nodes, and promotion on B within the
 //! down period after node A is killed with SIGKILL.
 //!
-//! Needs `redis-server`, Node.js and npm.
+//! The records are in one PostgreSQL both nodes share (started here too).
+//!
+//! Needs `redis-server`, PostgreSQL 15, Node.js and npm.
 
 mod common;
+mod pg;
 #[path = "../../cluster/tests/support/mod.rs"]
 mod redis;
 
@@ -19,6 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{js_dir, Server};
+use pg::Postgres;
 use redis::Redis;
 
 const TOKEN: &str = "editing-cluster-token";
@@ -27,11 +31,13 @@ const TOKEN: &str = "editing-cluster-token";
 const DOWN_PERIOD_MS: u64 = 5_000;
 const HEARTBEAT_MS: u64 = 1_500;
 
-fn node(redis: &Redis, name: &str) -> Server {
+fn node(redis: &Redis, pg: &Postgres, name: &str) -> Server {
     Server::start(
         Some(TOKEN),
         &[
             "--no-check-origin",
+            "--database-url",
+            &pg.url(),
             "--redis-url",
             &redis.url(),
             "--node-name",
@@ -50,7 +56,8 @@ fn node(redis: &Redis, name: &str) -> Server {
 #[test]
 fn the_editing_contract_holds_across_two_nodes() {
     let redis = Redis::start();
-    let (mut a, b) = (node(&redis, "n1"), node(&redis, "n2"));
+    let pg = Postgres::start();
+    let (mut a, b) = (node(&redis, &pg, "n1"), node(&redis, &pg, "n2"));
     let mut child = Command::new("node")
         .arg("editing_cluster.cjs")
         .args([

@@ -26,16 +26,22 @@ fn address(line: &str) -> String {
 
 impl Server {
     /// Starts `phx-server --port 0 --admin-bind 127.0.0.1:0` with `extra` arguments
-    /// and `PHX_API_TOKEN` set to `token` (unset when `None`).
+    /// and `PHX_API_TOKEN` set to `token` (unset when `None`). Without a
+    /// `--database-url` in `extra` the records live in memory (a fresh
+    /// database per server, so that tests running at once do not share one).
     pub fn start(token: Option<&str>, extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_phx-server"));
         cmd.args(["--port", "0", "--admin-bind", "127.0.0.1:0"])
             .args(extra)
+            .env_remove("PHX_DATABASE_URL")
             .env("RUST_LOG", "warn")
             .env_remove("PHX_API_TOKEN")
             .stdout(Stdio::piped());
         if let Some(token) = token {
             cmd.env("PHX_API_TOKEN", token);
+        }
+        if !extra.contains(&"--database-url") {
+            cmd.args(["--database-url", "sqlite::memory:"]);
         }
         let mut child = cmd.spawn().expect("phx-server starts");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));

@@ -1,12 +1,16 @@
 // The demo page in real headless Chromium (Debian's /usr/bin/chromium, driven by
 // playwright-core): two browser contexts on one record.
-// Usage: node browser.cjs http://127.0.0.1:PORT ARTIFACT_DIR
-// Prints "ok <step>" per step, saves a screenshot per step, exits 0 when all passed.
+// Usage: node browser.cjs http://127.0.0.1:PORT ARTIFACT_DIR PSQL DATABASE_URL
+// (PSQL and DATABASE_URL: the test's PostgreSQL, changed directly for the
+// external-change step). Prints "ok <step>" per step, saves a screenshot per
+// step, exits 0 when all passed.
 const { chromium } = require("playwright-core");
 const path = require("node:path");
 const fs = require("node:fs");
+const { execFileSync } = require("node:child_process");
 
-const [base, artifacts] = process.argv.slice(2);
+const [base, artifacts, psql, databaseUrl] = process.argv.slice(2);
+const sql = (statement) => execFileSync(psql, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", databaseUrl, "-c", statement]);
 fs.mkdirSync(artifacts, { recursive: true });
 const fail = (why) => { console.error("FAIL", why); process.exit(1); };
 setTimeout(() => fail("timed out"), 60000).unref();
@@ -76,7 +80,37 @@ setTimeout(() => fail("timed out"), 60000).unref();
     await watcher.waitForFunction(() => [...document.querySelectorAll("#records a")].some((a) => a.textContent.includes("saved by the second window")));
     await shot(watcher, "5-promoted-edits-and-saves");
     console.log("ok the promoted spectator edits and saves; the list updates live");
-    console.log("5 steps passed");
+    await watcher.waitForFunction(() => document.querySelector("#version").textContent.startsWith("Version 2"));
+
+    // ---- a change made in the database itself arrives live ----
+    const third = await first.newPage();
+    await third.goto(url);
+    await third.waitForSelector("#role.spectator");
+    await watcher.fill("#body", "The owner's unsaved body.");
+    await third.waitForFunction(() => document.querySelector("#body").value === "The owner's unsaved body.");
+    sql(`UPDATE phx_records SET record = record || '{"title": "Renamed in psql"}' WHERE kind = 'entity' AND id = '1'`);
+    await third.waitForFunction(() => document.querySelector("#title").value === "Renamed in psql");
+    await third.waitForFunction(() => document.querySelector("#version").textContent.startsWith("Version 3"));
+    await watcher.waitForFunction(() => document.querySelector("#notice").textContent.includes("Changed outside the editor"));
+    if ((await watcher.inputValue("#body")) !== "The owner's unsaved body.") fail("the owner's unsaved form was lost");
+    await watcher.waitForFunction(() => [...document.querySelectorAll("#records a")].some((a) => a.textContent.includes("Renamed in psql")));
+    await shot(third, "6-external-change");
+    console.log("ok an UPDATE in psql reaches the spectator's form and the list live; the owner keeps the unsaved form and is told");
+
+    // ---- the owner's save is now a conflict: reload or overwrite ----
+    await watcher.click("#save");
+    await watcher.waitForSelector("#conflict:not([hidden])");
+    const says = await watcher.textContent("#conflict");
+    if (!says.includes("Changed by someone else — reload or overwrite")) fail("conflict message: " + says);
+    await shot(watcher, "7-conflict");
+    await watcher.click("#overwrite");
+    await watcher.waitForSelector("#conflict", { state: "hidden" });
+    await watcher.waitForFunction(() => document.querySelector("#version").textContent.startsWith("Version 4"));
+    await third.waitForFunction(() => document.querySelector("#body").value === "The owner's unsaved body.");
+    await third.waitForFunction(() => document.querySelector("#version").textContent.startsWith("Version 4"));
+    await shot(watcher, "8-overwritten");
+    console.log("ok a stale save shows the conflict; overwrite saves version 4, seen by the spectator");
+    console.log("8 steps passed");
   } catch (err) {
     fail(err && err.stack ? err.stack : String(err));
   } finally {

@@ -32,7 +32,7 @@ async function presences(admin, topic, n) {
   for (;;) {
     const res = await fetch(admin + "/api/stats", { headers: { authorization: "Bearer " + token } });
     const stats = await res.json();
-    if ((stats.topics[topic] || 0) === n) return;
+    if ((stats.presences_by_topic[topic] || 0) === n) return;
     await sleep(20);
   }
 }

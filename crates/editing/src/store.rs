@@ -1,0 +1,244 @@
+//! What both stores share: every database call bounded by [`DB_TIMEOUT`], the
+//! database's health as last seen (and a probe that keeps it current), the
+//! change feed, and [`Database`], the store a URL names.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::error::RecordsError;
+use crate::postgres::PgRecords;
+use crate::record::{Change, Cursor, Fields, Health, Page, Record, Records};
+use crate::sqlite::SqliteRecords;
+
+/// The longest any database call may take before it is answered `unavailable`.
+pub const DB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the database and the pool are given (statement timeout, acquire
+/// timeout, SQLite's busy timeout): less than [`DB_TIMEOUT`], so that a call
+/// usually ends by itself rather than being cancelled half-way.
+pub(crate) const INNER_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How often the health probe runs.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// How many changes may wait for a slow follower of the change feed.
+const CHANGES_CAPACITY: usize = 4096;
+
+/// A store's health flag and change feed; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    up: Arc<AtomicBool>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl Guard {
+    pub(crate) fn new() -> Guard {
+        Guard {
+            up: Arc::new(AtomicBool::new(true)),
+            changes: broadcast::channel(CHANGES_CAPACITY).0,
+        }
+    }
+
+    /// Runs one database call, at most [`DB_TIMEOUT`]; keeps the health flag current.
+    pub(crate) async fn run<T>(
+        &self,
+        call: impl Future<Output = Result<T, RecordsError>>,
+    ) -> Result<T, RecordsError> {
+        let result = match tokio::time::timeout(DB_TIMEOUT, call).await {
+            Ok(result) => result,
+            Err(_) => Err(RecordsError::Unavailable("no answer in 5 s".to_owned())),
+        };
+        match &result {
+            Err(RecordsError::Unavailable(why)) => {
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::error!(%why, "the database is down");
+                }
+            }
+            _ => self.mark_up(),
+        }
+        result
+    }
+
+    /// Whether the store that owns this guard is gone (only its tasks hold it).
+    pub(crate) fn closed(&self) -> bool {
+        Arc::strong_count(&self.up) <= 2
+    }
+
+    pub(crate) fn mark_up(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!("the database is up again");
+        }
+    }
+
+    pub(crate) fn health(&self) -> Health {
+        if self.up.load(Ordering::Relaxed) {
+            Health::Up
+        } else {
+            Health::Down
+        }
+    }
+
+    pub(crate) fn announce(&self, change: Change) {
+        // No receiver is not an error: nobody follows the feed yet.
+        let _ = self.changes.send(change);
+    }
+
+    pub(crate) fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Probes the database with `probe` every second while `alive` holds.
+    pub(crate) fn watch<F, Fut>(&self, probe: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), RecordsError>> + Send,
+    {
+        let guard = self.clone();
+        let weak = Arc::downgrade(&self.up);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PROBE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if weak.strong_count() <= 1 {
+                    // Only this task holds the flag: the store is gone.
+                    return;
+                }
+                let _ = guard.run(probe()).await;
+            }
+        });
+    }
+}
+
+/// The store a database URL names: `sqlite:…` or `postgres://…`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), phx_editing::RecordsError> {
+/// let db = phx_editing::Database::connect("sqlite::memory:").await?;
+/// assert!(!phx_editing::Records::shared(&db));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub enum Database {
+    /// An embedded SQLite file (or memory).
+    Sqlite(SqliteRecords),
+    /// A PostgreSQL server every node of a cluster shares.
+    Postgres(PgRecords),
+}
+
+impl Database {
+    /// Connects, applies the crate's migrations and starts the health probe
+    /// (and, for PostgreSQL, the change listener).
+    pub async fn connect(url: &str) -> Result<Database, RecordsError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Database::Postgres(PgRecords::connect(url).await?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Database::Sqlite(SqliteRecords::connect(url).await?))
+        } else {
+            Err(RecordsError::Unavailable(format!(
+                "unsupported database URL {url:?}: use sqlite:… or postgres://…"
+            )))
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+
+    /// How many records `kind` holds.
+    pub async fn count(&self, kind: &str) -> Result<u64, RecordsError> {
+        match self {
+            Database::Sqlite(s) => s.count(kind).await,
+            Database::Postgres(p) => p.count(kind).await,
+        }
+    }
+
+    /// Stores a record with the id given (for seeding); nothing when it exists.
+    pub async fn seed(&self, kind: &str, id: &str, fields: Fields) -> Result<(), RecordsError> {
+        match self {
+            Database::Sqlite(s) => s.seed(kind, id, fields).await,
+            Database::Postgres(p) => p.seed(kind, id, fields).await,
+        }
+    }
+}
+
+impl Records for Database {
+    async fn load(&self, kind: &str, id: &str) -> Result<Record, RecordsError> {
+        match self {
+            Database::Sqlite(s) => s.load(kind, id).await,
+            Database::Postgres(p) => p.load(kind, id).await,
+        }
+    }
+
+    async fn create(
+        &self,
+        kind: &str,
+        fields: Fields,
+        by: &str,
+        max: u64,
+    ) -> Result<Record, RecordsError> {
+        match self {
+            Database::Sqlite(s) => s.create(kind, fields, by, max).await,
+            Database::Postgres(p) => p.create(kind, fields, by, max).await,
+        }
+    }
+
+    async fn save(
+        &self,
+        kind: &str,
+        id: &str,
+        fields: Fields,
+        version: i64,
+        by: &str,
+    ) -> Result<Record, RecordsError> {
+        match self {
+            Database::Sqlite(s) => s.save(kind, id, fields, version, by).await,
+            Database::Postgres(p) => p.save(kind, id, fields, version, by).await,
+        }
+    }
+
+    async fn delete(&self, kind: &str, id: &str) -> Result<(), RecordsError> {
+        match self {
+            Database::Sqlite(s) => s.delete(kind, id).await,
+            Database::Postgres(p) => p.delete(kind, id).await,
+        }
+    }
+
+    async fn page(
+        &self,
+        kind: &str,
+        from: Option<Cursor>,
+        size: u32,
+    ) -> Result<Page, RecordsError> {
+        match self {
+            Database::Sqlite(s) => s.page(kind, from, size).await,
+            Database::Postgres(p) => p.page(kind, from, size).await,
+        }
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        match self {
+            Database::Sqlite(s) => s.changes(),
+            Database::Postgres(p) => p.changes(),
+        }
+    }
+
+    fn health(&self) -> Health {
+        match self {
+            Database::Sqlite(s) => s.health(),
+            Database::Postgres(p) => p.health(),
+        }
+    }
+
+    fn shared(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
+}
