@@ -81,7 +81,8 @@ GOSSIP = [
 def main():
     corpus = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "corpus")
     vectors = load_vectors()
-    seeds = {t: set() for t in ["v1_json", "v2_json", "v2_binary", "longpoll_body", "cluster_frame"]}
+    targets = ["v1_json", "v2_json", "v2_binary", "longpoll_body", "cluster_frame", "phoenix_token", "jwt"]
+    seeds = {t: set() for t in targets}
     v2_lines = []
     for ser, binary, data in frames(vectors):
         if ser == "1.0.0":
@@ -111,6 +112,24 @@ def main():
         body = json.dumps({"v": 1, "msg": g}, separators=(",", ":")).encode()
         seeds["cluster_frame"].add(cluster_frame_gossip(g["from"]["name"], g["from"]["vsn"], body))
         seeds["cluster_frame"].add(body)
+    # Tokens signed by the real Phoenix (crates/runtime/tests/vectors): each whole
+    # token, and its signed message (an Erlang term) for the target's signing half.
+    tokens = os.path.join(HERE, "..", "crates", "runtime", "tests", "vectors")
+    for name in sorted(os.listdir(tokens)):
+        if name.startswith("phoenix-token-") and name.endswith(".json"):
+            with open(os.path.join(tokens, name)) as f:
+                for t in json.load(f)["tokens"]:
+                    seeds["phoenix_token"].add(t["token"].encode())
+                    message = t["token"].split(".")[1]
+                    seeds["phoenix_token"].add(base64.urlsafe_b64decode(message + "=" * (-len(message) % 4)))
+    # JWT claims as a backend would write them.
+    for claims in [
+        {"sub": "42", "exp": 4102444800},
+        {"sub": 42, "name": "Ann", "exp": 4102444800, "iat": 1700000000},
+        {"sub": "ann", "exp": 1, "nbf": 4102444800},
+        {"name": "no sub", "exp": 4102444800},
+    ]:
+        seeds["jwt"].add(json.dumps(claims, separators=(",", ":")).encode())
     total = 0
     for target, datas in seeds.items():
         d = os.path.join(corpus, target)
