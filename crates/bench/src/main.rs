@@ -17,23 +17,14 @@
 //!
 //! Everything stays on 127.0.0.1 and every run is bounded in count and time.
 
-#[path = "phx-bench/churn.rs"]
 mod churn;
-#[path = "phx-bench/client.rs"]
 mod client;
-#[path = "phx-bench/echo.rs"]
 mod echo;
-#[path = "phx-bench/fanout.rs"]
 mod fanout;
-#[path = "phx-bench/memory.rs"]
 mod memory;
-#[path = "phx-bench/presence.rs"]
 mod presence;
-#[path = "phx-bench/report.rs"]
 mod report;
-#[path = "phx-bench/server.rs"]
 mod server;
-#[path = "phx-bench/storm.rs"]
 mod storm;
 
 use clap::{Parser, Subcommand};
