@@ -53,6 +53,10 @@ struct Args {
     /// server keeps the wrapper's process id (`exec`).
     #[arg(long, global = true)]
     server: Option<String>,
+    /// Path of the executable that serves the floor as `<path> floor` (default:
+    /// this one); a wrapper that `exec`s phx-bench works too, as for `--server`.
+    #[arg(long, global = true)]
+    floor_server: Option<String>,
     /// Which server each scenario runs against: phx-server (`ours`), the minimal
     /// floor server (`floor`), or the floor then ours, with ours / floor (`both`).
     #[arg(long, global = true, value_enum, default_value_t = Against::Ours)]
@@ -266,6 +270,7 @@ fn main() {
         Pin::Both => &[false, true],
     };
     let ours = Kind::Ours(args.server.clone());
+    let floor = Kind::Floor(args.floor_server.clone());
     let mut runs = Vec::new();
     let mut failures = 0;
     for &pinned in pins {
@@ -301,8 +306,8 @@ fn main() {
             }
             let kinds: Vec<&Kind> = match args.against {
                 Against::Ours => vec![&ours],
-                Against::Floor => vec![&Kind::Floor],
-                Against::Both if scenario.has_floor() => vec![&Kind::Floor, &ours],
+                Against::Floor => vec![&floor],
+                Against::Both if scenario.has_floor() => vec![&floor, &ours],
                 Against::Both => vec![&ours],
             };
             for kind in kinds {

@@ -21,8 +21,9 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub enum Kind {
     /// `phx-server --conformance`, at this path or next to `phx-bench`.
     Ours(Option<String>),
-    /// `phx-bench floor`: the minimal server giving the machine's floor.
-    Floor,
+    /// `phx-bench floor`: the minimal server giving the machine's floor, run
+    /// from this path (or a wrapper that `exec`s it) or from this executable.
+    Floor(Option<String>),
 }
 
 impl Kind {
@@ -30,7 +31,7 @@ impl Kind {
     pub fn label(&self) -> &'static str {
         match self {
             Kind::Ours(_) => "ours",
-            Kind::Floor => "floor",
+            Kind::Floor(_) => "floor",
         }
     }
 }
@@ -40,7 +41,8 @@ impl std::fmt::Display for Kind {
         match self {
             Kind::Ours(Some(path)) => write!(f, "{path}"),
             Kind::Ours(None) => write!(f, "phx-server"),
-            Kind::Floor => write!(f, "phx-bench floor"),
+            Kind::Floor(Some(path)) => write!(f, "{path} floor"),
+            Kind::Floor(None) => write!(f, "phx-bench floor"),
         }
     }
 }
@@ -88,9 +90,12 @@ impl Server {
                 ]);
                 command
             }
-            Kind::Floor => {
-                let mut command =
-                    Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+            Kind::Floor(path) => {
+                let path: PathBuf = match path {
+                    Some(p) => p.into(),
+                    None => std::env::current_exe().map_err(|e| e.to_string())?,
+                };
+                let mut command = Command::new(path);
                 command.arg("floor");
                 command
             }
