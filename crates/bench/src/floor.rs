@@ -232,8 +232,7 @@ async fn connection(stream: TcpStream, conn: u64, hub: Arc<Hub>) {
         .write_buffer_size(8 * 1024)
         .max_message_size(Some(MAX_FRAME))
         .max_frame_size(Some(MAX_FRAME));
-    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
-    else {
+    let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };
     hub.sockets.fetch_add(1, Ordering::Relaxed);

@@ -29,8 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::handler::{Assigns, TransportKind};
 use crate::mailbox::{
-    delivery, ChannelExit, Delivery, ExitKind, Inbound, Inbox, JoinOutcome, SocketHandle,
-    SocketMsg,
+    delivery, ChannelExit, Delivery, ExitKind, Inbound, Inbox, JoinOutcome, SocketHandle, SocketMsg,
 };
 use crate::metrics::Metrics;
 use crate::node::{ChannelStart, Shared, Spawned};
@@ -317,8 +316,15 @@ struct Mailbox<I> {
 }
 
 impl<I> Mailbox<I> {
+    /// The next message. Each one spends a unit of tokio's cooperative budget, as
+    /// a tokio channel's receive does (flume's knows nothing of it): a channel
+    /// with a full mailbox yields every so often instead of pushing a whole
+    /// mailbox's worth of replies into its socket's queue before the socket can
+    /// write any (which would make a pipelining client look slow).
     async fn recv(&mut self) -> Option<ChannelMsg<I>> {
-        self.rx.recv_async().await.ok()
+        let msg = self.rx.recv_async().await.ok();
+        tokio::task::consume_budget().await;
+        msg
     }
 }
 

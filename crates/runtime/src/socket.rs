@@ -36,7 +36,8 @@ use tokio::task::AbortHandle;
 
 use crate::handler::{Assigns, Connection, TransportKind};
 use crate::mailbox::{
-    message_size, ChannelExit, CloseReason, ExitKind, Inbound, Inbox, JoinOutcome, SocketHandle, SocketMsg,
+    message_size, ChannelExit, CloseReason, ExitKind, Inbound, Inbox, JoinOutcome, SocketHandle,
+    SocketMsg,
 };
 use crate::metrics::Metrics;
 use crate::node::{ChannelStart, Shared};
