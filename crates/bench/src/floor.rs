@@ -90,9 +90,7 @@ impl Hub {
 
 /// Runs the floor server until the process is stopped.
 pub async fn serve(a: &FloorArgs) -> Result<(), String> {
-    let listener = TcpListener::bind(&a.bind)
-        .await
-        .map_err(|e| format!("bind {}: {e}", a.bind))?;
+    let listener = listen(&a.bind).map_err(|e| format!("bind {}: {e}", a.bind))?;
     let admin = TcpListener::bind(&a.admin_bind)
         .await
         .map_err(|e| format!("bind {}: {e}", a.admin_bind))?;
@@ -118,6 +116,26 @@ pub async fn serve(a: &FloorArgs) -> Result<(), String> {
         conn += 1;
         tokio::spawn(connection(stream, conn, hub.clone()));
     }
+}
+
+/// The listen backlog phx-server asks for (tokio's `bind` asks for 1 024, which
+/// a join storm overflows: each dropped connect costs its client a second).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the clients' listener as phx-server does: `SO_REUSEADDR` and a backlog of
+/// [`LISTEN_BACKLOG`].
+fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Answers one `GET /metrics` with the counters, then closes.
