@@ -192,6 +192,9 @@ fn standard(scale: f64) -> Vec<Scenario> {
             presence,
             rooms,
             rate: 1000.0,
+            in_flight: 200,
+            sources: 1,
+            hold: 0.0,
         })
     };
     vec![
