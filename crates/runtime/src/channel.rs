@@ -25,12 +25,11 @@ use futures::FutureExt;
 use phx_presence::PresenceDiff;
 use phx_protocol::{events, Broadcast, Message, Payload, Ref, Reply, Serializer};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::handler::{Assigns, TransportKind};
 use crate::mailbox::{
-    delivery, message_size, ChannelExit, Delivery, ExitKind, Inbox, JoinOutcome, SocketHandle,
-    SocketMsg,
+    delivery, ChannelExit, Delivery, ExitKind, Inbound, Inbox, JoinOutcome, SocketHandle, SocketMsg,
 };
 use crate::metrics::Metrics;
 use crate::node::{ChannelStart, Shared, Spawned};
@@ -209,8 +208,9 @@ pub trait Channel: Send + 'static {
 
 /// What reaches a channel's mailbox. Two words wide, whatever `I` is.
 pub(crate) enum ChannelMsg<I> {
-    /// An event from the client (`phx_leave` included).
-    In(Box<Message>),
+    /// An event from the client (`phx_leave` included), holding its bytes of
+    /// the socket's inbound budget until taken.
+    In(Inbound),
     /// A broadcast of an intercepted event.
     Intercept(Arc<Broadcast>),
     /// A presence change on the topic (only for channels watching presence).
@@ -219,20 +219,20 @@ pub(crate) enum ChannelMsg<I> {
     Info(Box<I>),
 }
 
-impl<I: Send + 'static> Inbox for mpsc::Sender<ChannelMsg<I>> {
-    fn try_client(&self, msg: Box<Message>) -> Result<bool, Box<Message>> {
+impl<I: Send + 'static> Inbox for flume::Sender<ChannelMsg<I>> {
+    fn try_client(&self, msg: Inbound) -> Result<bool, Inbound> {
         match self.try_send(ChannelMsg::In(msg)) {
             Ok(()) => Ok(true),
-            Err(mpsc::error::TrySendError::Closed(_)) => Ok(false),
-            Err(mpsc::error::TrySendError::Full(ChannelMsg::In(msg))) => Err(msg),
+            Err(flume::TrySendError::Disconnected(_)) => Ok(false),
+            Err(flume::TrySendError::Full(ChannelMsg::In(msg))) => Err(msg),
             // Only `In` was sent.
-            Err(mpsc::error::TrySendError::Full(_)) => Ok(false),
+            Err(flume::TrySendError::Full(_)) => Ok(false),
         }
     }
 
-    fn client(&self, msg: Box<Message>) -> BoxFuture<'static, bool> {
-        let tx = self.clone();
-        Box::pin(async move { tx.send(ChannelMsg::In(msg)).await.is_ok() })
+    fn client(&self, msg: Inbound) -> BoxFuture<'static, bool> {
+        let send = self.clone().into_send_async(ChannelMsg::In(msg));
+        Box::pin(async move { send.await.is_ok() })
     }
 
     fn intercept(&self, b: Arc<Broadcast>) -> Delivery {
@@ -246,7 +246,7 @@ impl<I: Send + 'static> Inbox for mpsc::Sender<ChannelMsg<I>> {
 
 /// A handle for sending application messages to a running channel from anywhere.
 pub struct ChannelHandle<I> {
-    tx: mpsc::Sender<ChannelMsg<I>>,
+    tx: flume::Sender<ChannelMsg<I>>,
 }
 
 impl<I> Clone for ChannelHandle<I> {
@@ -265,15 +265,15 @@ impl<I: Send + 'static> ChannelHandle<I> {
     pub fn send(&self, info: I) -> Result<(), RuntimeError> {
         match self.tx.try_send(ChannelMsg::Info(Box::new(info))) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(RuntimeError::MailboxFull),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(RuntimeError::Closed),
+            Err(flume::TrySendError::Full(_)) => Err(RuntimeError::MailboxFull),
+            Err(flume::TrySendError::Disconnected(_)) => Err(RuntimeError::Closed),
         }
     }
 
     /// Sends a message, waiting while the channel's mailbox is full.
     pub async fn send_wait(&self, info: I) -> Result<(), RuntimeError> {
         self.tx
-            .send(ChannelMsg::Info(Box::new(info)))
+            .send_async(ChannelMsg::Info(Box::new(info)))
             .await
             .map_err(|_| RuntimeError::Closed)
     }
@@ -305,32 +305,34 @@ impl ReplyRef {
     }
 }
 
-/// A channel's mailbox, receiving end. Client messages count toward their
-/// socket's inbound byte budget until the channel takes them; whatever is still
-/// queued when the channel ends (however it ends) is released too.
+/// A channel's mailbox, receiving end: a `flume` channel (~255 B idle, its queue
+/// grows with what it holds, where tokio's reserves ~990 B up front). Client
+/// messages count toward their socket's inbound byte budget until the channel
+/// takes them ([`Inbound`]); whatever is still queued when the channel ends
+/// (however it ends) is dropped at once, which gives those bytes back, and once
+/// the receiver is gone every send fails.
 struct Mailbox<I> {
-    rx: mpsc::Receiver<ChannelMsg<I>>,
-    socket: SocketHandle,
+    rx: flume::Receiver<ChannelMsg<I>>,
 }
 
 impl<I> Mailbox<I> {
+    /// The next message. Each one spends a unit of tokio's cooperative budget, as
+    /// a tokio channel's receive does (flume's knows nothing of it): a channel
+    /// with a full mailbox yields every so often instead of pushing a whole
+    /// mailbox's worth of replies into its socket's queue before the socket can
+    /// write any (which would make a pipelining client look slow).
     async fn recv(&mut self) -> Option<ChannelMsg<I>> {
-        let msg = self.rx.recv().await;
-        if let Some(ChannelMsg::In(m)) = &msg {
-            self.socket.release_inbound(message_size(m));
-        }
+        let msg = self.rx.recv_async().await.ok();
+        tokio::task::consume_budget().await;
         msg
     }
 }
 
 impl<I> Drop for Mailbox<I> {
     fn drop(&mut self) {
-        self.rx.close();
-        while let Ok(msg) = self.rx.try_recv() {
-            if let ChannelMsg::In(m) = msg {
-                self.socket.release_inbound(message_size(&m));
-            }
-        }
+        // A message sent between this drain and the receiver's drop stays queued
+        // until the last sender goes; its bytes come back then.
+        while self.rx.try_recv().is_ok() {}
     }
 }
 
@@ -371,7 +373,7 @@ pub struct ChannelContext<I = ()> {
     shared: Arc<Shared>,
     assigns: Arc<Assigns>,
     socket_id: Option<Arc<str>>,
-    self_tx: mpsc::Sender<ChannelMsg<I>>,
+    self_tx: flume::Sender<ChannelMsg<I>>,
 }
 
 impl<I: Send + 'static> ChannelContext<I> {
@@ -555,7 +557,7 @@ where
     C: Channel,
     F: FnOnce(&str, &Assigns) -> C + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(start.shared.config.channel_mailbox.max(1));
+    let (tx, rx) = flume::bounded(start.shared.config.channel_mailbox.max(1));
     let (outcome_tx, outcome) = oneshot::channel();
     let inbox: Arc<dyn Inbox> = Arc::new(tx.clone());
     let task = tokio::spawn(run(factory, start, tx, rx, outcome_tx));
@@ -686,17 +688,14 @@ enum JoinFailure {
 async fn run<C, F>(
     factory: F,
     start: ChannelStart,
-    self_tx: mpsc::Sender<ChannelMsg<C::Info>>,
-    rx: mpsc::Receiver<ChannelMsg<C::Info>>,
+    self_tx: flume::Sender<ChannelMsg<C::Info>>,
+    rx: flume::Receiver<ChannelMsg<C::Info>>,
     outcome: oneshot::Sender<JoinOutcome>,
 ) where
     C: Channel,
     F: FnOnce(&str, &Assigns) -> C,
 {
-    let mut rx = Mailbox {
-        rx,
-        socket: start.socket.clone(),
-    };
+    let mut rx = Mailbox { rx };
     let metrics = start.shared.metrics.clone();
     Metrics::inc(&metrics.channels_open);
     let mut exit = ExitGuard {
@@ -819,7 +818,7 @@ async fn serve<C: Channel>(
 
 impl<I: Send + 'static> ChannelContext<I> {
     /// The context of a channel about to join, and the join's payload.
-    fn joining(start: ChannelStart, self_tx: mpsc::Sender<ChannelMsg<I>>) -> (Self, Payload) {
+    fn joining(start: ChannelStart, self_tx: flume::Sender<ChannelMsg<I>>) -> (Self, Payload) {
         let ctx = ChannelContext {
             registration: Registration {
                 shared: start.shared.clone(),
@@ -936,7 +935,7 @@ async fn handle<C: Channel>(
                 event,
                 payload,
                 ..
-            } = *msg;
+            } = *msg.take();
             if event == events::LEAVE {
                 ctx.send_reply(msg_ref, "ok".to_owned(), Payload::empty_object());
                 return Err(ExitReason::Left);

@@ -1,8 +1,9 @@
 //! What everything that talks to a socket or a channel shares, at the bottom of
 //! the stack: a socket's mailbox handle ([`SocketHandle`]: frames for the client,
-//! channel exits, close requests, the socket's byte budget), a channel's mailbox
-//! as the socket, PubSub and presence see it ([`Inbox`]), and the join outcome a
-//! channel sends its socket. No I/O and no knowledge of sockets' or channels'
+//! channel exits, close requests, the socket's byte budget), a client message on
+//! its way to a channel ([`Inbound`], which holds its share of that budget), a
+//! channel's mailbox as the socket, PubSub and presence see it ([`Inbox`]), and
+//! the join outcome a channel sends its socket. No I/O and no knowledge of sockets' or channels'
 //! insides, so `socket`, `channel`, `pubsub` and `presence` all build on it.
 
 use std::future::Future;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use phx_presence::PresenceDiff;
 use phx_protocol::{Broadcast, Frame, Message, Payload, Ref};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
@@ -211,10 +212,17 @@ impl SocketHandle {
         }
     }
 
-    /// A channel took (or dropped) a client message of `bytes`.
-    pub(crate) fn release_inbound(&self, bytes: usize) {
-        self.shared.in_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        self.shared.in_room.notify_waiters();
+    /// A client message whose `bytes` were reserved ([`SocketHandle::reserve_inbound`],
+    /// [`SocketHandle::wait_inbound`]), ready for a channel's mailbox: the bytes
+    /// are given back when the channel takes it or wherever it is dropped.
+    pub(crate) fn inbound(&self, msg: Box<Message>, bytes: usize) -> Inbound {
+        Inbound {
+            msg,
+            budget: InboundBytes {
+                bytes,
+                shared: self.shared.clone(),
+            },
+        }
     }
 
     pub(crate) fn send_frame(&self, frame: Frame) -> Result<(), crate::RuntimeError> {
@@ -264,6 +272,44 @@ async fn close_requested(shared: &SocketShared) -> CloseReason {
     }
 }
 
+/// A client message on its way to a channel. Its bytes count toward the socket's
+/// inbound budget until the channel takes it ([`Inbound::take`]) or it is dropped
+/// wherever it is: handed back by a full mailbox and abandoned, refused by an
+/// ended one, or left in the queue of a channel that ended before taking it.
+/// (Channel mailboxes are `flume` channels, whose receiver cannot be closed and
+/// drained the way tokio's can: the message itself gives its bytes back.)
+pub(crate) struct Inbound {
+    msg: Box<Message>,
+    budget: InboundBytes,
+}
+
+impl Inbound {
+    /// The message, taken by its channel: its bytes leave the budget.
+    pub(crate) fn take(self) -> Box<Message> {
+        let Inbound { msg, budget } = self;
+        drop(budget);
+        msg
+    }
+
+    /// The topic the message is for.
+    pub(crate) fn topic(&self) -> &str {
+        &self.msg.topic
+    }
+}
+
+/// Bytes of a socket's inbound budget, given back on drop.
+struct InboundBytes {
+    bytes: usize,
+    shared: Arc<SocketShared>,
+}
+
+impl Drop for InboundBytes {
+    fn drop(&mut self) {
+        self.shared.in_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.shared.in_room.notify_waiters();
+    }
+}
+
 /// Whether a message reached a channel's mailbox.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Delivery {
@@ -279,20 +325,20 @@ pub(crate) enum Delivery {
 pub(crate) trait Inbox: Send + Sync {
     /// Queues a client message (`Ok(true)`), finds the channel gone (`Ok(false)`),
     /// or hands the message back when the mailbox is full.
-    fn try_client(&self, msg: Box<Message>) -> Result<bool, Box<Message>>;
+    fn try_client(&self, msg: Inbound) -> Result<bool, Inbound>;
     /// Waits for room and queues a client message; false when the channel is gone.
-    fn client(&self, msg: Box<Message>) -> BoxFuture<'static, bool>;
+    fn client(&self, msg: Inbound) -> BoxFuture<'static, bool>;
     /// Queues an intercepted broadcast.
     fn intercept(&self, b: Arc<Broadcast>) -> Delivery;
     /// Queues a presence change.
     fn presence(&self, diff: Arc<PresenceDiff>) -> Delivery;
 }
 
-pub(crate) fn delivery<T>(result: Result<(), mpsc::error::TrySendError<T>>) -> Delivery {
+pub(crate) fn delivery<T>(result: Result<(), flume::TrySendError<T>>) -> Delivery {
     match result {
         Ok(()) => Delivery::Queued,
-        Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
-        Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+        Err(flume::TrySendError::Full(_)) => Delivery::Full,
+        Err(flume::TrySendError::Disconnected(_)) => Delivery::Gone,
     }
 }
 
@@ -320,4 +366,67 @@ pub(crate) fn missed(socket: &SocketHandle, metrics: &Metrics, topic: &str, what
     Metrics::inc(&metrics.dropped_messages);
     tracing::warn!(%topic, what, "channel mailbox full: message dropped, closing the socket");
     socket.close(CloseReason::MessagesDropped);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Box<Message> {
+        Box::new(Message::new(
+            None,
+            None,
+            "room:a",
+            "shout",
+            Payload::from(serde_json::json!({"body": "hello"})),
+        ))
+    }
+
+    fn inbound_bytes(handle: &SocketHandle) -> usize {
+        handle.shared.in_bytes.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn a_client_message_gives_its_bytes_back_when_taken_or_dropped() {
+        let (handle, _rx) = SocketHandle::new(4, 1024, Arc::new(Metrics::default()));
+        let msg = message();
+        let bytes = message_size(&msg);
+        assert!(handle.reserve_inbound(bytes));
+        let taken = handle.inbound(msg, bytes);
+        assert_eq!(taken.topic(), "room:a");
+        assert_eq!(inbound_bytes(&handle), bytes);
+        let msg = taken.take();
+        assert_eq!(msg.event, "shout");
+        assert_eq!(inbound_bytes(&handle), 0);
+
+        assert!(handle.reserve_inbound(bytes));
+        drop(handle.inbound(msg, bytes));
+        assert_eq!(inbound_bytes(&handle), 0);
+    }
+
+    #[test]
+    fn messages_left_in_an_ended_mailbox_give_their_bytes_back() {
+        let (handle, _rx) = SocketHandle::new(4, 1024, Arc::new(Metrics::default()));
+        let (tx, rx) = flume::bounded::<Inbound>(2);
+        let bytes = message_size(&message());
+        for _ in 0..2 {
+            assert!(handle.reserve_inbound(bytes));
+            assert!(tx.try_send(handle.inbound(message(), bytes)).is_ok());
+        }
+        // The mailbox is full: the message comes back and, dropped, gives back its bytes.
+        assert!(handle.reserve_inbound(bytes));
+        let refused = tx.try_send(handle.inbound(message(), bytes));
+        assert!(matches!(refused, Err(flume::TrySendError::Full(_))));
+        drop(refused);
+        assert_eq!(inbound_bytes(&handle), 2 * bytes);
+        // The channel ends: its receiver goes, the queued messages with the last sender.
+        drop(rx);
+        assert!(matches!(
+            tx.try_send(handle.inbound(message(), 0)),
+            Err(flume::TrySendError::Disconnected(_))
+        ));
+        assert_eq!(inbound_bytes(&handle), 2 * bytes);
+        drop(tx);
+        assert_eq!(inbound_bytes(&handle), 0);
+    }
 }

@@ -36,7 +36,8 @@ use tokio::task::AbortHandle;
 
 use crate::handler::{Assigns, Connection, TransportKind};
 use crate::mailbox::{
-    message_size, ChannelExit, CloseReason, ExitKind, Inbox, JoinOutcome, SocketHandle, SocketMsg,
+    message_size, ChannelExit, CloseReason, ExitKind, Inbound, Inbox, JoinOutcome, SocketHandle,
+    SocketMsg,
 };
 use crate::metrics::Metrics;
 use crate::node::{ChannelStart, Shared};
@@ -247,12 +248,9 @@ impl SocketCore {
         let bytes = message_size(&msg);
         let msg = Box::new(msg);
         let msg = if self.handle.reserve_inbound(bytes) {
-            match inbox.try_client(msg) {
-                Ok(true) => return Step::Nothing,
-                Ok(false) => {
-                    self.handle.release_inbound(bytes);
-                    return Step::Nothing;
-                }
+            // A message the channel cannot take gives its bytes back when dropped.
+            match inbox.try_client(self.handle.inbound(msg, bytes)) {
+                Ok(_) => return Step::Nothing,
                 Err(msg) => Pending::Reserved(msg),
             }
         } else {
@@ -270,12 +268,12 @@ impl SocketCore {
                     Pending::Reserved(msg) => msg,
                     Pending::OverBudget(msg) => {
                         socket.wait_inbound(bytes).await;
-                        msg
+                        socket.inbound(msg, bytes)
                     }
                 };
-                if !inbox.client(msg).await {
-                    socket.release_inbound(bytes);
-                }
+                // Refused (the channel ended) or abandoned at the stall timeout,
+                // the message gives its bytes back as it is dropped.
+                let _ = inbox.client(msg).await;
             };
             match tokio::time::timeout(stall, deliver).await {
                 Ok(()) => Resumed::Delivered,
@@ -468,14 +466,15 @@ impl Drop for SocketCore {
 /// A client message waiting for its channel.
 enum Pending {
     /// Its bytes are counted; the channel's mailbox is full.
-    Reserved(Box<Message>),
+    Reserved(Inbound),
     /// The socket's inbound bytes are over budget.
     OverBudget(Box<Message>),
 }
 
 fn entry_topic(pending: &Pending) -> String {
     match pending {
-        Pending::Reserved(m) | Pending::OverBudget(m) => m.topic.clone(),
+        Pending::Reserved(m) => m.topic().to_owned(),
+        Pending::OverBudget(m) => m.topic.clone(),
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use flume::Receiver;
+use futures::StreamExt;
 use phx_protocol::{Frame, Message, Serializer};
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -262,6 +263,10 @@ pub(crate) async fn run<W: Wire>(
     let close = core.close_signal();
     tokio::pin!(close);
     let mut drained = Box::pin(drain_turn(shared.clone()));
+    // One receive future for the socket's life (a stream over the mailbox), not one
+    // per turn: a new one registers a new waker hook (an allocation) each turn and
+    // the loser of each select dropped it again.
+    let mut mailbox = rx.stream();
     let mut waiting: Option<Wait> = None;
     let ending = loop {
         let input = waiting.is_none();
@@ -278,8 +283,8 @@ pub(crate) async fn run<W: Wire>(
                     wire.push(&frame);
                 }
             }
-            msg = rx.recv_async() => {
-                let Ok(msg) = msg else { break Ending::Gone };
+            msg = mailbox.next() => {
+                let Some(msg) = msg else { break Ending::Gone };
                 if let Some(frame) = core.handle_mailbox(msg) {
                     wire.push(&frame);
                 }

@@ -36,6 +36,46 @@ pub async fn connect(url: &str) -> Result<Ws, String> {
     Ok(ws)
 }
 
+/// Opens a WebSocket connection from the loopback address `source` (any when
+/// `None`), so that many connections can come from several source addresses.
+pub async fn connect_from(url: &str, source: Option<std::net::Ipv4Addr>) -> Result<Ws, String> {
+    let Some(source) = source else {
+        return connect(url).await;
+    };
+    let host = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| format!("not a ws:// URL: {url}"))?;
+    let server: std::net::SocketAddr = host
+        .parse()
+        .map_err(|e| format!("server address {host}: {e}"))?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let opened = async {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+        socket
+            .bind((source, 0).into())
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        let stream = socket
+            .connect(server)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        tokio_tungstenite::client_async_with_config(
+            url,
+            MaybeTlsStream::Plain(stream),
+            Some(config),
+        )
+        .await
+        .map_err(|e| format!("handshake: {e}"))
+    };
+    let (ws, _) = tokio::time::timeout(PATIENCE, opened)
+        .await
+        .map_err(|_| "connect timed out".to_owned())??;
+    Ok(ws)
+}
+
 /// Sends one V2 frame.
 pub async fn send(
     ws: &mut Ws,

@@ -16,7 +16,38 @@ use tokio::net::TcpStream;
 /// architecture this runs on).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// A running `phx-server`, stopped (SIGTERM, then SIGKILL) on drop.
+/// Which server a scenario runs against.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// `phx-server --conformance`, at this path or next to `phx-bench`.
+    Ours(Option<String>),
+    /// `phx-bench floor`: the minimal server giving the machine's floor, run
+    /// from this path (or a wrapper that `exec`s it) or from this executable.
+    Floor(Option<String>),
+}
+
+impl Kind {
+    /// `ours` or `floor`, for tables and JSON lines.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Kind::Ours(_) => "ours",
+            Kind::Floor(_) => "floor",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Ours(Some(path)) => write!(f, "{path}"),
+            Kind::Ours(None) => write!(f, "phx-server"),
+            Kind::Floor(Some(path)) => write!(f, "{path} floor"),
+            Kind::Floor(None) => write!(f, "phx-bench floor"),
+        }
+    }
+}
+
+/// A running server under test, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Server {
     child: Child,
     addr: String,
@@ -28,37 +59,57 @@ pub struct Server {
 const ADMIN_TOKEN: &str = "phx-bench";
 
 impl Server {
-    /// Starts the server binary at `path` (default: `phx-server` next to this
-    /// executable) with the conformance app on a free loopback port, and waits for
-    /// its banner.
-    pub fn start(path: Option<&str>) -> Result<Server, String> {
-        let path: PathBuf = match path {
-            Some(p) => p.into(),
-            None => std::env::current_exe()
-                .map_err(|e| e.to_string())?
-                .with_file_name("phx-server"),
+    /// Starts the server under test: `phx-server` (the binary at `path`, default
+    /// next to this executable) with the conformance app, or the floor
+    /// (`phx-bench floor`, this executable), on a free loopback port, and waits for
+    /// its banner. With `pin`, the server runs on that core only.
+    pub fn start(kind: &Kind, pin: Option<usize>) -> Result<Server, String> {
+        let mut command = match kind {
+            Kind::Ours(path) => {
+                let path: PathBuf = match path {
+                    Some(p) => p.into(),
+                    None => std::env::current_exe()
+                        .map_err(|e| e.to_string())?
+                        .with_file_name("phx-server"),
+                };
+                let mut command = Command::new(path);
+                command.args([
+                    "--port",
+                    "0",
+                    "--conformance",
+                    "--idle-timeout-secs",
+                    "3600",
+                    "--admin-bind",
+                    "127.0.0.1:0",
+                    "--api-token",
+                    ADMIN_TOKEN,
+                    // The set holds up to 19 000 connections at once, over the
+                    // server's default limit (16 384).
+                    "--max-connections",
+                    "65536",
+                ]);
+                command
+            }
+            Kind::Floor(path) => {
+                let path: PathBuf = match path {
+                    Some(p) => p.into(),
+                    None => std::env::current_exe().map_err(|e| e.to_string())?,
+                };
+                let mut command = Command::new(path);
+                command.arg("floor");
+                command
+            }
         };
-        let mut child = Command::new(&path)
-            .args([
-                "--port",
-                "0",
-                "--conformance",
-                "--idle-timeout-secs",
-                "3600",
-                "--admin-bind",
-                "127.0.0.1:0",
-                "--api-token",
-                ADMIN_TOKEN,
-                // The set holds up to 19 000 connections at once, over the
-                // server's default limit (16 384).
-                "--max-connections",
-                "65536",
-            ])
+        command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        // The server gets its own core when pinned, every core otherwise (it would
+        // inherit the generator's mask).
+        crate::pin::child_on(&mut command, pin);
+        let mut child = command
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
+            .map_err(|e| format!("cannot start {kind}: {e}"))?;
         let stdout = child.stdout.take().ok_or("the server has no stdout")?;
         // The banner names the address; a wrapper (valgrind, heaptrack) may print
         // lines of its own first.
@@ -76,7 +127,7 @@ impl Server {
                 .nth(1)
                 .and_then(|rest| rest.split_whitespace().next())
                 .map(str::to_owned);
-            if line.contains("phx-server admin on") {
+            if line.contains(" admin on ") {
                 admin = found;
             } else if addr.is_none() {
                 addr = found;
@@ -260,7 +311,7 @@ pub fn listen_overflows() -> u64 {
 
 /// Cores this machine has.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    crate::pin::online_cores()
 }
 
 /// Wall-clock and CPU time of one measured phase.

@@ -3,6 +3,7 @@
 //! room / document shape). Reports server RSS growth per connection and the server
 //! CPU the ramp cost, counting every join answered and every channel still open.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,9 +26,19 @@ pub struct MemoryArgs {
     /// presence puts each connection in a room of its own and plain joins share one.
     #[arg(long)]
     pub rooms: Option<usize>,
-    /// Connections opened per second (the ramp).
+    /// Connections opened per second (the ramp); 0: as fast as `--in-flight` allows.
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
+    /// Connects (with their joins) in flight at once: 200 is a fast ramp, 10 a gentle one.
+    #[arg(long, default_value_t = 200)]
+    pub in_flight: usize,
+    /// Source addresses the connections come from, spread over 127.0.0.1,
+    /// 127.0.0.2, … (1: the kernel's choice of 127.0.0.1).
+    #[arg(long, default_value_t = 1)]
+    pub sources: u8,
+    /// Seconds the connections are held idle after the ramp before RSS is read.
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
 }
 
 impl MemoryArgs {
@@ -38,6 +49,18 @@ impl MemoryArgs {
         }
         if self.presence {
             c.push_str(" --presence");
+        }
+        if self.rate != 1000.0 {
+            c.push_str(&format!(" --rate {}", self.rate));
+        }
+        if self.in_flight != 200 {
+            c.push_str(&format!(" --in-flight {}", self.in_flight));
+        }
+        if self.sources != 1 {
+            c.push_str(&format!(" --sources {}", self.sources));
+        }
+        if self.hold > 0.0 {
+            c.push_str(&format!(" --hold {}", self.hold));
         }
         c
     }
@@ -64,7 +87,8 @@ pub async fn run(server: &Server, a: &MemoryArgs) -> Result<Outcome, String> {
     let (presence, rooms) = (a.presence, a.rooms.map(|r| r.max(1)));
     let tally = Arc::new(Tally::default());
     let meter = Meter::start(server);
-    let results = client::ramp(n, Some(a.rate), 200, |i| {
+    let sources = a.sources.max(1);
+    let results = client::ramp(n, Some(a.rate), a.in_flight, |i| {
         let url = url.clone();
         let tally = tally.clone();
         async move {
@@ -80,7 +104,10 @@ pub async fn run(server: &Server, a: &MemoryArgs) -> Result<Outcome, String> {
                 ),
                 (false, None) => ("private:mem".into(), r#"{"token":"letmein"}"#.into()),
             };
-            let ws = client::join(&url, &topic, &payload).await?;
+            let source = (sources > 1)
+                .then(|| Ipv4Addr::new(127, 0, 0, 1 + (i % usize::from(sources)) as u8));
+            let mut ws = client::connect_from(&url, source).await?;
+            client::join_on(&mut ws, 1, &topic, &payload).await?;
             Ok(client::drain(ws, &tally))
         }
     })
@@ -91,7 +118,7 @@ pub async fn run(server: &Server, a: &MemoryArgs) -> Result<Outcome, String> {
     // Let the server finish the diffs the last joins caused before reading its cost.
     server.settle(Duration::from_secs(60)).await;
     let usage = meter.read(server);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs_f64(a.hold.max(1.0))).await;
     let after = server.rss();
     let metrics = server.metrics().await?;
     let channels_open = metrics.get("phx_channels_open").copied().unwrap_or(0);
@@ -102,12 +129,16 @@ pub async fn run(server: &Server, a: &MemoryArgs) -> Result<Outcome, String> {
     let per = after.saturating_sub(before) as f64 / n.max(1) as f64;
     let lost = (answered as u64).saturating_sub(channels_open) + failed as u64;
     let mut result = format!(
-        "{:.1} KiB per connection (RSS {:.1} → {:.1} MiB); ramp {:.1} s at {}/s; {} of {} joins answered, {} channels open",
+        "{:.1} KiB per connection (RSS {:.1} → {:.1} MiB); ramp {:.1} s {}; {} of {} joins answered, {} channels open",
         per / 1024.0,
         before as f64 / 1048576.0,
         after as f64 / 1048576.0,
         ramp_wall,
-        group(a.rate),
+        if a.rate > 0.0 {
+            format!("at {}/s", group(a.rate))
+        } else {
+            format!("unpaced, {} connects in flight", a.in_flight)
+        },
         group(answered as f64),
         group(n as f64),
         group(channels_open as f64),

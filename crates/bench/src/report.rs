@@ -176,21 +176,6 @@ impl Machine {
     }
 }
 
-/// Prints the markdown table of `outcomes` (header with the machine) and their JSON lines.
-pub fn print_set(machine: &Machine, outcomes: &[Outcome]) {
-    println!("\n{}\n", machine.line());
-    println!("| what | command | result | cost |");
-    println!("|---|---|---|---|");
-    for o in outcomes {
-        println!("{}", o.row());
-    }
-    println!();
-    println!("{}", machine.json());
-    for o in outcomes {
-        println!("{}", o.json(&machine.date));
-    }
-}
-
 /// Today's date and time in UTC as `YYYY-MM-DD HH:MM`, from the system clock
 /// (days to civil date after Howard Hinnant's algorithm).
 fn today_utc() -> String {

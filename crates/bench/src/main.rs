@@ -14,37 +14,36 @@
 //! - `churn`: join/leave cycles with presence and abrupt closes: nothing left behind.
 //! - `standard`: the whole set, one fresh server per scenario, printed as one markdown
 //!   table and JSON lines (`scripts/bench` builds release binaries and runs it).
+//! - `floor`: the minimal server that gives the machine's floor for each scenario
+//!   (`--against floor|both` runs scenarios against it; `both` prints ours / floor).
+//!
+//! `--pin on|both` runs the server on one core and the generator on the other.
 //!
 //! Everything stays on 127.0.0.1 and every run is bounded in count and time.
 
-#[path = "phx-bench/churn.rs"]
 mod churn;
-#[path = "phx-bench/client.rs"]
 mod client;
-#[path = "phx-bench/echo.rs"]
+mod compare;
 mod echo;
-#[path = "phx-bench/fanout.rs"]
 mod fanout;
-#[path = "phx-bench/memory.rs"]
+mod floor;
 mod memory;
-#[path = "phx-bench/presence.rs"]
+mod pin;
 mod presence;
-#[path = "phx-bench/report.rs"]
 mod report;
-#[path = "phx-bench/server.rs"]
 mod server;
-#[path = "phx-bench/storm.rs"]
 mod storm;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use report::{Machine, Outcome};
-use server::Server;
+use compare::Run;
+use report::Machine;
+use server::{Kind, Server};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "phx-bench",
-    about = "Load generator and benchmark set for phx-server"
+    about = "Load generator and benchmark set for phx-server, and the floor server to compare it with"
 )]
 struct Args {
     #[command(subcommand)]
@@ -54,6 +53,34 @@ struct Args {
     /// server keeps the wrapper's process id (`exec`).
     #[arg(long, global = true)]
     server: Option<String>,
+    /// Path of the executable that serves the floor as `<path> floor` (default:
+    /// this one); a wrapper that `exec`s phx-bench works too, as for `--server`.
+    #[arg(long, global = true)]
+    floor_server: Option<String>,
+    /// Which server each scenario runs against: phx-server (`ours`), the minimal
+    /// floor server (`floor`), or the floor then ours, with ours / floor (`both`).
+    #[arg(long, global = true, value_enum, default_value_t = Against::Ours)]
+    against: Against,
+    /// Cores: shared by server and generator (`off`), the server on core 0 and the
+    /// generator on the others (`on`), or both runs one after the other (`both`).
+    #[arg(long, global = true, value_enum, default_value_t = Pin::Off)]
+    pin: Pin,
+}
+
+/// The `--against` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Against {
+    Ours,
+    Floor,
+    Both,
+}
+
+/// The `--pin` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Pin {
+    Off,
+    On,
+    Both,
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +101,8 @@ enum Cmd {
     Churn(churn::ChurnArgs),
     /// The standard set: every scenario at its standard size, one table.
     Standard(StandardArgs),
+    /// Runs the floor server (the benchmark set starts it itself).
+    Floor(floor::FloorArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -112,6 +141,12 @@ impl Scenario {
         }
     }
 
+    /// Whether the floor has a counterpart worth comparing: churn checks that
+    /// nothing is left behind, which says nothing about the floor.
+    fn has_floor(&self) -> bool {
+        !matches!(self, Scenario::Churn(_))
+    }
+
     /// Connections the generator (and so the server) holds at once at most.
     fn connections(&self) -> usize {
         match self {
@@ -126,8 +161,9 @@ impl Scenario {
     }
 
     /// Starts a fresh server, runs the scenario against it, stops the server.
-    async fn run(&self, server_path: Option<&str>) -> Result<Outcome, String> {
-        let server = Server::start(server_path)?;
+    async fn run(&self, kind: &Kind, pinned: bool) -> Result<Run, String> {
+        let load = compare::Load::now();
+        let server = Server::start(kind, pinned.then_some(pin::SERVER_CORE))?;
         let outcome = match self {
             Scenario::Memory(a) => memory::run(&server, a).await,
             Scenario::Latency(a) => fanout::steady(&server, a).await,
@@ -138,7 +174,12 @@ impl Scenario {
             Scenario::Churn(a) => churn::run(&server, a).await,
         };
         drop(server);
-        outcome
+        Ok(Run {
+            server: kind.label(),
+            pinned,
+            load,
+            outcome: outcome?,
+        })
     }
 }
 
@@ -151,6 +192,9 @@ fn standard(scale: f64) -> Vec<Scenario> {
             presence,
             rooms,
             rate: 1000.0,
+            in_flight: 200,
+            sources: 1,
+            hold: 0.0,
         })
     };
     vec![
@@ -189,12 +233,20 @@ fn standard(scale: f64) -> Vec<Scenario> {
     ]
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
+    if let Cmd::Floor(a) = &args.cmd {
+        let served = tokio::runtime::Runtime::new()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(floor::serve(a)));
+        if let Err(e) = served {
+            eprintln!("phx-bench floor: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let limit = server::raise_open_files_limit();
     let machine = Machine::describe();
-    let server_path = args.server.as_deref();
     let (set, table) = match args.cmd {
         Cmd::Memory(a) => (vec![Scenario::Memory(a)], false),
         Cmd::Latency(a) => (vec![Scenario::Latency(a)], false),
@@ -210,39 +262,78 @@ async fn main() {
                 .collect();
             (set, true)
         }
+        Cmd::Floor(_) => unreachable!("served above"),
     };
     if table {
         eprintln!("phx-bench: {} (open-files limit {limit})", machine.line());
     }
-    let mut outcomes = Vec::new();
+    let pins: &[bool] = match args.pin {
+        Pin::Off => &[false],
+        Pin::On => &[true],
+        Pin::Both => &[false, true],
+    };
+    let ours = Kind::Ours(args.server.clone());
+    let floor = Kind::Floor(args.floor_server.clone());
+    let mut runs = Vec::new();
     let mut failures = 0;
-    for scenario in &set {
-        // Each side needs a descriptor per connection plus a few of its own.
-        if scenario.connections() as u64 + 200 > limit {
-            eprintln!(
-                "phx-bench: {}: {} connections do not fit under the open-files limit ({limit})",
-                scenario.name(),
-                scenario.connections()
-            );
-            failures += 1;
-            continue;
-        }
-        match scenario.run(server_path).await {
-            Ok(outcome) => {
-                println!("{}", outcome.line());
-                if !table {
-                    println!("{}", outcome.json(&machine.date));
-                }
-                outcomes.push(outcome);
-            }
+    for &pinned in pins {
+        // The runtime is built after the pinning, so its workers inherit the mask.
+        let cores = match pin::generator(pinned) {
+            Ok(cores) => cores,
             Err(e) => {
-                eprintln!("phx-bench: {}: {e}", scenario.name());
+                eprintln!("phx-bench: cannot set the generator's cores: {e}");
+                std::process::exit(1);
+            }
+        };
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("phx-bench: cannot start the runtime: {e}");
+                std::process::exit(1);
+            }
+        };
+        for scenario in &set {
+            // Each side needs a descriptor per connection plus a few of its own.
+            if scenario.connections() as u64 + 200 > limit {
+                eprintln!(
+                    "phx-bench: {}: {} connections do not fit under the open-files limit ({limit})",
+                    scenario.name(),
+                    scenario.connections()
+                );
                 failures += 1;
+                continue;
+            }
+            let kinds: Vec<&Kind> = match args.against {
+                Against::Ours => vec![&ours],
+                Against::Floor => vec![&floor],
+                Against::Both if scenario.has_floor() => vec![&floor, &ours],
+                Against::Both => vec![&ours],
+            };
+            for kind in kinds {
+                match runtime.block_on(scenario.run(kind, pinned)) {
+                    Ok(run) => {
+                        println!("{}", run.line());
+                        if !table {
+                            println!("{}", run.json(&machine.date));
+                        }
+                        runs.push(run);
+                    }
+                    Err(e) => {
+                        eprintln!("phx-bench: {} against {kind}: {e}", scenario.name());
+                        failures += 1;
+                    }
+                }
             }
         }
     }
     if table {
-        report::print_set(&machine, &outcomes);
+        compare::print_set(&machine, &runs);
+    } else if args.against == Against::Both {
+        compare::print_ratios(&runs);
     }
     if failures > 0 {
         std::process::exit(1);
