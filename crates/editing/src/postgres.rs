@@ -35,7 +35,7 @@ const ORIGIN: &str = "phx-editing";
 
 /// The longest wait between two attempts to listen again after losing the
 /// connection.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 const COLUMNS: &str = "id, version, record, updated_by, position";
 
@@ -318,9 +318,10 @@ impl PgRecords {
 /// Follows `LISTEN phx_records` on a connection of its own (never one of the
 /// pool's, which a cancelled call could have left inside a transaction, where
 /// LISTEN would never take effect), reconnecting with a backoff (0.25 s
-/// doubling to 5 s) when it is lost. What is changed while no connection
+/// doubling to 1 s) when it is lost. What is changed while no connection
 /// listens is not announced (at most once).
 async fn listen(options: PgConnectOptions, guard: Guard) {
+    guard.set_following(false);
     let mut backoff = Duration::from_millis(250);
     loop {
         if guard.closed() {
@@ -346,6 +347,7 @@ async fn listen(options: PgConnectOptions, guard: Guard) {
             }
         };
         if let Some(mut listener) = listener {
+            guard.set_following(true);
             if backoff > Duration::from_millis(250) {
                 tracing::warn!("listening for record changes again (changes made meanwhile were not announced)");
             }
@@ -405,6 +407,7 @@ async fn listen(options: PgConnectOptions, guard: Guard) {
                 }
             }
         }
+        guard.set_following(false);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

@@ -32,6 +32,9 @@ const CHANGES_CAPACITY: usize = 4096;
 #[derive(Clone)]
 pub(crate) struct Guard {
     up: Arc<AtomicBool>,
+    /// Whether the change feed hears the database (PostgreSQL's LISTEN
+    /// connection; always true for a store whose feed is in-process).
+    following: Arc<AtomicBool>,
     changes: broadcast::Sender<Change>,
 }
 
@@ -39,6 +42,7 @@ impl Guard {
     pub(crate) fn new() -> Guard {
         Guard {
             up: Arc::new(AtomicBool::new(true)),
+            following: Arc::new(AtomicBool::new(true)),
             changes: broadcast::channel(CHANGES_CAPACITY).0,
         }
     }
@@ -74,8 +78,15 @@ impl Guard {
         }
     }
 
+    /// Records whether the change feed currently hears the database. While it
+    /// does not, the store counts as down: a change made then would not be
+    /// announced, so "up" promises that changes from now on are.
+    pub(crate) fn set_following(&self, following: bool) {
+        self.following.store(following, Ordering::Relaxed);
+    }
+
     pub(crate) fn health(&self) -> Health {
-        if self.up.load(Ordering::Relaxed) {
+        if self.up.load(Ordering::Relaxed) && self.following.load(Ordering::Relaxed) {
             Health::Up
         } else {
             Health::Down

@@ -161,7 +161,8 @@ async function pg([wsA, adminA, wsB, adminB, token]) {
   // ---- started again: works without restarting phx-server ----
   step = "database up";
   await ask("start db");
-  await until(async () => (await (await fetch(adminB + "/api/stats", { headers: { authorization: "Bearer " + token } })).json()).database === "up");
+  // "up" on a node means its pool and its LISTEN connection are both back.
+  for (const admin of [adminA, adminB]) await until(async () => (await stats(admin, token)).database === "up");
   let back;
   for (;;) {
     back = await push(ann.channel, "save", { params: { title: "after the outage" } });
@@ -173,7 +174,7 @@ async function pg([wsA, adminA, wsB, adminB, token]) {
   const eve = await editor(wsB, topic, "eve");
   check(eve.status === "ok" && eve.reply.record.title === "after the outage", "joins work again", eve);
   ok("database back: saves and joins work again without a restart");
-  // Whether this node's LISTEN hears changes again after the outage (reported, see the report).
+  // This node's LISTEN hears other programs' changes again after the outage.
   const fromList = listA.channel.seen.length;
   await ask("sql UPDATE phx_records SET record = record || '{\"body\": \"after\"}' WHERE kind = 'entity' AND id = '" + id + "'");
   const t1 = Date.now();
