@@ -764,11 +764,12 @@ async fn send_loop(shared: Arc<Shared>) {
             continue;
         };
         if !large {
-            match shared.link.publish(&channel, bytes.clone()) {
+            // The link's fast lane: ahead of any broadcasts waiting there.
+            match shared.link.publish_urgent(&channel, bytes.clone()) {
                 Ok(()) => bump(&shared.counters.gossip_sent, 1),
                 Err(ClusterError::QueueFull) => {
-                    // The link's queue is full of broadcasts: keep it first
-                    // in line and try again shortly.
+                    // The link's byte bound is reached: keep it first in
+                    // line and try again shortly.
                     lock(&shared.outbox).small.push_front((channel, bytes));
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

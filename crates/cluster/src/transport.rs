@@ -5,7 +5,10 @@
 //! to the configured channels, and a multiplexed connection for `PUBLISH`.
 //! Outgoing messages wait in a queue bounded in messages and in bytes and go
 //! out in order, batched in pipelines; so Redis relays one node's messages on a
-//! channel in the order the node published them. When either connection fails
+//! channel in the order the node published them. A second, small queue (the
+//! fast lane, [`Transport::publish_urgent`]) holds control messages — the
+//! tracker's heartbeats and gossip — and is always emptied first, so that a
+//! node busy with broadcasts is never taken for dead. When either connection fails
 //! (Redis restarted, the socket dropped, a connection or a ping not answered
 //! within its deadline: a stalled link), the task reports
 //! [`TransportEvent::Disconnected`], drops what is queued (counted), waits
@@ -31,6 +34,10 @@ use tracing::{debug, info, warn};
 
 use crate::seal::{ClusterKey, Opener, Rejection, Sealer};
 use crate::ClusterError;
+
+/// Messages the fast lane holds at most (small control messages; the byte
+/// bound of the ordinary queue applies to both).
+const URGENT_QUEUE: usize = 4_096;
 
 /// How many queued messages go out in one pipeline at most.
 const MAX_BATCH: usize = 512;
@@ -256,6 +263,9 @@ struct Outgoing {
 #[derive(Clone)]
 pub struct Transport {
     out: mpsc::Sender<Outgoing>,
+    /// The fast lane: small control messages (heartbeats, presence gossip)
+    /// that go out before anything waiting in `out`.
+    urgent: mpsc::Sender<Outgoing>,
     counters: Arc<Counters>,
     sealer: Option<Arc<Sealer>>,
     queue_bytes: usize,
@@ -305,13 +315,19 @@ impl Transport {
             }
         };
         let (out_tx, out_rx) = mpsc::channel(config.options.queue.max(1));
+        let (urgent_tx, urgent_rx) = mpsc::channel(URGENT_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(config.options.events.max(1));
         let counters = Arc::new(Counters::default());
         let queue_bytes = config.options.queue_bytes;
-        tokio::spawn(run(client, config, opener, out_rx, ev_tx, counters.clone()));
+        let lanes = Lanes {
+            urgent: urgent_rx,
+            out: out_rx,
+        };
+        tokio::spawn(run(client, config, opener, lanes, ev_tx, counters.clone()));
         Ok((
             Transport {
                 out: out_tx,
+                urgent: urgent_tx,
                 counters,
                 sealer,
                 queue_bytes,
@@ -320,7 +336,15 @@ impl Transport {
         ))
     }
 
-    fn enqueue(&self, mut msg: Outgoing) -> Result<(), ClusterError> {
+    fn enqueue(&self, msg: Outgoing) -> Result<(), ClusterError> {
+        self.enqueue_on(&self.out, msg)
+    }
+
+    fn enqueue_on(
+        &self,
+        lane: &mpsc::Sender<Outgoing>,
+        mut msg: Outgoing,
+    ) -> Result<(), ClusterError> {
         if let Some(sealer) = &self.sealer {
             msg.payload = sealer.seal(&msg.payload)?;
         }
@@ -336,7 +360,7 @@ impl Transport {
             Counters::add(&c.dropped_bytes, len as u64);
             return Err(ClusterError::QueueFull);
         }
-        self.out.try_send(msg).map_err(|e| {
+        lane.try_send(msg).map_err(|e| {
             c.dequeued(len);
             match e {
                 mpsc::error::TrySendError::Full(_) => {
@@ -356,6 +380,21 @@ impl Transport {
             payload,
             sent: None,
         })
+    }
+
+    /// Queues `payload` for `channel` in the fast lane: it is published before
+    /// anything already waiting in the ordinary queue (within the same byte
+    /// bound). For small control messages whose lateness costs more than
+    /// their order: heartbeats, presence gossip.
+    pub fn publish_urgent(&self, channel: &str, payload: Bytes) -> Result<(), ClusterError> {
+        self.enqueue_on(
+            &self.urgent,
+            Outgoing {
+                channel: channel.to_owned(),
+                payload,
+                sent: None,
+            },
+        )
     }
 
     /// Queues `payload` for `channel` and waits until Redis took it; `false`
@@ -424,7 +463,7 @@ async fn run(
     client: redis::Client,
     config: TransportConfig,
     mut opener: Option<Opener>,
-    mut out: mpsc::Receiver<Outgoing>,
+    mut lanes: Lanes,
     events: mpsc::Sender<TransportEvent>,
     counters: Arc<Counters>,
 ) {
@@ -455,7 +494,7 @@ async fn run(
                 if events.send(TransportEvent::Connected).await.is_err() {
                     break;
                 }
-                match session(link, options, &mut opener, &mut out, &events, &counters).await {
+                match session(link, options, &mut opener, &mut lanes, &events, &counters).await {
                     End::Closed => break,
                     End::Lost => {
                         Counters::add(&counters.errors, 1);
@@ -481,7 +520,14 @@ async fn run(
         loop {
             tokio::select! {
                 _ = &mut wait => break,
-                msg = out.recv() => match msg {
+                msg = lanes.urgent.recv() => match msg {
+                    Some(msg) => drop_msg(msg, &counters),
+                    None => {
+                        counters.set_state(LinkState::Closed);
+                        return;
+                    }
+                },
+                msg = lanes.out.recv() => match msg {
                     Some(msg) => drop_msg(msg, &counters),
                     None => {
                         counters.set_state(LinkState::Closed);
@@ -542,11 +588,64 @@ fn open(opener: &mut Option<Opener>, payload: &[u8], counters: &Counters) -> Opt
     }
 }
 
+/// The two outgoing queues of a link: the fast lane and the ordinary one.
+struct Lanes {
+    urgent: mpsc::Receiver<Outgoing>,
+    out: mpsc::Receiver<Outgoing>,
+}
+
+/// Publishes the `n` messages in `batch` in one pipeline and empties it;
+/// `Err` ends the session (the link closed, or Redis failed or stalled).
+async fn publish(
+    link: &mut Link,
+    batch: &mut Vec<Outgoing>,
+    n: usize,
+    options: &LinkOptions,
+    counters: &Counters,
+) -> Result<(), End> {
+    if n == 0 {
+        return Err(End::Closed);
+    }
+    let mut pipe = redis::pipe();
+    for msg in batch.iter() {
+        pipe.cmd("PUBLISH")
+            .arg(&msg.channel)
+            .arg(&msg.payload[..])
+            .ignore();
+    }
+    let query = pipe.query_async::<()>(&mut link.conn);
+    let result = match tokio::time::timeout(options.deadline, query).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => {
+            Counters::add(&counters.stalls, 1);
+            Err("no answer within the deadline (stalled)".to_owned())
+        }
+    };
+    let ok = result.is_ok();
+    if ok {
+        Counters::add(&counters.published, n as u64);
+    }
+    for msg in batch.drain(..) {
+        if ok {
+            counters.dequeued(msg.payload.len());
+            if let Some(sent) = msg.sent {
+                let _ = sent.send(true);
+            }
+        } else {
+            drop_msg(msg, counters);
+        }
+    }
+    result.map_err(|e| {
+        warn!(error = %e, "cluster link: publish failed");
+        End::Lost
+    })
+}
+
 async fn session(
     mut link: Link,
     options: &LinkOptions,
     opener: &mut Option<Opener>,
-    out: &mut mpsc::Receiver<Outgoing>,
+    lanes: &mut Lanes,
     events: &mpsc::Sender<TransportEvent>,
     counters: &Counters,
 ) -> End {
@@ -554,8 +653,17 @@ async fn session(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut urgent = Vec::new();
     loop {
+        // Biased: the fast lane first, so that a heartbeat never waits behind
+        // a queue of broadcasts; then what Redis sent, then the ordinary queue.
         tokio::select! {
+            biased;
+            n = lanes.urgent.recv_many(&mut urgent, MAX_BATCH) => {
+                if let Err(end) = publish(&mut link, &mut urgent, n, options, counters).await {
+                    return end;
+                }
+            }
             msg = link.stream.next() => {
                 let Some(msg) = msg else {
                     warn!("cluster link: Redis subscription lost");
@@ -573,39 +681,9 @@ async fn session(
                     return End::Closed;
                 }
             }
-            n = out.recv_many(&mut batch, MAX_BATCH) => {
-                if n == 0 {
-                    return End::Closed;
-                }
-                let mut pipe = redis::pipe();
-                for msg in &batch {
-                    pipe.cmd("PUBLISH").arg(&msg.channel).arg(&msg.payload[..]).ignore();
-                }
-                let query = pipe.query_async::<()>(&mut link.conn);
-                let result = match tokio::time::timeout(options.deadline, query).await {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(_) => {
-                        Counters::add(&counters.stalls, 1);
-                        Err("no answer within the deadline (stalled)".to_owned())
-                    }
-                };
-                let ok = result.is_ok();
-                if ok {
-                    Counters::add(&counters.published, n as u64);
-                }
-                for msg in batch.drain(..) {
-                    if ok {
-                        counters.dequeued(msg.payload.len());
-                        if let Some(sent) = msg.sent {
-                            let _ = sent.send(true);
-                        }
-                    } else {
-                        drop_msg(msg, counters);
-                    }
-                }
-                if let Err(e) = result {
-                    warn!(error = %e, "cluster link: publish failed");
-                    return End::Lost;
+            n = lanes.out.recv_many(&mut batch, MAX_BATCH) => {
+                if let Err(end) = publish(&mut link, &mut batch, n, options, counters).await {
+                    return end;
                 }
             }
             _ = ping.tick() => {
