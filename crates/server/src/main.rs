@@ -241,7 +241,7 @@ impl Args {
         match self.secret_key_base.as_deref().filter(|s| !s.is_empty()) {
             Some(secret) if secret.len() < MIN_SECRET_KEY_BASE => {
                 return Err(format!(
-                    "--secret-key-base / PHX_SECRET_KEY_BASE is {} bytes; at least {MIN_SECRET_KEY_BASE} \
+                    "--secret-key-base / PHX_SECRET_KEY_BASE is {} bytes; at least {MIN_SECRET_KEY_BASE} bytes \
                      are required (as Phoenix: `mix phx.gen.secret` makes one)",
                     secret.len()
                 ));

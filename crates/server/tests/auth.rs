@@ -321,3 +321,100 @@ fn bad_auth_flags_stop_the_server_at_start() {
     );
     assert!(err.contains("/nonexistent.pem"), "{err}");
 }
+
+/// One V2 push over `ws` (on the channel joined with `join_ref`); returns the
+/// reply's `{status, response}`.
+async fn call(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    (join_ref, reference): (&str, &str),
+    topic: &str,
+    event: &str,
+    payload: Value,
+) -> Value {
+    use futures::{SinkExt, StreamExt};
+    let frame = json!([join_ref, reference, topic, event, payload]).to_string();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(frame))
+        .await
+        .expect("send");
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a reply in time")
+            .expect("socket open")
+            .expect("a frame");
+        let Ok(text) = msg.to_text() else { continue };
+        let Ok(frame) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        if frame[1] == reference && frame[3] == "phx_reply" {
+            return frame[4].clone();
+        }
+    }
+}
+
+/// With auth on, the editing app takes the user from the verified token only:
+/// a join payload naming someone else changes nothing (presence key, user id,
+/// name, `verified`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_an_editor_cannot_choose_its_identity() {
+    let server = Server::start(
+        Some(API),
+        &[
+            "--no-check-origin",
+            "--auth",
+            "jwt",
+            "--jwt-secret",
+            JWT_SECRET,
+        ],
+    );
+    let claims = json!({"sub": 42, "name": "Ann", "exp": now_ms() / 1000 + 600});
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("encode");
+    let url = format!(
+        "ws://{}/socket/websocket?vsn=2.0.0&token={}",
+        server.addr,
+        urlencode(&token)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("a verified socket connects");
+
+    let list = call(&mut ws, ("1", "1"), "events:entity", "phx_join", json!({})).await;
+    assert_eq!(list["status"], "ok", "{list}");
+    let created = call(
+        &mut ws,
+        ("1", "2"),
+        "events:entity",
+        "create",
+        json!({"params": {"title": "Mine"}}),
+    )
+    .await;
+    assert_eq!(created["status"], "ok", "{created}");
+    let id = created["response"]["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+
+    let forged = json!({"user": {"id": "mallory", "name": "Mallory"}});
+    let joined = call(
+        &mut ws,
+        ("3", "3"),
+        &format!("edit:entity:{id}"),
+        "phx_join",
+        forged,
+    )
+    .await;
+    assert_eq!(joined["status"], "ok", "{joined}");
+    let me = &joined["response"]["meta"];
+    assert_eq!(me["key"], "42", "{joined}");
+    assert_eq!(me["user_id"], "42", "{joined}");
+    assert_eq!(me["name"], "Ann", "{joined}");
+    assert_eq!(me["verified"], true, "{joined}");
+    assert_eq!(joined["response"]["owner"]["key"], "42", "{joined}");
+}
