@@ -8,7 +8,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{http, Server};
@@ -268,54 +267,21 @@ fn with_auth_none_a_user_id_param_is_anonymous() {
     drop(socket);
 }
 
-/// Runs `phx-server` with `args` and expects it to refuse to start.
-fn refuses_to_start(args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_phx-server"));
-    cmd.args(["--port", "0", "--admin-bind", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("PHX_SECRET_KEY_BASE")
-        .env_remove("PHX_JWT_SECRET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("phx-server starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("phx-server {args:?} kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut stderr);
-    }
-    assert!(!status.success(), "phx-server {args:?} exited 0");
-    stderr
-}
-
 #[test]
 fn bad_auth_flags_stop_the_server_at_start() {
     let short = "x".repeat(63);
-    let err = refuses_to_start(
+    let err = common::refused_start(
         &["--auth", "phoenix-token", "--secret-key-base", &short],
         &[],
     );
     assert!(err.contains("at least 64 bytes"), "{err}");
-    let err = refuses_to_start(&["--auth", "phoenix-token"], &[]);
+    let err = common::refused_start(&["--auth", "phoenix-token"], &[]);
     assert!(err.contains("--secret-key-base"), "{err}");
-    let err = refuses_to_start(&["--auth", "jwt"], &[]);
+    let err = common::refused_start(&["--auth", "jwt"], &[]);
     assert!(err.contains("--jwt-secret"), "{err}");
-    let err = refuses_to_start(&["--auth", "jwt"], &[("PHX_JWT_SECRET", "short")]);
+    let err = common::refused_start(&["--auth", "jwt"], &[("PHX_JWT_SECRET", "short")]);
     assert!(err.contains("at least 32 bytes"), "{err}");
-    let err = refuses_to_start(
+    let err = common::refused_start(
         &["--auth", "jwt", "--jwt-public-key", "/nonexistent.pem"],
         &[],
     );

@@ -13,7 +13,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Server;
@@ -396,54 +395,20 @@ async fn broadcasts_cannot_reach_internal_or_foreign_topics() {
     .expect("admin");
 }
 
-/// Runs phx-server with `args` and expects it to refuse to start: its exit
-/// status and what it wrote to stderr.
-fn refused_start(args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phx-server"))
-        .args(["--port", "0", "--admin-bind", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("PHX_SECRET_KEY_BASE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("phx-server {args:?} started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    let _ = child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr);
-    assert!(!status.success(), "phx-server {args:?} exited 0");
-    stderr
-}
-
 /// Issue: `--check-origin example.com` matched every origin and
 /// `--secret-key-base a` was accepted. Both now stop the start, as in Phoenix.
 #[test]
 fn startup_refuses_hostless_origins_and_short_secrets() {
     for entry in ["example.com", "*.example.com", "example.com:4000"] {
-        let stderr = refused_start(&["--check-origin", entry]);
+        let stderr = common::refused_start(&["--check-origin", entry], &[]);
         assert!(
             stderr.contains("has no host"),
             "--check-origin {entry}: {stderr}"
         );
     }
-    let stderr = refused_start(&["--secret-key-base", "a"]);
+    let stderr = common::refused_start(&["--secret-key-base", "a"], &[]);
     assert!(stderr.contains("at least 64"), "{stderr}");
-    let stderr = refused_start(&["--secret-key-base", &"k".repeat(63)]);
+    let stderr = common::refused_start(&["--secret-key-base", &"k".repeat(63)], &[]);
     assert!(stderr.contains("at least 64"), "{stderr}");
     // What Phoenix accepts still starts.
     let secret = "k".repeat(64);

@@ -132,3 +132,41 @@ pub fn http(addr: &str, method: &str, path: &str, auth: Option<&str>) -> (u16, S
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     (status, body)
 }
+
+/// Runs `phx-server` with `args` (and `env`, without the secrets' variables)
+/// and returns what it wrote to stderr, asserting that it refused to start: it
+/// exited, non-zero, within 60 s.
+pub fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_phx-server"));
+    cmd.args(["--port", "0", "--admin-bind", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("PHX_SECRET_KEY_BASE")
+        .env_remove("PHX_JWT_SECRET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("phx-server starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("phx-server {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    assert!(!status.success(), "phx-server {args:?} exited 0");
+    stderr
+}
