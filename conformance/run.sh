@@ -106,7 +106,7 @@ if [ -z "$url" ]; then
   fi
   port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
   export LP_WINDOW_MS=2000
-  "$root/target/release/phx-server" --port "$port" --bind 127.0.0.1 --conformance \
+  "$root/target/release/phx-server" --port "$port" --bind 127.0.0.1 --conformance --database-url sqlite::memory: \
     --longpoll-window-ms "$LP_WINDOW_MS" >"$log" 2>&1 &
   server_pid=$!
   up=""

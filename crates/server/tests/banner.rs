@@ -57,6 +57,7 @@ fn an_explicit_host_is_not_widened() {
 fn logs_of(args: &[&str]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_phx-server"))
         .args(["--port", "0", "--admin-bind", "127.0.0.1:0"])
+        .args(["--database-url", "sqlite::memory:"])
         .args(args)
         .env("RUST_LOG", "info")
         .env_remove("PHX_API_TOKEN")

@@ -141,6 +141,7 @@ pub fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
     use std::time::{Duration, Instant};
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_phx-server"));
     cmd.args(["--port", "0", "--admin-bind", "127.0.0.1:0"])
+        .args(["--database-url", "sqlite::memory:"])
         .args(args)
         .env("RUST_LOG", "warn")
         .env_remove("PHX_SECRET_KEY_BASE")
