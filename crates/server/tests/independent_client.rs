@@ -21,7 +21,13 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_phx-server"))
-            .args(["--port", "0", "--conformance", "--database-url", "sqlite::memory:"])
+            .args([
+                "--port",
+                "0",
+                "--conformance",
+                "--database-url",
+                "sqlite::memory:",
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
