@@ -121,7 +121,7 @@ pub async fn run(server: &Server, a: &MemoryArgs) -> Result<Outcome, String> {
     tokio::time::sleep(Duration::from_secs_f64(a.hold.max(1.0))).await;
     let after = server.rss();
     let metrics = server.metrics().await?;
-    let channels_open = metrics.get("phx_channels_open").copied().unwrap_or(0);
+    let channels_open = server.channels_open(&metrics, answered);
     let closed = Tally::get(&tally.closed);
     let states = Tally::get(&tally.presence_states);
     drop(drains);

@@ -62,7 +62,7 @@ pub async fn run(server: &Server, a: &StormArgs) -> Result<Outcome, String> {
     server.settle(Duration::from_secs(30)).await;
     let usage = meter.read(server);
     let metrics = server.metrics().await?;
-    let channels_open = metrics.get("phx_channels_open").copied().unwrap_or(0);
+    let channels_open = server.channels_open(&metrics, answered);
     let closed = Tally::get(&tally.closed);
     drop(joined);
     let lost = (answered as u64).saturating_sub(channels_open).max(closed);
