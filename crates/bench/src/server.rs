@@ -506,6 +506,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_phoenix_build_without_its_scripts_is_refused_by_name() {
+        let dir = std::env::temp_dir().join("phx-bench-no-phoenix-build-here");
+        let kind = Kind::Phoenix(dir.display().to_string());
+        assert_eq!(kind.label(), "phoenix");
+        let err = Server::start(&kind, None)
+            .err()
+            .expect("no build, no server");
+        assert!(err.contains("start-bg.sh"), "{err}");
+    }
+
+    #[test]
     fn stat_fields_are_read_after_a_command_name_with_spaces() {
         // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
         let stat = "42 (phx server) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
