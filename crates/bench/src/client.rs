@@ -182,6 +182,9 @@ pub struct Tally {
     pub presence_states: AtomicU64,
     /// Connections the server closed (or that failed).
     pub closed: AtomicU64,
+    /// `phx_error` pushes received: a channel that crashed after its join (what a
+    /// server without our `/metrics`, such as Phoenix, shows of a lost channel).
+    pub channel_errors: AtomicU64,
 }
 
 impl Tally {
@@ -212,6 +215,8 @@ pub fn drain(mut ws: Ws, tally: &Arc<Tally>) -> Drained {
                     tally.frames.fetch_add(1, Ordering::Relaxed);
                     if t.as_str().contains("\"presence_state\"") {
                         tally.presence_states.fetch_add(1, Ordering::Relaxed);
+                    } else if t.as_str().contains("\"phx_error\"") {
+                        tally.channel_errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {

@@ -29,7 +29,7 @@ impl Load {
 
 /// One scenario run against one server.
 pub struct Run {
-    /// `ours` or `floor`.
+    /// `ours`, `floor` or `phoenix`.
     pub server: &'static str,
     /// Server on one core, generator on the other.
     pub pinned: bool,
@@ -151,15 +151,17 @@ fn headline_name(scenario: &str) -> &'static str {
     }
 }
 
-/// Prints, for every scenario run against both servers, one row per core setting:
-/// the floor's and our server CPU per unit (user + kernel µs), their ratio, the
-/// headline figure of each and its ratio, and the load beside them.
-pub fn print_ratios(runs: &[Run]) {
-    println!("\n| scenario | cores | per | floor: server CPU µs (user + kernel) | ours: server CPU µs (user + kernel) | ours / floor CPU | floor | ours | ours / floor | load (1-min avg; other processes' CPU s, floor / ours) |");
+/// Prints, for every scenario run against ours and the `reference` server (`floor`
+/// or `phoenix`), one row per core setting: the reference's and our server CPU per
+/// unit (user + kernel µs), their ratio, the headline figure of each and its ratio,
+/// and the load beside them.
+pub fn print_ratios(runs: &[Run], reference: &str) {
+    let r = reference;
+    println!("\n| scenario | cores | per | {r}: server CPU µs (user + kernel) | ours: server CPU µs (user + kernel) | ours / {r} CPU | {r} | ours | ours / {r} | load (1-min avg; other processes' CPU s, {r} / ours) |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for ours in runs.iter().filter(|r| r.server == "ours") {
         let Some(floor) = runs.iter().find(|r| {
-            r.server == "floor"
+            r.server == reference
                 && r.pinned == ours.pinned
                 && r.outcome.command == ours.outcome.command
         }) else {
@@ -232,7 +234,12 @@ pub fn print_set(machine: &Machine, runs: &[Run]) {
     }
     if runs.iter().any(|r| r.server == "floor") {
         println!("ours / floor (the floor: `phx-bench floor`, the same deliveries with no channels, PubSub, presence or JSON):");
-        print_ratios(runs);
+        print_ratios(runs, "floor");
+        println!();
+    }
+    if runs.iter().any(|r| r.server == "phoenix") {
+        println!("ours / Phoenix (real Phoenix hosting the conformance app, `--phoenix`):");
+        print_ratios(runs, "phoenix");
         println!();
     }
     println!("{}", machine.json());

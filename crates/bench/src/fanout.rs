@@ -277,6 +277,8 @@ struct Seen {
     distinct: u64,
     /// Why the subscriber stopped before the last broadcast, if it did.
     stopped: Option<String>,
+    /// Told to stop waiting (the server fell behind): its deliveries so far count.
+    cut_off: bool,
 }
 
 /// Runs `latency`.
@@ -288,7 +290,12 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
     let epoch = Instant::now();
     let last = messages - 1;
     let mut tasks = JoinSet::new();
+    // Raised when the stragglers' time is up: a subscriber then stops waiting and
+    // hands in what it got, so a server that falls behind still gets percentiles
+    // (of what it delivered) beside its count of missing deliveries.
+    let (cut_off, _) = tokio::sync::watch::channel(false);
     for mut ws in subs {
+        let mut stop = cut_off.subscribe();
         tasks.spawn(async move {
             let mut seen = Seen {
                 latencies: Vec::with_capacity(messages as usize),
@@ -297,7 +304,14 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
             let mut received = vec![false; messages as usize];
             let mut highest: Option<u64> = None;
             loop {
-                let msg = ws.next().await;
+                let msg = tokio::select! {
+                    biased;
+                    _ = stop.changed() => {
+                        seen.cut_off = true;
+                        break;
+                    }
+                    msg = ws.next() => msg,
+                };
                 let Some(Ok(Message::Text(t))) = msg else {
                     if matches!(msg, Some(Ok(Message::Close(_))) | Some(Err(_)) | None) {
                         seen.stopped = Some(ended(msg));
@@ -353,23 +367,41 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
     let mut all = Vec::with_capacity(subscribers * messages as usize);
     let (mut out_of_order, mut distinct, mut finished) = (0u64, 0u64, 0u64);
     let (mut stopped, mut first_stop) = (0u64, None);
-    let collect = async {
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok(seen) = joined {
-                all.extend_from_slice(&seen.latencies);
-                out_of_order += seen.out_of_order;
-                distinct += seen.distinct;
-                finished += 1;
-                if let Some(e) = seen.stopped {
-                    stopped += 1;
-                    first_stop.get_or_insert(e);
-                }
-            }
+    let mut cut = 0u64;
+    let mut collect = |seen: Seen| {
+        all.extend_from_slice(&seen.latencies);
+        out_of_order += seen.out_of_order;
+        distinct += seen.distinct;
+        if seen.cut_off {
+            cut += 1;
+        } else {
+            finished += 1;
+        }
+        if let Some(e) = seen.stopped {
+            stopped += 1;
+            first_stop.get_or_insert(e);
         }
     };
-    let timed_out = tokio::time::timeout(Duration::from_secs(5), collect)
-        .await
-        .is_err();
+    let straggling = Instant::now() + Duration::from_secs(5);
+    let mut timed_out = false;
+    loop {
+        let next = if timed_out {
+            tokio::time::timeout(Duration::from_secs(10), tasks.join_next()).await
+        } else {
+            tokio::time::timeout_at(straggling.into(), tasks.join_next()).await
+        };
+        match next {
+            Ok(Some(Ok(seen))) => collect(seen),
+            Ok(Some(Err(_))) => {}
+            Ok(None) => break,
+            // Time is up: the rest hand in what they got (bounded too).
+            Err(_) if !timed_out => {
+                timed_out = true;
+                let _ = cut_off.send(true);
+            }
+            Err(_) => break,
+        }
+    }
     let usage = meter.read(server);
     drop(publisher);
     drop(tasks);
@@ -408,7 +440,7 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
     );
     if timed_out {
         result.push_str(&format!(
-            "; {} subscribers never saw the last broadcast",
+            "; {} subscribers never saw the last broadcast (cut off 5 s after it was sent; the percentiles are of what was delivered by then)",
             subscribers as u64 - finished
         ));
     }
@@ -435,6 +467,7 @@ pub async fn steady(server: &Server, a: &LatencyArgs) -> Result<Outcome, String>
             "missing": missing,
             "out_of_order": out_of_order,
             "subscribers_stopped": stopped,
+            "subscribers_cut_off": cut,
             "slow_clients": slow,
             "p50_ms": p50,
             "p99_ms": p99,

@@ -17,6 +17,9 @@
 //! - `floor`: the minimal server that gives the machine's floor for each scenario
 //!   (`--against floor|both` runs scenarios against it; `both` prints ours / floor).
 //!
+//! `--against phoenix --phoenix <build>` runs each scenario against real Phoenix
+//! (a build from `shared/phoenix-ref`) and then against ours, and prints ours / Phoenix.
+//!
 //! `--pin on|both` runs the server on one core and the generator on the other.
 //!
 //! Everything stays on 127.0.0.1 and every run is bounded in count and time.
@@ -58,9 +61,14 @@ struct Args {
     #[arg(long, global = true)]
     floor_server: Option<String>,
     /// Which server each scenario runs against: phx-server (`ours`), the minimal
-    /// floor server (`floor`), or the floor then ours, with ours / floor (`both`).
+    /// floor server (`floor`), or the floor then ours, with ours / floor (`both`),
+    /// or real Phoenix (`--phoenix`) then ours, with ours / Phoenix (`phoenix`).
     #[arg(long, global = true, value_enum, default_value_t = Against::Ours)]
     against: Against,
+    /// A real Phoenix build (made by `shared/phoenix-ref/build.sh`: a directory
+    /// with `start-bg.sh`, `stop.sh` and the conformance app), for `--against phoenix`.
+    #[arg(long, global = true)]
+    phoenix: Option<String>,
     /// Cores: shared by server and generator (`off`), the server on core 0 and the
     /// generator on the others (`on`), or both runs one after the other (`both`).
     #[arg(long, global = true, value_enum, default_value_t = Pin::Off)]
@@ -73,6 +81,7 @@ enum Against {
     Ours,
     Floor,
     Both,
+    Phoenix,
 }
 
 /// The `--pin` choices.
@@ -145,6 +154,17 @@ impl Scenario {
     /// nothing is left behind, which says nothing about the floor.
     fn has_floor(&self) -> bool {
         !matches!(self, Scenario::Churn(_))
+    }
+
+    /// Whether to run it against real Phoenix: not churn (its checks read our
+    /// `/metrics`), and not the 19 000-connection ramp (the same per-connection
+    /// figures as the 10 000 one, at over 200 KiB per connection there).
+    fn has_phoenix(&self) -> bool {
+        match self {
+            Scenario::Churn(_) => false,
+            Scenario::Memory(a) => a.connections <= 10_000,
+            _ => true,
+        }
     }
 
     /// Connections the generator (and so the server) holds at once at most.
@@ -274,6 +294,14 @@ fn main() {
     };
     let ours = Kind::Ours(args.server.clone());
     let floor = Kind::Floor(args.floor_server.clone());
+    let phoenix = match (&args.phoenix, args.against) {
+        (Some(dir), _) => Kind::Phoenix(dir.clone()),
+        (None, Against::Phoenix) => {
+            eprintln!("phx-bench: --against phoenix needs --phoenix <build directory>");
+            std::process::exit(2);
+        }
+        (None, _) => Kind::Phoenix(String::new()),
+    };
     let mut runs = Vec::new();
     let mut failures = 0;
     for &pinned in pins {
@@ -312,6 +340,8 @@ fn main() {
                 Against::Floor => vec![&floor],
                 Against::Both if scenario.has_floor() => vec![&floor, &ours],
                 Against::Both => vec![&ours],
+                Against::Phoenix if scenario.has_phoenix() => vec![&phoenix, &ours],
+                Against::Phoenix => continue,
             };
             for kind in kinds {
                 match runtime.block_on(scenario.run(kind, pinned)) {
@@ -333,7 +363,9 @@ fn main() {
     if table {
         compare::print_set(&machine, &runs);
     } else if args.against == Against::Both {
-        compare::print_ratios(&runs);
+        compare::print_ratios(&runs, "floor");
+    } else if args.against == Against::Phoenix {
+        compare::print_ratios(&runs, "phoenix");
     }
     if failures > 0 {
         std::process::exit(1);

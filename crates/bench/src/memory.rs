@@ -121,13 +121,14 @@ pub async fn run(server: &Server, a: &MemoryArgs) -> Result<Outcome, String> {
     tokio::time::sleep(Duration::from_secs_f64(a.hold.max(1.0))).await;
     let after = server.rss();
     let metrics = server.metrics().await?;
-    let channels_open = metrics.get("phx_channels_open").copied().unwrap_or(0);
+    let channels_open = server.channels_open(&metrics, answered);
     let closed = Tally::get(&tally.closed);
     let states = Tally::get(&tally.presence_states);
+    let crashed = Tally::get(&tally.channel_errors);
     drop(drains);
 
     let per = after.saturating_sub(before) as f64 / n.max(1) as f64;
-    let lost = (answered as u64).saturating_sub(channels_open) + failed as u64;
+    let lost = (answered as u64).saturating_sub(channels_open).max(crashed) + failed as u64;
     let mut result = format!(
         "{:.1} KiB per connection (RSS {:.1} → {:.1} MiB); ramp {:.1} s {}; {} of {} joins answered, {} channels open",
         per / 1024.0,
@@ -155,6 +156,19 @@ pub async fn run(server: &Server, a: &MemoryArgs) -> Result<Outcome, String> {
     if closed > 0 {
         result.push_str(&format!("; {closed} connections closed by the server"));
     }
+    if crashed > 0 {
+        result.push_str(&format!(
+            "; {} channels crashed after their join (phx_error)",
+            group(crashed as f64)
+        ));
+    }
+    if presence && states < answered as u64 {
+        result.push_str(&format!(
+            "; {} of {} joiners got their presence_state",
+            group(states as f64),
+            group(answered as f64)
+        ));
+    }
     let complete = failed == 0 && lost == 0 && closed == 0;
     Ok(Outcome {
         scenario: "memory",
@@ -180,6 +194,7 @@ pub async fn run(server: &Server, a: &MemoryArgs) -> Result<Outcome, String> {
             "channels_open": channels_open,
             "channels_lost": lost,
             "closed_by_server": closed,
+            "channels_crashed": crashed,
             "presence_states_received": states,
         })),
         complete,

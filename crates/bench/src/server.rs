@@ -24,6 +24,10 @@ pub enum Kind {
     /// `phx-bench floor`: the minimal server giving the machine's floor, run
     /// from this path (or a wrapper that `exec`s it) or from this executable.
     Floor(Option<String>),
+    /// Real Phoenix hosting the conformance app: a build directory made by
+    /// `shared/phoenix-ref/build.sh`, started with its `start-bg.sh` and stopped
+    /// with its `stop.sh`; its figures are the BEAM process's (`beam.smp`).
+    Phoenix(String),
 }
 
 impl Kind {
@@ -32,6 +36,7 @@ impl Kind {
         match self {
             Kind::Ours(_) => "ours",
             Kind::Floor(_) => "floor",
+            Kind::Phoenix(_) => "phoenix",
         }
     }
 }
@@ -43,16 +48,26 @@ impl std::fmt::Display for Kind {
             Kind::Ours(None) => write!(f, "phx-server"),
             Kind::Floor(Some(path)) => write!(f, "{path} floor"),
             Kind::Floor(None) => write!(f, "phx-bench floor"),
+            Kind::Phoenix(dir) => write!(f, "Phoenix in {dir}"),
         }
     }
 }
 
 /// A running server under test, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Server {
-    child: Child,
+    process: Process,
     addr: String,
-    /// The operators' listener, which serves `/metrics`.
-    admin: String,
+    /// The operators' listener, which serves `/metrics` (Phoenix has none).
+    admin: Option<String>,
+}
+
+/// How the server under test runs, and so how it is stopped.
+enum Process {
+    /// A child of the bench (ours, the floor).
+    Child(Child),
+    /// Real Phoenix, started in the background by its build's script: the BEAM's
+    /// pid, the build directory and the port (its `stop.sh` takes the port).
+    Phoenix { pid: u32, dir: String, port: u16 },
 }
 
 /// The bearer token the bench gives the server for its admin listener.
@@ -65,6 +80,7 @@ impl Server {
     /// its banner. With `pin`, the server runs on that core only.
     pub fn start(kind: &Kind, pin: Option<usize>) -> Result<Server, String> {
         let mut command = match kind {
+            Kind::Phoenix(dir) => return Server::start_phoenix(dir, pin),
             Kind::Ours(path) => {
                 let path: PathBuf = match path {
                     Some(p) => p.into(),
@@ -142,7 +158,48 @@ impl Server {
             let _ = child.wait();
             return Err(format!("no addresses in the server's banner: {seen:?}"));
         };
-        Ok(Server { child, addr, admin })
+        Ok(Server {
+            process: Process::Child(child),
+            addr,
+            admin: Some(admin),
+        })
+    }
+
+    /// Starts real Phoenix from the build in `dir` on a free loopback port: runs
+    /// `PORT=<port> <dir>/start-bg.sh` (which waits until the port accepts) and
+    /// reads the BEAM's pid from the file it writes. With `pin`, the script and so
+    /// the BEAM it starts run on that core only.
+    fn start_phoenix(dir: &str, pin: Option<usize>) -> Result<Server, String> {
+        // A free port: bind port 0, note the port, let it go for the BEAM.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let mut command = Command::new(format!("{dir}/start-bg.sh"));
+        command
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        crate::pin::child_on(&mut command, pin);
+        let status = command
+            .status()
+            .map_err(|e| format!("cannot run {dir}/start-bg.sh: {e}"))?;
+        if !status.success() {
+            return Err(format!("{dir}/start-bg.sh failed ({status})"));
+        }
+        let pid = std::fs::read_to_string(format!("{dir}/server-{port}.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .ok_or_else(|| format!("no pid in {dir}/server-{port}.pid"))?;
+        Ok(Server {
+            process: Process::Phoenix {
+                pid,
+                dir: dir.to_owned(),
+                port,
+            },
+            addr: format!("127.0.0.1:{port}"),
+            admin: None,
+        })
     }
 
     /// The WebSocket URL of the conformance socket, V2 serializer.
@@ -152,7 +209,20 @@ impl Server {
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Child(child) => child.id(),
+            Process::Phoenix { pid, .. } => *pid,
+        }
+    }
+
+    /// Channels open, from `/metrics`; Phoenix has no such counter, so there the
+    /// joins answered (`answered`) are taken as open and a lost channel shows only
+    /// as a connection the server closed.
+    pub fn channels_open(&self, metrics: &BTreeMap<String, u64>, answered: usize) -> u64 {
+        match self.admin {
+            Some(_) => metrics.get("phx_channels_open").copied().unwrap_or(0),
+            None => answered as u64,
+        }
     }
 
     /// Resident set size in bytes.
@@ -179,12 +249,15 @@ impl Server {
 
     /// The server's counters from the admin listener's `/metrics` (Prometheus
     /// text), by name (counters carry the `_total` suffix).
+    /// Phoenix has no `/metrics`: there the map is empty.
     pub async fn metrics(&self) -> Result<BTreeMap<String, u64>, String> {
+        let Some(admin) = &self.admin else {
+            return Ok(BTreeMap::new());
+        };
         let fetch = async {
-            let mut stream = TcpStream::connect(&self.admin).await?;
+            let mut stream = TcpStream::connect(admin).await?;
             let request = format!(
-                "GET /metrics HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n",
-                self.admin
+                "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
             );
             stream.write_all(request.as_bytes()).await?;
             let mut body = String::new();
@@ -219,21 +292,32 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let child = match &mut self.process {
+            Process::Child(child) => child,
+            Process::Phoenix { dir, port, .. } => {
+                // Its script sends TERM, then KILL after 10 s, and waits.
+                let _ = Command::new(format!("{dir}/stop.sh"))
+                    .env("PORT", port.to_string())
+                    .stdout(Stdio::null())
+                    .status();
+                return;
+            }
+        };
         // SIGTERM first: the server drains (and a profiler wrapping it writes its
         // output); SIGKILL if it has not exited within 10 s.
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .stderr(Stdio::null())
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -420,6 +504,17 @@ pub fn raise_open_files_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phoenix_build_without_its_scripts_is_refused_by_name() {
+        let dir = std::env::temp_dir().join("phx-bench-no-phoenix-build-here");
+        let kind = Kind::Phoenix(dir.display().to_string());
+        assert_eq!(kind.label(), "phoenix");
+        let err = Server::start(&kind, None)
+            .err()
+            .expect("no build, no server");
+        assert!(err.contains("start-bg.sh"), "{err}");
+    }
 
     #[test]
     fn stat_fields_are_read_after_a_command_name_with_spaces() {

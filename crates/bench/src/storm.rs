@@ -62,10 +62,14 @@ pub async fn run(server: &Server, a: &StormArgs) -> Result<Outcome, String> {
     server.settle(Duration::from_secs(30)).await;
     let usage = meter.read(server);
     let metrics = server.metrics().await?;
-    let channels_open = metrics.get("phx_channels_open").copied().unwrap_or(0);
+    let channels_open = server.channels_open(&metrics, answered);
     let closed = Tally::get(&tally.closed);
     drop(joined);
-    let lost = (answered as u64).saturating_sub(channels_open).max(closed);
+    let crashed = Tally::get(&tally.channel_errors);
+    let lost = (answered as u64)
+        .saturating_sub(channels_open)
+        .max(closed)
+        .max(crashed);
     let pct = |p: f64| {
         times
             .get(((times.len() as f64 - 1.0) * p).round() as usize)
@@ -120,6 +124,7 @@ pub async fn run(server: &Server, a: &StormArgs) -> Result<Outcome, String> {
             "join_max_ms": max,
             "channels_open": channels_open,
             "channels_lost": lost,
+            "channels_crashed": crashed,
             "listen_overflows": overflows,
             "server_cpu_with_settling_s": usage.server_cpu,
         })),
