@@ -872,3 +872,236 @@ fn handle_link_event(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The driver on virtual time, its link queue fed by hand (no Redis): what
+    //! it does with messages that wait in the queue when liveness is judged.
+
+    use super::*;
+    use crate::LinkOptions;
+    use serde_json::json;
+
+    const ALL: &str = "phx:all";
+
+    /// Node `b` whose link points at a closed port: nothing reaches it but
+    /// what the test puts in the driver's queue. Returns the transport's own
+    /// event queue too, to keep it open.
+    fn node_without_redis(
+        config: TrackerConfig,
+    ) -> (
+        Arc<Shared>,
+        mpsc::Receiver<Event>,
+        mpsc::Receiver<TransportEvent>,
+    ) {
+        let me = Replica::new("b", 1);
+        let (link, link_events) = Transport::start(TransportConfig::for_node(
+            "redis://127.0.0.1:1/",
+            vec![ALL.to_owned()],
+            "b",
+            LinkOptions::default(),
+        ))
+        .expect("link configuration");
+        let (events, events_rx) = mpsc::channel(1 << 20);
+        let shared = Arc::new(Shared {
+            me: me.clone(),
+            all: ALL.to_owned(),
+            namespace: "phx".to_owned(),
+            tracker: Mutex::new(Tracker::new(me, config).expect("tracker configuration")),
+            link,
+            seq: Mutex::new(0),
+            events,
+            overflow: Mutex::default(),
+            consumer_gone: AtomicBool::new(false),
+            outbox: Mutex::default(),
+            outbox_ready: Notify::new(),
+            start: Instant::now(),
+            counters: Counters::default(),
+        });
+        (shared, events_rx, link_events)
+    }
+
+    fn gossip(from: &Tracker, gossip: Gossip) -> TransportEvent {
+        let frame = Frame::Gossip {
+            from: from.replica().clone(),
+            gossip: Bytes::from(gossip.encode()),
+        };
+        TransportEvent::Message {
+            channel: ALL.to_owned(),
+            payload: frame.encode().expect("encodes"),
+        }
+    }
+
+    fn broadcast(from: &Replica, seq: u64) -> TransportEvent {
+        let frame = Frame::Broadcast(RemoteBroadcast {
+            from: from.clone(),
+            seq,
+            topic: "room:1".to_owned(),
+            event: "new_msg".to_owned(),
+            payload: Bytes::from_static(br#"{"body":"hi"}"#),
+        });
+        TransportEvent::Message {
+            channel: ALL.to_owned(),
+            payload: frame.encode().expect("encodes"),
+        }
+    }
+
+    /// Lets the driver run until it took everything queued (virtual time
+    /// stands still meanwhile: this task never sleeps).
+    async fn until_taken(queue: &mpsc::Sender<TransportEvent>) {
+        while queue.capacity() < queue.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Issue 21 point 6: node `a` heartbeats on time, but its heartbeat waits
+    /// in `b`'s queue behind a long batch of broadcasts while `b`'s driver
+    /// is held up past `down_period` (a long decode, a busy core). `b` must
+    /// handle what already arrived before it judges `a`: `a` never goes
+    /// down, its user never leaves. The driver's `biased` select (queue
+    /// before timers) and the drain before `tick` each keep this; with
+    /// neither, the check runs somewhere in the batch, with `a`'s last
+    /// heartbeat older than `down_period`, and this test fails (checked).
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_queued_behind_a_long_batch_keeps_its_node_up() {
+        const BATCH: u64 = 1_000;
+        const ROUNDS: u64 = 10;
+        let config = TrackerConfig {
+            broadcast_period_ms: 100,
+            down_period_ms: 400,
+            permdown_period_ms: 60_000,
+            ..TrackerConfig::default()
+        };
+        let (shared, mut events, _link_events) = node_without_redis(config);
+        let (queue, link_events) = mpsc::channel((BATCH + 100) as usize);
+        let (_stop, stop) = oneshot::channel();
+        let driver = tokio::spawn(drive(shared.clone(), link_events, stop, config));
+
+        let mut a = Tracker::new(Replica::new("a", 1), config).expect("tracker configuration");
+        a.track("room:1", 1, "alice", Meta::new("F1", json!({})));
+        for hb in a.heartbeat() {
+            queue.try_send(gossip(&a, hb)).expect("room in the queue");
+        }
+        until_taken(&queue).await;
+        let up = vec![(a.replica().clone(), ReplicaStatus::Up)];
+        assert_eq!(lock(&shared.tracker).replicas(), up);
+        assert!(lock(&shared.tracker).list("room:1").contains_key("alice"));
+
+        for round in 0..ROUNDS {
+            // Everything below arrives while the driver is held up.
+            for seq in 1..=BATCH {
+                let event = broadcast(a.replica(), round * BATCH + seq);
+                queue.try_send(event).expect("room in the queue");
+            }
+            for hb in a.heartbeat() {
+                queue.try_send(gossip(&a, hb)).expect("room in the queue");
+            }
+            let held_up = Duration::from_millis(config.down_period_ms + 100);
+            tokio::time::advance(held_up).await;
+            until_taken(&queue).await;
+            assert_eq!(
+                lock(&shared.tracker).replicas(),
+                up,
+                "round {round}: a is up"
+            );
+        }
+
+        let mut received = 0;
+        while let Ok(event) = events.try_recv() {
+            match event {
+                Event::Broadcast(_) => received += 1,
+                Event::Presence { diff, .. } => {
+                    assert!(diff.leaves.is_empty(), "nobody leaves: {diff:?}")
+                }
+            }
+        }
+        assert_eq!(received, ROUNDS * BATCH, "every broadcast handed over");
+        assert!(lock(&shared.tracker).list("room:1").contains_key("alice"));
+        driver.abort();
+    }
+
+    /// Issue 21 point 7: when the link's event stream ends, the driver says
+    /// so and goes on: local heartbeats and the liveness check still run, so
+    /// a node it no longer hears goes down instead of staying shown forever.
+    #[tokio::test(start_paused = true)]
+    async fn the_driver_outlives_the_link_stream_and_still_judges_liveness() {
+        let config = TrackerConfig {
+            broadcast_period_ms: 100,
+            down_period_ms: 400,
+            permdown_period_ms: 60_000,
+            ..TrackerConfig::default()
+        };
+        let (shared, mut events, _link_events) = node_without_redis(config);
+        let (queue, link_events) = mpsc::channel(16);
+        let (_stop, stop) = oneshot::channel();
+        let driver = tokio::spawn(drive(shared.clone(), link_events, stop, config));
+        let mut a = Tracker::new(Replica::new("a", 1), config).expect("tracker configuration");
+        a.track("room:1", 1, "alice", Meta::new("F1", json!({})));
+        for hb in a.heartbeat() {
+            queue.try_send(gossip(&a, hb)).expect("room in the queue");
+        }
+        until_taken(&queue).await;
+        assert!(lock(&shared.tracker).list("room:1").contains_key("alice"));
+
+        lock(&shared.outbox).small.clear();
+        drop(queue); // the link's stream ends
+        tokio::time::sleep(Duration::from_millis(config.down_period_ms * 2)).await;
+        assert!(!driver.is_finished(), "the driver goes on");
+        assert_eq!(
+            lock(&shared.tracker).replicas(),
+            vec![(a.replica().clone(), ReplicaStatus::Down)]
+        );
+        let mut left = false;
+        while let Ok(event) = events.try_recv() {
+            if let Event::Presence { diff, .. } = event {
+                left |= diff.leaves.contains_key("alice");
+            }
+        }
+        assert!(left, "alice left when a went down");
+        assert!(
+            !lock(&shared.outbox).small.is_empty(),
+            "heartbeats still queued for sending"
+        );
+        driver.abort();
+    }
+
+    /// Issue 21 point 7: the broadcast numbering of a node the tracker does
+    /// not know (never gossiped, or forgotten) is dropped once that node was
+    /// silent for `down_period`, so names seen once do not stay forever.
+    /// Seen through the gap counter: a forgotten name numbers from scratch,
+    /// so its next broadcast (5) counts 4 as lost; a kept one counts none.
+    #[tokio::test(start_paused = true)]
+    async fn the_numbering_of_a_silent_unknown_node_is_forgotten() {
+        let config = TrackerConfig {
+            broadcast_period_ms: 100,
+            down_period_ms: 400,
+            permdown_period_ms: 60_000,
+            ..TrackerConfig::default()
+        };
+        let (shared, _events, _link_events) = node_without_redis(config);
+        let (queue, link_events) = mpsc::channel(16);
+        let (_stop, stop) = oneshot::channel();
+        let driver = tokio::spawn(drive(shared.clone(), link_events, stop, config));
+        let c = Replica::new("c", 1);
+        for seq in 1..=3 {
+            queue
+                .try_send(broadcast(&c, seq))
+                .expect("room in the queue");
+        }
+        until_taken(&queue).await;
+        // Within down_period: kept, no gap.
+        tokio::time::sleep(Duration::from_millis(config.down_period_ms / 2)).await;
+        queue.try_send(broadcast(&c, 4)).expect("room in the queue");
+        until_taken(&queue).await;
+        assert_eq!(read(&shared.counters.broadcasts_lost), 0);
+        // Silent past down_period: forgotten.
+        tokio::time::sleep(Duration::from_millis(config.down_period_ms * 2)).await;
+        queue.try_send(broadcast(&c, 5)).expect("room in the queue");
+        until_taken(&queue).await;
+        assert_eq!(read(&shared.counters.broadcasts_lost), 4, "numbered afresh");
+        driver.abort();
+    }
+}

@@ -28,9 +28,41 @@ $("#name").addEventListener("change", () => {
   if (editor) openRecord(editor.kind, editor.id); // rejoin under the new name
 });
 
+// What the server said, as it served this page, of the origin this page has:
+// an address its origin check refuses can never open the socket, so say so
+// here and name what works, not only in the server's log.
+const origin = (() => {
+  try { return JSON.parse($("#phx-origin").textContent); } catch (_) { return {}; }
+})();
+function showOriginNotice() {
+  const notice = $("#origin-notice");
+  if (origin.refused) {
+    const here = origin.address || location.host;
+    const ways = [];
+    if (origin.works) ways.push("open " + origin.works);
+    if (origin.flag) ways.push("restart phx-server with " + origin.flag);
+    notice.textContent = "This address (http://" + here + ") is refused by the server's origin check, "
+      + "so the page cannot connect." + (ways.length ? " To fix it, " + ways.join(", or ") + "." : "");
+  } else {
+    notice.textContent = "The connection to the server could not be opened. If the server's log "
+      + "says the origin was refused, open the address it prints or start it with --host set to "
+      + "the host in this address.";
+  }
+  notice.hidden = false;
+}
+if (origin.refused) showOriginNotice();
+
 const socket = new Socket("/socket", { params: { user_id: user.id } });
-socket.onOpen(() => { $("#connection").textContent = "connected"; $("#connection").className = "dot up"; });
-socket.onClose(() => { $("#connection").textContent = "offline"; $("#connection").className = "dot"; });
+let everOpened = false;
+socket.onOpen(() => {
+  everOpened = true;
+  $("#origin-notice").hidden = true;
+  $("#connection").textContent = "connected"; $("#connection").className = "dot up";
+});
+socket.onError(() => { if (!everOpened) showOriginNotice(); });
+socket.onClose(() => {
+  $("#connection").textContent = origin.refused ? "refused" : "offline"; $("#connection").className = "dot";
+});
 socket.connect();
 
 // ---- The list of one kind, live on created / updated / deleted ----

@@ -313,6 +313,8 @@ async fn main() -> std::io::Result<()> {
     let config = args
         .config()
         .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+    // The demo page tells a browser whose address the check refuses.
+    let check_origin = config.check_origin.clone();
     let builder = Endpoint::builder().config(config);
     let builder = if args.conformance {
         conformance::mount(builder).handler(editing::Counted {
@@ -402,7 +404,7 @@ async fn main() -> std::io::Result<()> {
 
     let service = endpoint
         .service()
-        .fallback(warp::service(editing::demo::routes()));
+        .fallback(warp::service(editing::demo::routes(check_origin)));
     phx_runtime::serve(listener, service, phx_runtime::shutdown_signal()).await?;
     if let Some(cluster) = &cluster {
         // First the goodbye (confirmed by Redis), so that the other nodes drop
