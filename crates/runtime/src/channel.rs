@@ -26,15 +26,53 @@ use phx_presence::PresenceDiff;
 use phx_protocol::{events, Broadcast, Message, Payload, Ref, Reply, Serializer};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 
 use crate::handler::{Assigns, TransportKind};
 use crate::mailbox::{
     delivery, ChannelExit, Delivery, ExitKind, Inbound, Inbox, JoinOutcome, SocketHandle, SocketMsg,
 };
 use crate::metrics::Metrics;
-use crate::node::{ChannelStart, Shared, Spawned};
-use crate::pubsub::{SubId, Subscriber};
+use crate::presence::Presence;
+use crate::pubsub::{PubSub, SubId, Subscriber};
 use crate::RuntimeError;
+
+/// What a channel uses of its endpoint: PubSub, presence, metrics and the
+/// limits it applies itself. One per endpoint, shared by all its channels.
+pub(crate) struct ChannelEnv {
+    pub(crate) pubsub: PubSub,
+    pub(crate) presence: Presence,
+    pub(crate) metrics: Arc<Metrics>,
+    /// `Config::channel_mailbox`: the mailbox's capacity, in messages.
+    pub(crate) mailbox: usize,
+    /// `Config::max_join_payload`.
+    pub(crate) max_join_payload: usize,
+}
+
+/// What a socket hands a route's spawner to start a channel.
+pub(crate) struct ChannelStart {
+    pub topic: String,
+    pub join_ref: Option<Ref>,
+    pub msg_ref: Option<Ref>,
+    pub payload: Payload,
+    pub chan_id: u64,
+    pub socket: SocketHandle,
+    pub serializer: Serializer,
+    pub transport: TransportKind,
+    pub assigns: Arc<Assigns>,
+    pub socket_id: Option<Arc<str>>,
+    pub env: Arc<ChannelEnv>,
+    /// The join_ref of a channel this join replaced: its `phx_close` follows our reply.
+    pub close_old: Option<Option<Ref>>,
+}
+
+/// A started channel, as its socket holds it.
+pub(crate) struct Spawned {
+    pub inbox: Arc<dyn Inbox>,
+    pub task: AbortHandle,
+    /// Resolves once the join reply is queued; dropped unanswered if the task died.
+    pub outcome: oneshot::Receiver<JoinOutcome>,
+}
 
 /// What [`Channel::handle_in`] asks the runtime to do.
 #[derive(Debug)]
@@ -353,10 +391,9 @@ enum Phase {
 /// `I` is the channel's [`Channel::Info`] type; `ChannelContext` alone means
 /// a channel that takes no application messages.
 pub struct ChannelContext<I = ()> {
-    /// Declared first so that, when a channel is dropped (even by abort), its
-    /// subscription goes before its presences leave: it never sees its own leave.
+    /// What the channel registered (and the endpoint state it uses): undone
+    /// when the channel is dropped, even by abort.
     registration: Registration,
-    pub(crate) presence: PresenceGuard,
     phase: Phase,
     topic: String,
     /// The channel's join_ref for pushes and replies: the join's join_ref, or its
@@ -370,7 +407,6 @@ pub struct ChannelContext<I = ()> {
     serializer: Serializer,
     transport: TransportKind,
     socket: SocketHandle,
-    shared: Arc<Shared>,
     assigns: Arc<Assigns>,
     socket_id: Option<Arc<str>>,
     self_tx: flume::Sender<ChannelMsg<I>>,
@@ -414,7 +450,12 @@ impl<I: Send + 'static> ChannelContext<I> {
 
     /// The endpoint's PubSub, for other topics.
     pub fn pubsub(&self) -> &crate::PubSub {
-        &self.shared.pubsub
+        &self.env().pubsub
+    }
+
+    /// What this channel uses of its endpoint.
+    fn env(&self) -> &ChannelEnv {
+        &self.registration.env
     }
 
     fn joined(&self) -> Result<(), RuntimeError> {
@@ -444,7 +485,7 @@ impl<I: Send + 'static> ChannelContext<I> {
     pub fn broadcast(&self, event: &str, payload: impl Into<Payload>) -> Result<(), RuntimeError> {
         self.joined()?;
         let b = Broadcast::new(self.topic.clone(), event, payload.into());
-        self.shared.pubsub.publish(Arc::new(b), None);
+        self.env().pubsub.publish(Arc::new(b), None);
         Ok(())
     }
 
@@ -457,7 +498,7 @@ impl<I: Send + 'static> ChannelContext<I> {
     ) -> Result<(), RuntimeError> {
         self.joined()?;
         let b = Broadcast::new(self.topic.clone(), event, payload.into());
-        self.shared
+        self.env()
             .pubsub
             .publish(Arc::new(b), self.registration.sub_id);
         Ok(())
@@ -518,9 +559,12 @@ impl<I: Send + 'static> ChannelContext<I> {
         if !self.registration.watching {
             self.registration.watching = true;
             let inbox: Arc<dyn Inbox> = Arc::new(self.self_tx.clone());
-            self.shared
-                .presence
-                .watch(&self.topic, self.chan_id, self.socket.clone(), inbox);
+            self.registration.env.presence.watch(
+                &self.topic,
+                self.chan_id,
+                self.socket.clone(),
+                inbox,
+            );
         }
     }
 
@@ -546,8 +590,7 @@ impl<I: Send + 'static> ChannelContext<I> {
 
     /// Leaves the topic: unsubscribes, then untracks presence.
     fn unregister(&mut self) {
-        self.registration.unsubscribe();
-        self.presence.leave_topic(&self.topic);
+        self.registration.leave();
     }
 }
 
@@ -557,7 +600,7 @@ where
     C: Channel,
     F: FnOnce(&str, &Assigns) -> C + Send + 'static,
 {
-    let (tx, rx) = flume::bounded(start.shared.config.channel_mailbox.max(1));
+    let (tx, rx) = flume::bounded(start.env.mailbox.max(1));
     let (outcome_tx, outcome) = oneshot::channel();
     let inbox: Arc<dyn Inbox> = Arc::new(tx.clone());
     let task = tokio::spawn(run(factory, start, tx, rx, outcome_tx));
@@ -569,22 +612,36 @@ where
 }
 
 /// Undoes a channel's registrations when its task ends in any way (return, panic
-/// or abort): the PubSub subscription, the presence watch, the gauge.
+/// or abort): the PubSub subscription, the presence watch, its presences, the
+/// gauge. It holds the channel's one reference to its [`ChannelEnv`].
 struct Registration {
-    shared: Arc<Shared>,
+    env: Arc<ChannelEnv>,
     topic: String,
     chan_id: u64,
     sub_id: Option<SubId>,
     watching: bool,
+    /// Whether the channel has tracked a presence (its presence connection id
+    /// is `chan_id`).
+    tracked: bool,
 }
 
 impl Registration {
     fn unsubscribe(&mut self) {
         if let Some(id) = self.sub_id.take() {
-            self.shared.pubsub.unsubscribe(&self.topic, id);
+            self.env.pubsub.unsubscribe(&self.topic, id);
         }
         if std::mem::take(&mut self.watching) {
-            self.shared.presence.unwatch(&self.topic, self.chan_id);
+            self.env.presence.unwatch(&self.topic, self.chan_id);
+        }
+    }
+
+    /// Unsubscribes, then every presence of the channel leaves; they are all on
+    /// its topic, since [`ChannelContext::track`] only tracks there. Unsubscribing
+    /// first, the channel never sees its own leave.
+    fn leave(&mut self) {
+        self.unsubscribe();
+        if std::mem::take(&mut self.tracked) {
+            self.env.presence.untrack_channel(&self.topic, self.chan_id);
         }
     }
 }
@@ -592,7 +649,11 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.unsubscribe();
-        Metrics::dec(&self.shared.metrics.channels_open);
+        // A channel dropped without leaving: its presences leave wherever they are.
+        if std::mem::take(&mut self.tracked) {
+            self.env.presence.untrack_all(self.chan_id);
+        }
+        Metrics::dec(&self.env.metrics.channels_open);
     }
 }
 
@@ -696,7 +757,7 @@ async fn run<C, F>(
     F: FnOnce(&str, &Assigns) -> C,
 {
     let mut rx = Mailbox { rx };
-    let metrics = start.shared.metrics.clone();
+    let metrics = start.env.metrics.clone();
     Metrics::inc(&metrics.channels_open);
     let mut exit = ExitGuard {
         socket: start.socket.clone(),
@@ -711,7 +772,7 @@ async fn run<C, F>(
     let close_old = start.close_old.clone();
     let (mut ctx, payload) = ChannelContext::joining(start, self_tx);
 
-    let limit = ctx.shared.config.max_join_payload;
+    let limit = ctx.env().max_join_payload;
     let size = payload_size(&payload);
     if size > limit {
         Metrics::inc(&metrics.join_payloads_too_large);
@@ -773,7 +834,7 @@ fn refuse<I: Send + 'static>(
     msg_ref: Option<Ref>,
     failure: JoinFailure,
 ) {
-    let metrics = ctx.shared.metrics.clone();
+    let metrics = ctx.env().metrics.clone();
     Metrics::inc(&metrics.joins_refused);
     let response = match failure {
         JoinFailure::Refused(response) => response,
@@ -821,11 +882,12 @@ impl<I: Send + 'static> ChannelContext<I> {
     fn joining(start: ChannelStart, self_tx: flume::Sender<ChannelMsg<I>>) -> (Self, Payload) {
         let ctx = ChannelContext {
             registration: Registration {
-                shared: start.shared.clone(),
+                env: start.env,
                 topic: start.topic.clone(),
                 chan_id: start.chan_id,
                 sub_id: None,
                 watching: false,
+                tracked: false,
             },
             phase: Phase::Joining,
             topic: start.topic,
@@ -836,8 +898,6 @@ impl<I: Send + 'static> ChannelContext<I> {
             serializer: start.serializer,
             transport: start.transport,
             socket: start.socket,
-            presence: PresenceGuard::new(start.shared.clone(), start.chan_id),
-            shared: start.shared,
             assigns: start.assigns,
             socket_id: start.socket_id,
             self_tx,
@@ -849,7 +909,7 @@ impl<I: Send + 'static> ChannelContext<I> {
     /// so no broadcast overtakes it).
     fn subscribe(&mut self, intercepts: Vec<String>) {
         let sub_id = self.chan_id;
-        self.shared.pubsub.insert(
+        self.registration.env.pubsub.insert(
             &self.topic,
             sub_id,
             Subscriber::Channel {
@@ -882,7 +942,7 @@ async fn finish<C: Channel>(
     reason: ExitReason,
     mut exit: ExitGuard,
 ) {
-    let metrics = ctx.shared.metrics.clone();
+    let metrics = ctx.env().metrics.clone();
     ctx.msg_ref = None;
     ctx.phase = Phase::Closing;
     match &reason {
@@ -970,45 +1030,6 @@ async fn handle<C: Channel>(
     }
 }
 
-/// Makes sure a channel's presences leave when the channel ends, even by panic or abort.
-pub(crate) struct PresenceGuard {
-    shared: Arc<Shared>,
-    conn: u64,
-    tracked: bool,
-}
-
-impl PresenceGuard {
-    pub(crate) fn new(shared: Arc<Shared>, conn: u64) -> PresenceGuard {
-        PresenceGuard {
-            shared,
-            conn,
-            tracked: false,
-        }
-    }
-
-    /// Every presence of the channel leaves, wherever it is tracked (the
-    /// fallback of a channel dropped without [`PresenceGuard::leave_topic`]).
-    pub(crate) fn leave_all(&mut self) {
-        if std::mem::take(&mut self.tracked) {
-            self.shared.presence.untrack_all(self.conn);
-        }
-    }
-
-    /// Every presence of the channel leaves; they are all on its `topic`, since
-    /// [`ChannelContext::track`] only tracks there.
-    pub(crate) fn leave_topic(&mut self, topic: &str) {
-        if std::mem::take(&mut self.tracked) {
-            self.shared.presence.untrack_channel(topic, self.conn);
-        }
-    }
-}
-
-impl Drop for PresenceGuard {
-    fn drop(&mut self) {
-        self.leave_all();
-    }
-}
-
 /// Presence from a channel.
 impl<I: Send + 'static> ChannelContext<I> {
     /// Tracks this connection's presence on the channel's topic under `key`; every
@@ -1017,9 +1038,9 @@ impl<I: Send + 'static> ChannelContext<I> {
     /// `Config::max_presence_meta` (key plus meta JSON) is refused with
     /// [`RuntimeError::TooLarge`] and nothing is tracked.
     pub fn track(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
-        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
-        shared.presence.track(self.topic(), key, conn, meta)?;
-        self.presence.tracked = true;
+        let reg = &mut self.registration;
+        reg.env.presence.track(&reg.topic, key, reg.chan_id, meta)?;
+        reg.tracked = true;
         Ok(())
     }
 
@@ -1028,18 +1049,18 @@ impl<I: Send + 'static> ChannelContext<I> {
     /// `Config::max_presence_meta` is refused with [`RuntimeError::TooLarge`] and
     /// the old one stays.
     pub fn update(&mut self, key: &str, meta: Value) -> Result<(), RuntimeError> {
-        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
-        shared.presence.update(self.topic(), key, conn, meta)
+        let reg = &self.registration;
+        reg.env.presence.update(&reg.topic, key, reg.chan_id, meta)
     }
 
     /// Stops tracking this connection under `key`.
     pub fn untrack(&mut self, key: &str) {
-        let (shared, conn) = (self.presence.shared.clone(), self.presence.conn);
-        shared.presence.untrack(self.topic(), key, conn);
+        let reg = &self.registration;
+        reg.env.presence.untrack(&reg.topic, key, reg.chan_id);
     }
 
     /// The topic's presences, ready to push as `presence_state`.
     pub fn presence_list(&self) -> Result<Payload, RuntimeError> {
-        self.presence.shared.presence.state_payload(self.topic())
+        self.env().presence.state_payload(self.topic())
     }
 }

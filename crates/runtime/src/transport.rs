@@ -22,9 +22,9 @@ use warp::Filter;
 use crate::handler::{ConnectInfo, ConnectRequest, TransportKind};
 use crate::mailbox::SocketMsg;
 use crate::metrics::Metrics;
-use crate::node::Shared;
 use crate::origin::Origin;
 use crate::socket::{SocketCore, Step, Wait};
+use crate::state::EndpointState;
 
 /// The peer address of a request, put in its extensions by [`crate::serve`].
 #[derive(Clone, Copy, Debug)]
@@ -100,7 +100,7 @@ pub(crate) fn request_origin(headers: &HeaderMap) -> Origin {
 }
 
 /// Decides whether the request's origin may connect; logs and counts a refusal.
-pub(crate) fn origin_allowed(shared: &Shared, headers: &HeaderMap) -> bool {
+pub(crate) fn origin_allowed(shared: &EndpointState, headers: &HeaderMap) -> bool {
     let origin = header(headers, "origin");
     let ok = shared
         .config
@@ -114,7 +114,7 @@ pub(crate) fn origin_allowed(shared: &Shared, headers: &HeaderMap) -> bool {
 }
 
 /// Negotiates the serializer; logs and counts a refusal.
-pub(crate) fn negotiate(shared: &Shared, vsn: Option<&str>) -> Option<Serializer> {
+pub(crate) fn negotiate(shared: &EndpointState, vsn: Option<&str>) -> Option<Serializer> {
     match Serializer::negotiate(vsn) {
         Ok(s) => Some(s),
         Err(err) => {
@@ -129,7 +129,7 @@ pub(crate) fn negotiate(shared: &Shared, vsn: Option<&str>) -> Option<Serializer
 /// serializer from `vsn`, then ask the socket handler. A refusal comes back as its
 /// HTTP status, counted and logged.
 pub(crate) async fn connect(
-    shared: &Shared,
+    shared: &EndpointState,
     params: crate::handler::Params,
     info: ConnectInfo,
     transport: TransportKind,
@@ -159,7 +159,7 @@ pub(crate) async fn connect(
 /// `Config::drain_batch_size` at a time, one batch every
 /// `Config::drain_batch_interval` (Phoenix drains the same way), so clients do
 /// not all reconnect at the same instant.
-pub(crate) async fn drain_turn(shared: std::sync::Arc<Shared>) {
+pub(crate) async fn drain_turn(shared: std::sync::Arc<EndpointState>) {
     let mut drain = shared.drain.subscribe();
     let _ = drain.wait_for(|d| *d).await;
     let place = shared
@@ -258,7 +258,7 @@ pub(crate) async fn run<W: Wire>(
     mut wire: W,
     mut core: SocketCore,
     rx: Receiver<SocketMsg>,
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
 ) {
     let close = core.close_signal();
     tokio::pin!(close);
@@ -488,9 +488,9 @@ mod tests {
         let endpoint = Endpoint::builder()
             .channel("slow:*", |_, _| SlowJoin)
             .build();
-        let shared = endpoint.shared.clone();
+        let shared = endpoint.state.clone();
         let (core, rx) = SocketCore::new(
-            shared.clone(),
+            shared.sockets.clone(),
             Serializer::V2Json,
             TransportKind::WebSocket,
             Connection::new(),

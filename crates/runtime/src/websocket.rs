@@ -49,8 +49,8 @@ use warp::Filter;
 
 use crate::handler::{parse_query, TransportKind};
 use crate::metrics::Metrics;
-use crate::node::Shared;
 use crate::socket::SocketCore;
+use crate::state::EndpointState;
 use crate::transport::{
     self, connect, connect_info, exact_path, header, origin_allowed, raw_query, status, ConnSlot,
     Ending, PeerAddr, Read, Wire,
@@ -59,7 +59,7 @@ use crate::transport::{
 /// The prefix of the Phoenix 1.8 auth-token subprotocol.
 const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
 
-pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,)> {
+pub(crate) fn route(shared: Arc<EndpointState>, path: String) -> BoxedFilter<(Response,)> {
     let full_path = path.clone();
     exact_path(path)
         .and(warp::method())
@@ -87,7 +87,7 @@ pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,
 }
 
 struct Upgrade {
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
     method: Method,
     headers: HeaderMap,
     path: String,
@@ -162,8 +162,12 @@ impl Upgrade {
                 Some(config),
             )
             .await;
-            let (core, rx) =
-                SocketCore::new(shared.clone(), serializer, TransportKind::WebSocket, conn);
+            let (core, rx) = SocketCore::new(
+                shared.sockets.clone(),
+                serializer,
+                TransportKind::WebSocket,
+                conn,
+            );
             let wire = WsWire::new(ws, shared.clone(), serializer);
             transport::run(wire, core, rx, shared).await;
             // The connection's slot under max_connections is free again.
@@ -347,7 +351,7 @@ impl Outbox {
 struct WsWire {
     ws: Ws,
     out: Outbox,
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
     serializer: Serializer,
     idle: Duration,
     /// Nothing received from the client until then ends the socket (1001).
@@ -359,7 +363,7 @@ struct WsWire {
 }
 
 impl WsWire {
-    fn new(ws: Ws, shared: Arc<Shared>, serializer: Serializer) -> WsWire {
+    fn new(ws: Ws, shared: Arc<EndpointState>, serializer: Serializer) -> WsWire {
         let idle = shared.config.idle_timeout;
         WsWire {
             ws,
@@ -484,7 +488,7 @@ impl Wire for WsWire {
     }
 }
 
-fn read_error(shared: &Shared, err: tungstenite::Error) -> Ending {
+fn read_error(shared: &EndpointState, err: tungstenite::Error) -> Ending {
     match err {
         tungstenite::Error::Capacity(err) => {
             Metrics::inc(&shared.metrics.oversize_frames);
