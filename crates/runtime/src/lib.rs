@@ -78,7 +78,10 @@ mod state;
 mod transport;
 mod websocket;
 
-pub use channel::{Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, ReplyRef};
+pub use channel::{
+    Channel, ChannelContext, ChannelHandle, Crash, ExitReason, Flow, HandleIn, ReplyRef,
+    ReplyStatus,
+};
 pub use config::Config;
 pub use endpoint::{Endpoint, EndpointBuilder};
 pub use error::RuntimeError;
@@ -86,6 +89,7 @@ pub use handler::{
     AcceptAll, Assigns, ConnectInfo, ConnectRequest, Connection, Identity, Params, Refusal,
     SocketHandler, TransportKind,
 };
+pub use http::StatusCode;
 pub use mailbox::CloseReason;
 pub use metrics::{MetricEntry, Metrics, MetricsSnapshot};
 pub use origin::{CheckOrigin, Origin, OriginFn};

@@ -758,8 +758,8 @@ impl Wire for Session {
     /// Ends the session: it is forgotten at once (its token answers 410 or opens
     /// a new session), and its relay stops when the poll channel closes.
     async fn close(self, ending: Ending) {
-        if let Ending::Close(code, reason) = &ending {
-            tracing::debug!(code, %reason, "long-poll session ended");
+        if let Ending::Close(reason) = &ending {
+            tracing::debug!(code = reason.code(), %reason, "long-poll session ended");
         }
         self.sessions.remove(&self.id);
         Metrics::dec(&self.shared.metrics.longpoll_sessions);

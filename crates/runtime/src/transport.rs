@@ -6,7 +6,6 @@
 //! how a client message is read, how a batch of frames is written, how the
 //! connection ends.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,7 +19,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::handler::{ConnectInfo, ConnectRequest, TransportKind};
-use crate::mailbox::SocketMsg;
+use crate::mailbox::{CloseReason, SocketMsg};
 use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::socket::{SocketCore, Step, Wait};
@@ -133,8 +132,9 @@ pub(crate) async fn connect(
     params: crate::handler::Params,
     info: ConnectInfo,
     transport: TransportKind,
-) -> Result<(Serializer, crate::handler::Connection), u16> {
-    let serializer = negotiate(shared, params.get("vsn").map(String::as_str)).ok_or(403u16)?;
+) -> Result<(Serializer, crate::handler::Connection), StatusCode> {
+    let serializer =
+        negotiate(shared, params.get("vsn").map(String::as_str)).ok_or(StatusCode::FORBIDDEN)?;
     let request = ConnectRequest {
         params,
         info,
@@ -145,7 +145,7 @@ pub(crate) async fn connect(
         Err(refusal) => {
             Metrics::inc(&shared.metrics.sockets_refused);
             tracing::info!(
-                status = refusal.status,
+                status = refusal.status.as_u16(),
                 transport = transport.as_str(),
                 "socket handler refused the connection"
             );
@@ -194,8 +194,8 @@ impl ConnSlot {
 pub(crate) enum Ending {
     /// The client is gone, or nothing can be said to it: just stop.
     Gone,
-    /// Tell the client why: a WebSocket close code and its reason.
-    Close(u16, Cow<'static, str>),
+    /// Tell the client why (a WebSocket close code and its reason).
+    Close(CloseReason),
 }
 
 /// What a [`Wire::read`] brought.
@@ -272,10 +272,10 @@ pub(crate) async fn run<W: Wire>(
         let input = waiting.is_none();
         tokio::select! {
             reason = &mut close => {
-                tracing::info!(code = reason.code(), reason = reason.text(), "closing socket");
-                break Ending::Close(reason.code(), Cow::Borrowed(reason.text()));
+                tracing::info!(code = reason.code(), %reason, "closing socket");
+                break Ending::Close(reason);
             }
-            () = &mut drained => break Ending::Close(1012, Cow::Borrowed("server restarting")),
+            () = &mut drained => break Ending::Close(CloseReason::Draining),
             resumed = async { match &mut waiting { Some(w) => w.await, None => std::future::pending().await } } => {
                 waiting = None;
                 if let Some(frame) = core.resume(resumed) {
@@ -312,7 +312,7 @@ pub(crate) async fn run<W: Wire>(
             biased;
             flushed = wire.flush() => flushed,
             reason = &mut close => {
-                tracing::info!(code = reason.code(), reason = reason.text(), "closing socket while writing");
+                tracing::info!(code = reason.code(), %reason, "closing socket while writing");
                 break Ending::Gone;
             }
         };
@@ -495,7 +495,7 @@ mod tests {
             TransportKind::WebSocket,
             Connection::new(),
         );
-        let (wire, log) = Script::new(lines, Ending::Close(4000, Cow::Borrowed("done")));
+        let (wire, log) = Script::new(lines, Ending::Close(CloseReason::Disconnected));
         tokio::time::timeout(Duration::from_secs(5), run(wire, core, rx, shared))
             .await
             .expect("the loop ends with the script");
@@ -523,7 +523,7 @@ mod tests {
             log.inputs.iter().all(|i| *i),
             "nothing made the socket wait"
         );
-        assert_eq!(log.ending, Some(Ending::Close(4000, Cow::Borrowed("done"))));
+        assert_eq!(log.ending, Some(Ending::Close(CloseReason::Disconnected)));
         let metrics = endpoint.metrics();
         assert_eq!(metrics.frames_in, 2);
         assert_eq!(metrics.frames_out, 2);

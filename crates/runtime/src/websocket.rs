@@ -23,7 +23,6 @@
 //! slow to read its messages, a channel stuck past the stall timeout, or a message
 //! one of its channels could not queue.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -48,6 +47,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::handler::{parse_query, TransportKind};
+use crate::mailbox::CloseReason;
 use crate::metrics::Metrics;
 use crate::socket::SocketCore;
 use crate::state::EndpointState;
@@ -123,12 +123,7 @@ impl Upgrade {
         let (serializer, conn) =
             match connect(&self.shared, params, info, TransportKind::WebSocket).await {
                 Ok(accepted) => accepted,
-                Err(code) => {
-                    return status(
-                        StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN),
-                        "",
-                    )
-                }
+                Err(code) => return status(code, ""),
             };
         let accept = match self.handshake_headers() {
             Ok(accept) => accept,
@@ -401,10 +396,7 @@ impl WsWire {
                 Metrics::inc(&self.shared.metrics.frames_in);
                 Metrics::inc(&self.shared.metrics.malformed_frames);
                 tracing::warn!(%err, "closing socket: malformed frame");
-                Read::End(Ending::Close(
-                    1011,
-                    Cow::Owned(format!("invalid frame: {}", err.kind())),
-                ))
+                Read::End(Ending::Close(CloseReason::InvalidFrame(err.kind())))
             }
         }
     }
@@ -444,7 +436,7 @@ impl Wire for WsWire {
                 None => {
                     Metrics::inc(&self.shared.metrics.idle_timeouts);
                     tracing::info!(timeout = ?self.idle, "closing socket: nothing received within the idle timeout");
-                    Read::End(Ending::Close(1001, Cow::Borrowed("idle timeout")))
+                    Read::End(Ending::Close(CloseReason::IdleTimeout))
                 }
             }
         }
@@ -468,12 +460,12 @@ impl Wire for WsWire {
     }
 
     async fn close(mut self, ending: Ending) {
-        let Ending::Close(code, reason) = ending else {
+        let Ending::Close(reason) = ending else {
             return;
         };
         let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.as_ref().into(),
+            code: CloseCode::from(reason.code()),
+            reason: reason.to_string().into(),
         };
         // The closing handshake: send our close, then read (and discard) what the
         // client still sends until its close answers ours. Dropping the connection
@@ -493,7 +485,7 @@ fn read_error(shared: &EndpointState, err: tungstenite::Error) -> Ending {
         tungstenite::Error::Capacity(err) => {
             Metrics::inc(&shared.metrics.oversize_frames);
             tracing::warn!(%err, "closing socket: frame over the size limit");
-            Ending::Close(1009, Cow::Borrowed("frame too large"))
+            Ending::Close(CloseReason::FrameTooLarge)
         }
         tungstenite::Error::Protocol(
             tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
@@ -504,12 +496,12 @@ fn read_error(shared: &EndpointState, err: tungstenite::Error) -> Ending {
         tungstenite::Error::Protocol(err) => {
             Metrics::inc(&shared.metrics.malformed_frames);
             tracing::warn!(%err, "closing socket: WebSocket protocol error");
-            Ending::Close(1002, Cow::Borrowed("protocol error"))
+            Ending::Close(CloseReason::ProtocolError)
         }
         tungstenite::Error::Utf8(_) => {
             Metrics::inc(&shared.metrics.malformed_frames);
             tracing::warn!("closing socket: text frame is not UTF-8");
-            Ending::Close(1007, Cow::Borrowed("invalid utf-8"))
+            Ending::Close(CloseReason::InvalidUtf8)
         }
         other => {
             tracing::debug!(err = %other, "websocket read ended");

@@ -10,6 +10,8 @@
 //! reply, a crash after the join with `phx_error`, and the socket's other channels
 //! go on. A normal stop or a leave sends `phx_close`.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -41,26 +43,114 @@ pub(crate) struct ChannelEnv {
     pub(crate) max_join_payload: usize,
 }
 
+/// The status of a reply to a client's message, as Phoenix's
+/// `{:reply, {status, response}, socket}` gives it. On the wire it is the
+/// reply's `status` string. phoenix.js hands `ok` and `error` to a push's
+/// `receive("ok")` / `receive("error")` callbacks; Phoenix allows any other
+/// atom, which a client reads with `receive` under the same name.
+///
+/// Equality is by wire string: `ReplyStatus::from("ok")` is [`ReplyStatus::Ok`],
+/// and an `Other` that spells `ok` equals it too.
+///
+/// ```
+/// use phx_runtime::ReplyStatus;
+///
+/// assert_eq!(ReplyStatus::Ok.as_str(), "ok");
+/// assert_eq!(ReplyStatus::from("error"), ReplyStatus::Error);
+/// let custom = ReplyStatus::from("timeout");
+/// assert_eq!(custom, ReplyStatus::Other("timeout".into()));
+/// assert_eq!(custom.to_string(), "timeout");
+/// ```
+#[derive(Debug, Clone)]
+pub enum ReplyStatus {
+    /// `ok`: the message was handled.
+    Ok,
+    /// `error`: the message was refused or failed.
+    Error,
+    /// Any other status (Phoenix allows any atom).
+    Other(Cow<'static, str>),
+}
+
+impl ReplyStatus {
+    /// The status as it goes on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReplyStatus::Ok => "ok",
+            ReplyStatus::Error => "error",
+            ReplyStatus::Other(status) => status,
+        }
+    }
+
+    fn from_cow(status: Cow<'static, str>) -> ReplyStatus {
+        match &*status {
+            "ok" => ReplyStatus::Ok,
+            "error" => ReplyStatus::Error,
+            _ => ReplyStatus::Other(status),
+        }
+    }
+}
+
+impl PartialEq for ReplyStatus {
+    fn eq(&self, other: &ReplyStatus) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ReplyStatus {}
+
+impl std::hash::Hash for ReplyStatus {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Display for ReplyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&'static str> for ReplyStatus {
+    fn from(status: &'static str) -> ReplyStatus {
+        ReplyStatus::from_cow(Cow::Borrowed(status))
+    }
+}
+
+impl From<String> for ReplyStatus {
+    fn from(status: String) -> ReplyStatus {
+        ReplyStatus::from_cow(Cow::Owned(status))
+    }
+}
+
+impl From<ReplyStatus> for String {
+    fn from(status: ReplyStatus) -> String {
+        match status {
+            ReplyStatus::Other(status) => status.into_owned(),
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
 /// What [`Channel::handle_in`] asks the runtime to do.
 #[derive(Debug)]
 pub enum HandleIn {
-    /// Reply to the client's ref with a status (`ok`, `error`, …) and a response.
-    Reply(String, Payload),
+    /// Reply to the client's ref with a status and a response.
+    Reply(ReplyStatus, Payload),
     /// Send no reply (the client's push may time out, as in Phoenix).
     NoReply,
     /// Stop the channel normally (the client gets `phx_close`), replying first if given.
-    Stop(Option<(String, Payload)>),
+    Stop(Option<(ReplyStatus, Payload)>),
 }
 
 impl HandleIn {
     /// An `ok` reply.
     pub fn ok(response: impl Into<Payload>) -> HandleIn {
-        HandleIn::Reply("ok".to_owned(), response.into())
+        HandleIn::Reply(ReplyStatus::Ok, response.into())
     }
 
     /// An `error` reply.
     pub fn error(response: impl Into<Payload>) -> HandleIn {
-        HandleIn::Reply("error".to_owned(), response.into())
+        HandleIn::Reply(ReplyStatus::Error, response.into())
     }
 }
 
@@ -75,7 +165,7 @@ pub enum Flow {
 }
 
 /// Why a channel is terminating, as passed to [`Channel::terminate`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ExitReason {
     /// The client sent `phx_leave`.
     Left,
@@ -84,7 +174,25 @@ pub enum ExitReason {
     /// The socket closed (the client went away, was disconnected, or timed out).
     SocketClosed,
     /// A callback failed or panicked.
-    Crashed(String),
+    Crashed(Crash),
+}
+
+/// How a channel's callback crashed: the client gets `phx_error`.
+#[derive(Debug)]
+pub enum Crash {
+    /// The callback returned this error.
+    Failed(RuntimeError),
+    /// The callback panicked, with this message (`panic` when it carried no text).
+    Panicked(String),
+}
+
+impl fmt::Display for Crash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Crash::Failed(err) => write!(f, "{err}"),
+            Crash::Panicked(text) => write!(f, "panicked: {text}"),
+        }
+    }
 }
 
 /// A channel implementation. One value per joined topic, made by the factory
@@ -259,7 +367,11 @@ pub struct ReplyRef {
 
 impl ReplyRef {
     /// Sends a reply to the captured ref; may be called more than once.
-    pub fn reply(&self, status: &str, response: impl Into<Payload>) -> Result<(), RuntimeError> {
+    pub fn reply(
+        &self,
+        status: ReplyStatus,
+        response: impl Into<Payload>,
+    ) -> Result<(), RuntimeError> {
         let reply = Reply::new(
             self.join_ref.clone(),
             self.msg_ref.clone(),

@@ -20,7 +20,10 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
-use super::{Channel, ChannelContext, ChannelEnv, ExitReason, Flow, HandleIn, Phase, Registration};
+use super::{
+    Channel, ChannelContext, ChannelEnv, Crash, ExitReason, Flow, HandleIn, Phase, Registration,
+    ReplyStatus,
+};
 use crate::handler::{Assigns, TransportKind};
 use crate::mailbox::{
     delivery, ChannelExit, Delivery, ExitKind, Inbound, Inbox, JoinOutcome, SocketHandle, SocketMsg,
@@ -168,7 +171,7 @@ impl<I: Send + 'static> ChannelContext<I> {
         self.registration.sub_id = Some(sub_id);
     }
 
-    fn send_reply(&self, msg_ref: Option<Ref>, status: String, response: Payload) {
+    fn send_reply(&self, msg_ref: Option<Ref>, status: ReplyStatus, response: Payload) {
         self.send_reply_as(self.join_ref.clone(), msg_ref, status, response);
     }
 
@@ -176,7 +179,7 @@ impl<I: Send + 'static> ChannelContext<I> {
         &self,
         join_ref: Option<Ref>,
         msg_ref: Option<Ref>,
-        status: String,
+        status: ReplyStatus,
         response: Payload,
     ) {
         let reply = Reply::new(join_ref, msg_ref, self.topic.clone(), status, response);
@@ -250,11 +253,11 @@ fn panic_text(panic: &(dyn Any + Send)) -> String {
 }
 
 /// Runs a callback, turning a panic into an error.
-async fn guarded<T>(fut: impl Future<Output = Result<T, RuntimeError>>) -> Result<T, String> {
+async fn guarded<T>(fut: impl Future<Output = Result<T, RuntimeError>>) -> Result<T, Crash> {
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(panic) => Err(panic_text(&*panic)),
+        Ok(Err(err)) => Err(Crash::Failed(err)),
+        Err(panic) => Err(Crash::Panicked(panic_text(&*panic))),
     }
 }
 
@@ -346,7 +349,7 @@ async fn run<C, F>(
             ctx.send_reply_as(
                 ctx.wire_join_ref.clone(),
                 msg_ref,
-                "ok".to_owned(),
+                ReplyStatus::Ok,
                 response,
             );
             (channel, intercepts)
@@ -401,7 +404,7 @@ fn refuse<I: Send + 'static>(
     ctx.send_reply_as(
         ctx.wire_join_ref.clone(),
         msg_ref,
-        "error".to_owned(),
+        ReplyStatus::Error,
         response,
     );
     ctx.unregister();
@@ -505,7 +508,7 @@ async fn handle<C: Channel>(
                 ..
             } = *msg.take();
             if event == events::LEAVE {
-                ctx.send_reply(msg_ref, "ok".to_owned(), Payload::empty_object());
+                ctx.send_reply(msg_ref, ReplyStatus::Ok, Payload::empty_object());
                 return Err(ExitReason::Left);
             }
             ctx.msg_ref = msg_ref.clone();
