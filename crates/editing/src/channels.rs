@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use phx_runtime::{
-    Channel, ChannelContext, EndpointBuilder, Flow, HandleIn, Payload, RuntimeError,
+    Channel, ChannelContext, EndpointBuilder, Flow, HandleIn, Payload, ReplyStatus, RuntimeError,
 };
 use serde_json::{json, Value};
 
@@ -225,7 +225,8 @@ impl<R: Records> Channel for EditorChannel<R> {
                 Ok(()) => {
                     // The reply first, then the event, then phx_close; the
                     // other editors (on every node) close on the broadcast.
-                    ctx.reply_ref().reply("ok", Payload::empty_object())?;
+                    ctx.reply_ref()
+                        .reply(ReplyStatus::Ok, Payload::empty_object())?;
                     let deleted = json!({"id": seat.id()});
                     ctx.push("deleted", deleted.clone())?;
                     ctx.broadcast_from("deleted", deleted)?;

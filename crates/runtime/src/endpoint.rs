@@ -10,14 +10,15 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::Filter;
 
-use crate::channel::{self, Channel};
+use crate::channel::{self, Channel, ChannelEnv};
 use crate::config::Config;
 use crate::handler::{AcceptAll, Assigns, DynHandler, SocketHandler};
 use crate::longpoll::Sessions;
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::node::{Route, Shared};
 use crate::presence::{Fetch, Presence, PresenceStore};
 use crate::pubsub::{Adapter, LocalPubSub, MakeAdapter, PubSub};
+use crate::socket::{Route, SocketEnv};
+use crate::state::EndpointState;
 
 /// Builds an [`Endpoint`].
 pub struct EndpointBuilder {
@@ -238,16 +239,29 @@ impl EndpointBuilder {
         let pubsub = PubSub::build(self.adapter, metrics.clone());
         Endpoint {
             sessions: Arc::new(Sessions::default()),
-            shared: Arc::new(Shared {
-                presence: Presence::new(
-                    pubsub.clone(),
-                    metrics.clone(),
-                    self.presence_store,
-                    self.presence_fetch,
-                    self.config.max_presence_meta,
-                ),
+            state: Arc::new(EndpointState {
+                sockets: Arc::new(SocketEnv {
+                    routes: self.routes,
+                    channels: Arc::new(ChannelEnv {
+                        presence: Presence::new(
+                            pubsub.clone(),
+                            metrics.clone(),
+                            self.presence_store,
+                            self.presence_fetch,
+                            self.config.max_presence_meta,
+                        ),
+                        pubsub: pubsub.clone(),
+                        metrics: metrics.clone(),
+                        mailbox: self.config.channel_mailbox,
+                        max_join_payload: self.config.max_join_payload,
+                    }),
+                    outbound_queue: self.config.outbound_queue,
+                    socket_buffer_bytes: self.config.socket_buffer_bytes,
+                    channel_stall_timeout: self.config.channel_stall_timeout,
+                    max_topic_length: self.config.max_topic_length,
+                    max_channels: self.config.max_channels,
+                }),
                 config: self.config,
-                routes: self.routes,
                 handler: self.handler,
                 pubsub,
                 metrics,
@@ -274,7 +288,7 @@ impl EndpointBuilder {
 /// ```
 #[derive(Clone)]
 pub struct Endpoint {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) state: Arc<EndpointState>,
     /// Live long-poll sessions.
     sessions: Arc<Sessions>,
 }
@@ -296,42 +310,42 @@ impl Endpoint {
 
     /// The endpoint's PubSub: broadcast to topics from application code.
     pub fn pubsub(&self) -> &PubSub {
-        &self.shared.pubsub
+        &self.state.pubsub
     }
 
     /// The endpoint's presence, for reading lists and statistics from outside channels.
     pub fn presence(&self) -> &Presence {
-        &self.shared.presence
+        self.state.presence()
     }
 
     /// The endpoint's configuration.
     pub fn config(&self) -> &Config {
-        &self.shared.config
+        &self.state.config
     }
 
     /// A snapshot of the endpoint's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.shared.metrics.snapshot()
+        self.state.metrics.snapshot()
     }
 
     /// The warp filter of the endpoint's routes.
     pub(crate) fn filter(&self) -> BoxedFilter<(Response,)> {
-        let mount = &self.shared.mount;
-        let mut routes = crate::websocket::route(self.shared.clone(), format!("{mount}/websocket"));
-        if self.shared.config.longpoll {
+        let mount = &self.state.mount;
+        let mut routes = crate::websocket::route(self.state.clone(), format!("{mount}/websocket"));
+        if self.state.config.longpoll {
             let lp = crate::longpoll::route(
-                self.shared.clone(),
+                self.state.clone(),
                 self.sessions.clone(),
                 format!("{mount}/longpoll"),
             );
             routes = routes.or(lp).unify().boxed();
         }
-        if let Some(path) = &self.shared.metrics_path {
-            let shared = self.shared.clone();
+        if let Some(path) = &self.state.metrics_path {
+            let state = self.state.clone();
             let metrics = crate::transport::exact_path(path.clone())
                 .and(warp::get())
                 .map(move || {
-                    let mut resp = Response::new(shared.metrics.snapshot().to_prometheus().into());
+                    let mut resp = Response::new(state.metrics.snapshot().to_prometheus().into());
                     resp.headers_mut().insert(
                         "content-type",
                         warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -348,9 +362,9 @@ impl Endpoint {
     /// reconnect at the same instant — and waits until they are gone or the drain
     /// timeout passes.
     pub async fn drain(&self) {
-        self.shared.drain.send_replace(true);
-        let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;
-        while self.shared.metrics.snapshot().sockets_open > 0
+        self.state.drain.send_replace(true);
+        let deadline = tokio::time::Instant::now() + self.state.config.drain_timeout;
+        while self.state.metrics.snapshot().sockets_open > 0
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;

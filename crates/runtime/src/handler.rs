@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use http::StatusCode;
 
 /// Query (and path) parameters of the connect request, percent-decoded. A key
 /// given several times keeps its last value; nested keys such as `user[id]` are
@@ -233,21 +234,31 @@ impl Connection {
 }
 
 /// A refused connection, with the HTTP status of the refusal (403 by default).
+///
+/// ```
+/// use phx_runtime::{Refusal, StatusCode};
+///
+/// assert_eq!(Refusal::forbidden().status, StatusCode::FORBIDDEN);
+/// let busy = Refusal::status(StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(busy.status.as_u16(), 429);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// The HTTP status answering a WebSocket upgrade (long-poll always answers
     /// `{"status":403}`, as Phoenix does).
-    pub status: u16,
+    pub status: StatusCode,
 }
 
 impl Refusal {
     /// 403 Forbidden, Phoenix's answer to `:error`.
     pub fn forbidden() -> Refusal {
-        Refusal { status: 403 }
+        Refusal {
+            status: StatusCode::FORBIDDEN,
+        }
     }
 
     /// Any status, e.g. 429 for rate limiting (Phoenix's custom `error_handler`).
-    pub fn status(status: u16) -> Refusal {
+    pub fn status(status: StatusCode) -> Refusal {
         Refusal { status }
     }
 }

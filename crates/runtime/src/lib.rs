@@ -17,11 +17,14 @@
 //!  server                 serve (accept loop, connection cap, head deadline), EndpointService
 //!  endpoint               Endpoint and its builder: routes, limits, drain; starts what is below
 //!  websocket  longpoll    the two wires: read frames, write batches, close with a reason
-//!  socket    transport    one per connection (heartbeats, synchronous joins, flow control);
-//!                         what both transports share (connect info, origin, vsn + connect,
-//!                         the socket loop over a wire)
-//!  channel                one actor per joined topic: the Channel trait and its context
-//!  node                   the node-wide state (config, routes, handler, PubSub, presence)
+//!  transport              what both wires share (connect info, origin, vsn + connect,
+//!                         the drain turn, the socket loop over a wire)
+//!  state                  the endpoint-wide state the transports hold (config, handler,
+//!                         drain signal, what sockets share)
+//!  socket                 one per connection (heartbeats, synchronous joins, flow control)
+//!                         and the channel routes; holds only what sockets share
+//!  channel                one actor per joined topic: the Channel trait and its context;
+//!                         holds only what channels share (PubSub, presence, metrics)
 //!  presence   pubsub      live presence; topics, subscribers, broadcasts
 //!  mailbox                socket and channel mailboxes as others see them, close reasons
 //!  config handler origin metrics error    policies, the application's handler, counters
@@ -66,16 +69,19 @@ mod longpoll;
 pub mod longpoll_body;
 mod mailbox;
 mod metrics;
-mod node;
 mod origin;
 pub mod presence;
 pub mod pubsub;
 mod server;
 mod socket;
+mod state;
 mod transport;
 mod websocket;
 
-pub use channel::{Channel, ChannelContext, ChannelHandle, ExitReason, Flow, HandleIn, ReplyRef};
+pub use channel::{
+    Channel, ChannelContext, ChannelHandle, Crash, ExitReason, Flow, HandleIn, ReplyRef,
+    ReplyStatus,
+};
 pub use config::Config;
 pub use endpoint::{Endpoint, EndpointBuilder};
 pub use error::RuntimeError;
@@ -83,6 +89,7 @@ pub use handler::{
     AcceptAll, Assigns, ConnectInfo, ConnectRequest, Connection, Identity, Params, Refusal,
     SocketHandler, TransportKind,
 };
+pub use http::StatusCode;
 pub use mailbox::CloseReason;
 pub use metrics::{MetricEntry, Metrics, MetricsSnapshot};
 pub use origin::{CheckOrigin, Origin, OriginFn};

@@ -59,8 +59,8 @@ use warp::Filter;
 use crate::handler::{parse_query, TransportKind};
 use crate::longpoll_body::{self, BodyError};
 use crate::metrics::Metrics;
-use crate::node::Shared;
 use crate::socket::SocketCore;
+use crate::state::EndpointState;
 use crate::transport::{
     self, connect, connect_info, exact_path, header, origin_allowed, raw_query, Ending, PeerAddr,
     Read, Wire,
@@ -178,7 +178,7 @@ where
 }
 
 pub(crate) fn route(
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
     sessions: Arc<Sessions>,
     path: String,
 ) -> BoxedFilter<(Response,)> {
@@ -208,7 +208,7 @@ pub(crate) fn route(
 }
 
 struct LpRequest {
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
     sessions: Arc<Sessions>,
     method: Method,
     headers: HeaderMap,
@@ -367,8 +367,12 @@ impl LpRequest {
                 handle,
             ));
         }
-        let (core, mailbox) =
-            SocketCore::new(shared.clone(), serializer, TransportKind::LongPoll, conn);
+        let (core, mailbox) = SocketCore::new(
+            shared.sockets.clone(),
+            serializer,
+            TransportKind::LongPoll,
+            conn,
+        );
         let session = Session::new(shared.clone(), self.sessions.clone(), id, poll_rx, post_rx);
         tokio::spawn(transport::run(session, core, mailbox, shared.clone()));
         tracing::debug!(vsn = serializer.vsn(), "long-poll session opened");
@@ -436,7 +440,7 @@ enum Found {
 /// session already took are still handled, in order). With the default window (10 s) the answer
 /// comes well before phoenix.js gives up on the request (its `longpollerTimeout`,
 /// 20 s); on a 408 the client closes and reconnects, as on a stuck channel.
-async fn hand_over(shared: &Shared, handle: &SessionHandle, messages: Vec<Message>) -> u16 {
+async fn hand_over(shared: &EndpointState, handle: &SessionHandle, messages: Vec<Message>) -> u16 {
     let (ack, acked) = oneshot::channel();
     let bound = shared.config.longpoll_window;
     let handed = async {
@@ -454,7 +458,7 @@ async fn hand_over(shared: &Shared, handle: &SessionHandle, messages: Vec<Messag
 
 /// Hands a poll to its session; the frames it answered with (empty once the
 /// window passed), or `None` when the session has ended.
-async fn poll(shared: &Shared, handle: &SessionHandle) -> Option<Vec<String>> {
+async fn poll(shared: &EndpointState, handle: &SessionHandle) -> Option<Vec<String>> {
     let (tx, rx) = oneshot::channel();
     handle.polls.send(tx).await.ok()?;
     match tokio::time::timeout(shared.config.longpoll_window, rx).await {
@@ -466,7 +470,7 @@ async fn poll(shared: &Shared, handle: &SessionHandle) -> Option<Vec<String>> {
 
 /// The frames of a POST body ([`longpoll_body::decode`]); an over-long line is counted.
 fn decode(
-    shared: &Shared,
+    shared: &EndpointState,
     body: &[u8],
     ndjson: bool,
     serializer: Serializer,
@@ -491,7 +495,7 @@ fn session_topic(id: &SessionId) -> String {
 /// Relays a request to the node holding session `id`: the answer's payload,
 /// or `None` when no node acknowledged it within [`RELAY_ACK`].
 async fn relay_request(
-    shared: &Shared,
+    shared: &EndpointState,
     id: &SessionId,
     event: &str,
     mut request: Value,
@@ -534,7 +538,7 @@ async fn relay_request(
 
 /// Serves the requests other nodes relay to session `id` until it ends.
 async fn relay_session(
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
     sessions: Arc<Sessions>,
     id: SessionId,
     handle: SessionHandle,
@@ -602,7 +606,7 @@ async fn relay_session(
 /// poll that waits for them, or keeps them for the next; closing ends the
 /// session (and with it the relay that serves other nodes).
 struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
     sessions: Arc<Sessions>,
     id: SessionId,
     polls: mpsc::Receiver<Poll>,
@@ -626,7 +630,7 @@ struct Session {
 
 impl Session {
     fn new(
-        shared: Arc<Shared>,
+        shared: Arc<EndpointState>,
         sessions: Arc<Sessions>,
         id: SessionId,
         polls: mpsc::Receiver<Poll>,
@@ -754,8 +758,8 @@ impl Wire for Session {
     /// Ends the session: it is forgotten at once (its token answers 410 or opens
     /// a new session), and its relay stops when the poll channel closes.
     async fn close(self, ending: Ending) {
-        if let Ending::Close(code, reason) = &ending {
-            tracing::debug!(code, %reason, "long-poll session ended");
+        if let Ending::Close(reason) = &ending {
+            tracing::debug!(code = reason.code(), %reason, "long-poll session ended");
         }
         self.sessions.remove(&self.id);
         Metrics::dec(&self.shared.metrics.longpoll_sessions);

@@ -46,11 +46,24 @@ pub(crate) struct ChannelExit {
     pub kind: ExitKind,
 }
 
-/// Why a transport must close its connection.
+/// Why the server closes a connection, and what its WebSocket close frame says
+/// (a code and a short reason; a long-poll session just ends).
+///
+/// ```
+/// use phx_runtime::CloseReason;
+///
+/// assert_eq!(CloseReason::Draining.code(), 1012);
+/// assert_eq!(CloseReason::Draining.to_string(), "server restarting");
+/// let bad = CloseReason::InvalidFrame("invalid_json");
+/// assert_eq!((bad.code(), bad.to_string().as_str()), (1011, "invalid frame: invalid_json"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// A `disconnect` broadcast to the socket id (close code 1001, as Phoenix 1.8).
     Disconnected,
+    /// Nothing came from the client within `Config::idle_timeout` (close code 1001).
+    IdleTimeout,
     /// The client let its outbound queue fill (close code 1013).
     SlowClient,
     /// A channel did not take the client's next message (or finish its join)
@@ -61,29 +74,50 @@ pub enum CloseReason {
     MessagesDropped,
     /// The server is shutting down (close code 1012, Service Restart).
     Draining,
+    /// A frame that is not a Phoenix message; the kind of decoding error
+    /// (`phx_protocol::ProtocolError::kind`) is in the reason (close code 1011).
+    InvalidFrame(&'static str),
+    /// A frame over `Config::max_frame_size` (close code 1009).
+    FrameTooLarge,
+    /// A WebSocket protocol violation (close code 1002).
+    ProtocolError,
+    /// A text frame that is not UTF-8 (close code 1007).
+    InvalidUtf8,
 }
 
 impl CloseReason {
     /// The WebSocket close code for this reason.
     pub fn code(self) -> u16 {
         match self {
-            CloseReason::Disconnected => 1001,
+            CloseReason::Disconnected | CloseReason::IdleTimeout => 1001,
             CloseReason::SlowClient | CloseReason::ChannelStuck | CloseReason::MessagesDropped => {
                 1013
             }
             CloseReason::Draining => 1012,
+            CloseReason::InvalidFrame(_) => 1011,
+            CloseReason::FrameTooLarge => 1009,
+            CloseReason::ProtocolError => 1002,
+            CloseReason::InvalidUtf8 => 1007,
         }
     }
+}
 
-    /// A short text for the close frame and the logs.
-    pub fn text(self) -> &'static str {
-        match self {
+/// The short text of the close frame (and the logs).
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
             CloseReason::Disconnected => "disconnected",
+            CloseReason::IdleTimeout => "idle timeout",
             CloseReason::SlowClient => "slow client: outbound queue full",
             CloseReason::ChannelStuck => "channel stuck",
             CloseReason::MessagesDropped => "messages dropped: rejoin",
             CloseReason::Draining => "server restarting",
-        }
+            CloseReason::InvalidFrame(kind) => return write!(f, "invalid frame: {kind}"),
+            CloseReason::FrameTooLarge => "frame too large",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::InvalidUtf8 => "invalid utf-8",
+        };
+        f.write_str(text)
     }
 }
 

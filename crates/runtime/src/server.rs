@@ -31,7 +31,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
 use crate::metrics::Metrics;
-use crate::node::Shared;
+use crate::state::EndpointState;
 use crate::transport::{ConnSlot, PeerAddr};
 use crate::Endpoint;
 
@@ -39,7 +39,7 @@ impl Endpoint {
     /// The endpoint as a `tower::Service`, to mount in an application's own HTTP
     /// server (see `examples/axum.rs`); [`serve`] runs it by itself.
     pub fn service(&self) -> EndpointService {
-        EndpointService::new(self.filter(), self.shared.clone())
+        EndpointService::new(self.filter(), self.state.clone())
     }
 }
 
@@ -76,7 +76,7 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Clone)]
 pub struct EndpointService {
     filter: BoxedFilter<(Response,)>,
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
     /// The prefix of the endpoint's transport paths (`<mount>/`).
     prefix: String,
     fallback: Option<Fallback>,
@@ -122,7 +122,10 @@ where
 }
 
 impl EndpointService {
-    pub(crate) fn new(filter: BoxedFilter<(Response,)>, shared: Arc<Shared>) -> EndpointService {
+    pub(crate) fn new(
+        filter: BoxedFilter<(Response,)>,
+        shared: Arc<EndpointState>,
+    ) -> EndpointService {
         EndpointService {
             filter,
             prefix: format!("{}/", shared.mount),

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use phx_protocol::{events, Frame, Message, Payload, Ref, Reply, Serializer};
@@ -34,14 +35,77 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
+use crate::channel::{ChannelEnv, ChannelStart, Spawned};
 use crate::handler::{Assigns, Connection, TransportKind};
 use crate::mailbox::{
     message_size, ChannelExit, CloseReason, ExitKind, Inbound, Inbox, JoinOutcome, SocketHandle,
     SocketMsg,
 };
 use crate::metrics::Metrics;
-use crate::node::{ChannelStart, Shared};
-use crate::pubsub::{SubId, Subscriber};
+use crate::presence::Presence;
+use crate::pubsub::{PubSub, SubId, Subscriber};
+
+/// Starts a route's channel.
+pub(crate) type Spawner = Box<dyn Fn(ChannelStart) -> Spawned + Send + Sync>;
+
+/// A topic pattern and the channel that serves it.
+pub(crate) struct Route {
+    pub(crate) pattern: String,
+    pub(crate) prefix: bool,
+    pub(crate) spawn: Spawner,
+}
+
+impl Route {
+    /// Phoenix's matching: `room:*` matches every topic starting with `room:`
+    /// (the splat must be last); anything else matches exactly.
+    fn matches(&self, topic: &str) -> bool {
+        if self.prefix {
+            topic.starts_with(&self.pattern)
+        } else {
+            topic == self.pattern
+        }
+    }
+}
+
+/// What every socket of an endpoint shares: the channel routes, the socket
+/// limits, and what the channels it starts share.
+pub(crate) struct SocketEnv {
+    pub(crate) routes: Vec<Route>,
+    pub(crate) channels: Arc<ChannelEnv>,
+    /// `Config::outbound_queue`.
+    pub(crate) outbound_queue: usize,
+    /// `Config::socket_buffer_bytes`.
+    pub(crate) socket_buffer_bytes: usize,
+    /// `Config::channel_stall_timeout`.
+    pub(crate) channel_stall_timeout: Duration,
+    /// `Config::max_topic_length`.
+    pub(crate) max_topic_length: usize,
+    /// `Config::max_channels`.
+    pub(crate) max_channels: usize,
+}
+
+impl SocketEnv {
+    /// The route serving `topic`; none for an internal topic, which no client
+    /// may join whatever the routes say.
+    fn route(&self, topic: &str) -> Option<&Route> {
+        if crate::pubsub::is_internal(topic) {
+            return None;
+        }
+        self.routes.iter().find(|r| r.matches(topic))
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.channels.metrics
+    }
+
+    fn pubsub(&self) -> &PubSub {
+        &self.channels.pubsub
+    }
+
+    fn presence(&self) -> &Presence {
+        &self.channels.presence
+    }
+}
 
 /// What the transport does after handing the socket one client message.
 pub(crate) enum Step {
@@ -142,7 +206,7 @@ impl<E> Channels<E> {
 
 /// A connection's state; see the module docs.
 pub(crate) struct SocketCore {
-    shared: Arc<Shared>,
+    env: Arc<SocketEnv>,
     serializer: Serializer,
     transport: TransportKind,
     handle: SocketHandle,
@@ -155,29 +219,29 @@ pub(crate) struct SocketCore {
 impl SocketCore {
     /// A socket for an accepted connection, and the receiving end of its mailbox.
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        env: Arc<SocketEnv>,
         serializer: Serializer,
         transport: TransportKind,
         conn: Connection,
     ) -> (SocketCore, flume::Receiver<SocketMsg>) {
         let (handle, rx) = SocketHandle::new(
-            shared.config.outbound_queue,
-            shared.config.socket_buffer_bytes,
-            shared.metrics.clone(),
+            env.outbound_queue,
+            env.socket_buffer_bytes,
+            env.channels.metrics.clone(),
         );
         let id: Option<Arc<str>> = conn.id.map(Arc::from);
         let id_sub = id.as_deref().map(|id| {
-            shared.pubsub.add(
+            env.pubsub().add(
                 id,
                 Subscriber::SocketId {
                     socket: handle.clone(),
                 },
             )
         });
-        Metrics::inc(&shared.metrics.sockets_open);
-        Metrics::inc(&shared.metrics.sockets_accepted);
+        Metrics::inc(&env.metrics().sockets_open);
+        Metrics::inc(&env.metrics().sockets_accepted);
         let core = SocketCore {
-            shared,
+            env,
             serializer,
             transport,
             handle,
@@ -228,7 +292,7 @@ impl SocketCore {
                     Payload::empty_object(),
                 ));
             }
-            Metrics::inc(&self.shared.metrics.unmatched_topics);
+            Metrics::inc(&self.env.metrics().unmatched_topics);
             tracing::debug!(topic = %msg.topic, event = %msg.event, "message for a topic this socket has not joined");
             return self.reply(Reply::error(
                 None,
@@ -258,8 +322,8 @@ impl SocketCore {
         };
         // The channel is behind (its mailbox or this socket's inbound bytes are
         // full): read nothing more from this client until it catches up.
-        Metrics::inc(&self.shared.metrics.backpressure_waits);
-        let stall = self.shared.config.channel_stall_timeout;
+        Metrics::inc(&self.env.metrics().backpressure_waits);
+        let stall = self.env.channel_stall_timeout;
         let socket = self.handle.clone();
         let topic = entry_topic(&msg);
         Step::Wait(Wait(Box::pin(async move {
@@ -290,10 +354,10 @@ impl SocketCore {
     }
 
     fn join(&mut self, msg: Message) -> Step {
-        let limits = &self.shared.config;
+        let limits = &*self.env;
         if msg.topic.len() > limits.max_topic_length {
-            Metrics::inc(&self.shared.metrics.joins_refused);
-            Metrics::inc(&self.shared.metrics.topics_too_long);
+            Metrics::inc(&self.env.metrics().joins_refused);
+            Metrics::inc(&self.env.metrics().topics_too_long);
             tracing::warn!(
                 length = msg.topic.len(),
                 limit = limits.max_topic_length,
@@ -302,9 +366,9 @@ impl SocketCore {
             let reason = Payload::from(json!({"reason": "topic too long"}));
             return self.reply(Reply::error(msg.join_ref, msg.msg_ref, msg.topic, reason));
         }
-        let Some(route) = self.shared.route(&msg.topic) else {
-            Metrics::inc(&self.shared.metrics.unmatched_topics);
-            Metrics::inc(&self.shared.metrics.joins_refused);
+        let Some(route) = self.env.route(&msg.topic) else {
+            Metrics::inc(&self.env.metrics().unmatched_topics);
+            Metrics::inc(&self.env.metrics().joins_refused);
             tracing::warn!(topic = %msg.topic, "ignoring unmatched topic");
             return self.reply(Reply::error(
                 None,
@@ -319,19 +383,19 @@ impl SocketCore {
         // presences are gone before the new join starts: no duplicate, no ghost.
         let close_old = self.channels.remove(&msg.topic).map(|old| {
             old.task.abort();
-            self.shared.pubsub.unsubscribe(&msg.topic, old.chan_id);
-            self.shared.presence.unwatch(&msg.topic, old.chan_id);
-            self.shared.presence.untrack_all(old.chan_id);
+            self.env.pubsub().unsubscribe(&msg.topic, old.chan_id);
+            self.env.presence().unwatch(&msg.topic, old.chan_id);
+            self.env.presence().untrack_all(old.chan_id);
             tracing::debug!(topic = %msg.topic, "duplicate join: closing the previous channel");
             old.join_ref
         });
-        if close_old.is_none() && self.channels.len() >= self.shared.config.max_channels {
-            Metrics::inc(&self.shared.metrics.joins_refused);
-            tracing::error!(topic = %msg.topic, limit = self.shared.config.max_channels, "too many channels joined on one socket");
+        if close_old.is_none() && self.channels.len() >= self.env.max_channels {
+            Metrics::inc(&self.env.metrics().joins_refused);
+            tracing::error!(topic = %msg.topic, limit = self.env.max_channels, "too many channels joined on one socket");
             let reason = Payload::from(json!({"reason": "too many channels joined"}));
             return self.reply(Reply::error(msg.join_ref, msg.msg_ref, msg.topic, reason));
         }
-        let chan_id = self.shared.next_id();
+        let chan_id = self.env.pubsub().next_id();
         let start = ChannelStart {
             topic: msg.topic.clone(),
             join_ref: msg.join_ref.clone(),
@@ -343,7 +407,7 @@ impl SocketCore {
             transport: self.transport,
             assigns: self.assigns.clone(),
             socket_id: self.id.clone(),
-            shared: self.shared.clone(),
+            env: self.env.channels.clone(),
             close_old,
         };
         let spawned = (route.spawn)(start);
@@ -357,7 +421,7 @@ impl SocketCore {
             },
         );
         let outcome: oneshot::Receiver<JoinOutcome> = spawned.outcome;
-        let stall = self.shared.config.channel_stall_timeout;
+        let stall = self.env.channel_stall_timeout;
         let (topic, join_ref, msg_ref) = (msg.topic, msg.join_ref, msg.msg_ref);
         Step::Wait(Wait(Box::pin(async move {
             match tokio::time::timeout(stall, outcome).await {
@@ -378,8 +442,8 @@ impl SocketCore {
         match resumed {
             Resumed::Delivered => None,
             Resumed::Stuck { topic } => {
-                Metrics::inc(&self.shared.metrics.channels_stuck);
-                tracing::warn!(%topic, timeout = ?self.shared.config.channel_stall_timeout, "closing socket: channel stuck");
+                Metrics::inc(&self.env.metrics().channels_stuck);
+                tracing::warn!(%topic, timeout = ?self.env.channel_stall_timeout, "closing socket: channel stuck");
                 self.handle.close(CloseReason::ChannelStuck);
                 None
             }
@@ -399,7 +463,7 @@ impl SocketCore {
                     // The channel's task died before answering: answer for it.
                     None => {
                         self.remove(&topic, chan_id);
-                        Metrics::inc(&self.shared.metrics.joins_refused);
+                        Metrics::inc(&self.env.metrics().joins_refused);
                         let reason = Payload::from(json!({"reason": "join crashed"}));
                         self.encode_reply(&Reply::error(join_ref, msg_ref, topic, reason))
                     }
@@ -457,9 +521,9 @@ impl Drop for SocketCore {
         // Every channel terminates (and leaves presence) as soon as its socket ends.
         self.handle.mark_closed();
         if let (Some(id), Some(sub)) = (self.id.as_deref(), self.id_sub) {
-            self.shared.pubsub.unsubscribe(id, sub);
+            self.env.pubsub().unsubscribe(id, sub);
         }
-        Metrics::dec(&self.shared.metrics.sockets_open);
+        Metrics::dec(&self.env.metrics().sockets_open);
     }
 }
 

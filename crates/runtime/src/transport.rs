@@ -6,7 +6,6 @@
 //! how a client message is read, how a batch of frames is written, how the
 //! connection ends.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,11 +19,11 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::handler::{ConnectInfo, ConnectRequest, TransportKind};
-use crate::mailbox::SocketMsg;
+use crate::mailbox::{CloseReason, SocketMsg};
 use crate::metrics::Metrics;
-use crate::node::Shared;
 use crate::origin::Origin;
 use crate::socket::{SocketCore, Step, Wait};
+use crate::state::EndpointState;
 
 /// The peer address of a request, put in its extensions by [`crate::serve`].
 #[derive(Clone, Copy, Debug)]
@@ -100,7 +99,7 @@ pub(crate) fn request_origin(headers: &HeaderMap) -> Origin {
 }
 
 /// Decides whether the request's origin may connect; logs and counts a refusal.
-pub(crate) fn origin_allowed(shared: &Shared, headers: &HeaderMap) -> bool {
+pub(crate) fn origin_allowed(shared: &EndpointState, headers: &HeaderMap) -> bool {
     let origin = header(headers, "origin");
     let ok = shared
         .config
@@ -114,7 +113,7 @@ pub(crate) fn origin_allowed(shared: &Shared, headers: &HeaderMap) -> bool {
 }
 
 /// Negotiates the serializer; logs and counts a refusal.
-pub(crate) fn negotiate(shared: &Shared, vsn: Option<&str>) -> Option<Serializer> {
+pub(crate) fn negotiate(shared: &EndpointState, vsn: Option<&str>) -> Option<Serializer> {
     match Serializer::negotiate(vsn) {
         Ok(s) => Some(s),
         Err(err) => {
@@ -129,12 +128,13 @@ pub(crate) fn negotiate(shared: &Shared, vsn: Option<&str>) -> Option<Serializer
 /// serializer from `vsn`, then ask the socket handler. A refusal comes back as its
 /// HTTP status, counted and logged.
 pub(crate) async fn connect(
-    shared: &Shared,
+    shared: &EndpointState,
     params: crate::handler::Params,
     info: ConnectInfo,
     transport: TransportKind,
-) -> Result<(Serializer, crate::handler::Connection), u16> {
-    let serializer = negotiate(shared, params.get("vsn").map(String::as_str)).ok_or(403u16)?;
+) -> Result<(Serializer, crate::handler::Connection), StatusCode> {
+    let serializer =
+        negotiate(shared, params.get("vsn").map(String::as_str)).ok_or(StatusCode::FORBIDDEN)?;
     let request = ConnectRequest {
         params,
         info,
@@ -145,7 +145,7 @@ pub(crate) async fn connect(
         Err(refusal) => {
             Metrics::inc(&shared.metrics.sockets_refused);
             tracing::info!(
-                status = refusal.status,
+                status = refusal.status.as_u16(),
                 transport = transport.as_str(),
                 "socket handler refused the connection"
             );
@@ -159,7 +159,7 @@ pub(crate) async fn connect(
 /// `Config::drain_batch_size` at a time, one batch every
 /// `Config::drain_batch_interval` (Phoenix drains the same way), so clients do
 /// not all reconnect at the same instant.
-pub(crate) async fn drain_turn(shared: std::sync::Arc<Shared>) {
+pub(crate) async fn drain_turn(shared: std::sync::Arc<EndpointState>) {
     let mut drain = shared.drain.subscribe();
     let _ = drain.wait_for(|d| *d).await;
     let place = shared
@@ -194,8 +194,8 @@ impl ConnSlot {
 pub(crate) enum Ending {
     /// The client is gone, or nothing can be said to it: just stop.
     Gone,
-    /// Tell the client why: a WebSocket close code and its reason.
-    Close(u16, Cow<'static, str>),
+    /// Tell the client why (a WebSocket close code and its reason).
+    Close(CloseReason),
 }
 
 /// What a [`Wire::read`] brought.
@@ -258,7 +258,7 @@ pub(crate) async fn run<W: Wire>(
     mut wire: W,
     mut core: SocketCore,
     rx: Receiver<SocketMsg>,
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
 ) {
     let close = core.close_signal();
     tokio::pin!(close);
@@ -272,10 +272,10 @@ pub(crate) async fn run<W: Wire>(
         let input = waiting.is_none();
         tokio::select! {
             reason = &mut close => {
-                tracing::info!(code = reason.code(), reason = reason.text(), "closing socket");
-                break Ending::Close(reason.code(), Cow::Borrowed(reason.text()));
+                tracing::info!(code = reason.code(), %reason, "closing socket");
+                break Ending::Close(reason);
             }
-            () = &mut drained => break Ending::Close(1012, Cow::Borrowed("server restarting")),
+            () = &mut drained => break Ending::Close(CloseReason::Draining),
             resumed = async { match &mut waiting { Some(w) => w.await, None => std::future::pending().await } } => {
                 waiting = None;
                 if let Some(frame) = core.resume(resumed) {
@@ -312,7 +312,7 @@ pub(crate) async fn run<W: Wire>(
             biased;
             flushed = wire.flush() => flushed,
             reason = &mut close => {
-                tracing::info!(code = reason.code(), reason = reason.text(), "closing socket while writing");
+                tracing::info!(code = reason.code(), %reason, "closing socket while writing");
                 break Ending::Gone;
             }
         };
@@ -488,14 +488,14 @@ mod tests {
         let endpoint = Endpoint::builder()
             .channel("slow:*", |_, _| SlowJoin)
             .build();
-        let shared = endpoint.shared.clone();
+        let shared = endpoint.state.clone();
         let (core, rx) = SocketCore::new(
-            shared.clone(),
+            shared.sockets.clone(),
             Serializer::V2Json,
             TransportKind::WebSocket,
             Connection::new(),
         );
-        let (wire, log) = Script::new(lines, Ending::Close(4000, Cow::Borrowed("done")));
+        let (wire, log) = Script::new(lines, Ending::Close(CloseReason::Disconnected));
         tokio::time::timeout(Duration::from_secs(5), run(wire, core, rx, shared))
             .await
             .expect("the loop ends with the script");
@@ -523,7 +523,7 @@ mod tests {
             log.inputs.iter().all(|i| *i),
             "nothing made the socket wait"
         );
-        assert_eq!(log.ending, Some(Ending::Close(4000, Cow::Borrowed("done"))));
+        assert_eq!(log.ending, Some(Ending::Close(CloseReason::Disconnected)));
         let metrics = endpoint.metrics();
         assert_eq!(metrics.frames_in, 2);
         assert_eq!(metrics.frames_out, 2);

@@ -23,7 +23,6 @@
 //! slow to read its messages, a channel stuck past the stall timeout, or a message
 //! one of its channels could not queue.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -48,9 +47,10 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::handler::{parse_query, TransportKind};
+use crate::mailbox::CloseReason;
 use crate::metrics::Metrics;
-use crate::node::Shared;
 use crate::socket::SocketCore;
+use crate::state::EndpointState;
 use crate::transport::{
     self, connect, connect_info, exact_path, header, origin_allowed, raw_query, status, ConnSlot,
     Ending, PeerAddr, Read, Wire,
@@ -59,7 +59,7 @@ use crate::transport::{
 /// The prefix of the Phoenix 1.8 auth-token subprotocol.
 const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
 
-pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,)> {
+pub(crate) fn route(shared: Arc<EndpointState>, path: String) -> BoxedFilter<(Response,)> {
     let full_path = path.clone();
     exact_path(path)
         .and(warp::method())
@@ -87,7 +87,7 @@ pub(crate) fn route(shared: Arc<Shared>, path: String) -> BoxedFilter<(Response,
 }
 
 struct Upgrade {
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
     method: Method,
     headers: HeaderMap,
     path: String,
@@ -123,12 +123,7 @@ impl Upgrade {
         let (serializer, conn) =
             match connect(&self.shared, params, info, TransportKind::WebSocket).await {
                 Ok(accepted) => accepted,
-                Err(code) => {
-                    return status(
-                        StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN),
-                        "",
-                    )
-                }
+                Err(code) => return status(code, ""),
             };
         let accept = match self.handshake_headers() {
             Ok(accept) => accept,
@@ -162,8 +157,12 @@ impl Upgrade {
                 Some(config),
             )
             .await;
-            let (core, rx) =
-                SocketCore::new(shared.clone(), serializer, TransportKind::WebSocket, conn);
+            let (core, rx) = SocketCore::new(
+                shared.sockets.clone(),
+                serializer,
+                TransportKind::WebSocket,
+                conn,
+            );
             let wire = WsWire::new(ws, shared.clone(), serializer);
             transport::run(wire, core, rx, shared).await;
             // The connection's slot under max_connections is free again.
@@ -347,7 +346,7 @@ impl Outbox {
 struct WsWire {
     ws: Ws,
     out: Outbox,
-    shared: Arc<Shared>,
+    shared: Arc<EndpointState>,
     serializer: Serializer,
     idle: Duration,
     /// Nothing received from the client until then ends the socket (1001).
@@ -359,7 +358,7 @@ struct WsWire {
 }
 
 impl WsWire {
-    fn new(ws: Ws, shared: Arc<Shared>, serializer: Serializer) -> WsWire {
+    fn new(ws: Ws, shared: Arc<EndpointState>, serializer: Serializer) -> WsWire {
         let idle = shared.config.idle_timeout;
         WsWire {
             ws,
@@ -397,10 +396,7 @@ impl WsWire {
                 Metrics::inc(&self.shared.metrics.frames_in);
                 Metrics::inc(&self.shared.metrics.malformed_frames);
                 tracing::warn!(%err, "closing socket: malformed frame");
-                Read::End(Ending::Close(
-                    1011,
-                    Cow::Owned(format!("invalid frame: {}", err.kind())),
-                ))
+                Read::End(Ending::Close(CloseReason::InvalidFrame(err.kind())))
             }
         }
     }
@@ -440,7 +436,7 @@ impl Wire for WsWire {
                 None => {
                     Metrics::inc(&self.shared.metrics.idle_timeouts);
                     tracing::info!(timeout = ?self.idle, "closing socket: nothing received within the idle timeout");
-                    Read::End(Ending::Close(1001, Cow::Borrowed("idle timeout")))
+                    Read::End(Ending::Close(CloseReason::IdleTimeout))
                 }
             }
         }
@@ -464,12 +460,12 @@ impl Wire for WsWire {
     }
 
     async fn close(mut self, ending: Ending) {
-        let Ending::Close(code, reason) = ending else {
+        let Ending::Close(reason) = ending else {
             return;
         };
         let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.as_ref().into(),
+            code: CloseCode::from(reason.code()),
+            reason: reason.to_string().into(),
         };
         // The closing handshake: send our close, then read (and discard) what the
         // client still sends until its close answers ours. Dropping the connection
@@ -484,12 +480,12 @@ impl Wire for WsWire {
     }
 }
 
-fn read_error(shared: &Shared, err: tungstenite::Error) -> Ending {
+fn read_error(shared: &EndpointState, err: tungstenite::Error) -> Ending {
     match err {
         tungstenite::Error::Capacity(err) => {
             Metrics::inc(&shared.metrics.oversize_frames);
             tracing::warn!(%err, "closing socket: frame over the size limit");
-            Ending::Close(1009, Cow::Borrowed("frame too large"))
+            Ending::Close(CloseReason::FrameTooLarge)
         }
         tungstenite::Error::Protocol(
             tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
@@ -500,12 +496,12 @@ fn read_error(shared: &Shared, err: tungstenite::Error) -> Ending {
         tungstenite::Error::Protocol(err) => {
             Metrics::inc(&shared.metrics.malformed_frames);
             tracing::warn!(%err, "closing socket: WebSocket protocol error");
-            Ending::Close(1002, Cow::Borrowed("protocol error"))
+            Ending::Close(CloseReason::ProtocolError)
         }
         tungstenite::Error::Utf8(_) => {
             Metrics::inc(&shared.metrics.malformed_frames);
             tracing::warn!("closing socket: text frame is not UTF-8");
-            Ending::Close(1007, Cow::Borrowed("invalid utf-8"))
+            Ending::Close(CloseReason::InvalidUtf8)
         }
         other => {
             tracing::debug!(err = %other, "websocket read ended");

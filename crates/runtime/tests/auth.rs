@@ -460,7 +460,9 @@ async fn token_auth_wraps_the_apps_handler() {
             req: &phx_runtime::ConnectRequest,
         ) -> Result<phx_runtime::Connection, phx_runtime::Refusal> {
             if req.params.get("nick").is_some_and(|n| n == "bob") {
-                return Err(phx_runtime::Refusal::status(429));
+                return Err(phx_runtime::Refusal::status(
+                    phx_runtime::StatusCode::TOO_MANY_REQUESTS,
+                ));
             }
             // A self-declared identity: the verified one replaces it.
             Ok(phx_runtime::Connection::new().assign(Identity::new("mallory")))

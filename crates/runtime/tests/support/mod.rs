@@ -33,7 +33,7 @@ impl SocketHandler for TestSocket {
     async fn connect(&self, req: &ConnectRequest) -> Result<Connection, Refusal> {
         match req.params.get("reject").map(String::as_str) {
             Some("1") => return Err(Refusal::forbidden()),
-            Some("429") => return Err(Refusal::status(429)),
+            Some("429") => return Err(Refusal::status(phx_runtime::StatusCode::TOO_MANY_REQUESTS)),
             _ => {}
         }
         let mut conn = Connection::new().assign(AuthToken(req.info.auth_token.clone()));
