@@ -2,7 +2,7 @@
 //! unchanged.
 //!
 //! An [`Endpoint`] holds a [`SocketHandler`] (who may connect), channel routes
-//! (`room:*` → a type implementing [`Channel`]), a [`PubSub`], presence and
+//! (`room:*` → a type implementing [`Channel`]), a [`PubSub`](pubsub::PubSub), presence and
 //! metrics. [`serve`] runs it on a listener (`<mount>/websocket`,
 //! `<mount>/longpoll`); [`Endpoint::service`] mounts it as a `tower::Service` in
 //! an application's own HTTP server.
@@ -57,6 +57,7 @@
 //! ```
 
 pub mod auth;
+pub mod body;
 mod channel;
 mod config;
 mod endpoint;
@@ -87,9 +88,7 @@ pub use mailbox::CloseReason;
 pub use metrics::{MetricEntry, Metrics, MetricsSnapshot};
 pub use origin::{CheckOrigin, Origin, OriginFn};
 pub use phx_protocol::{Payload, Serializer};
-pub use pubsub::{PubSub, Subscription};
 pub use server::{
-    bind, serve, serve_app, shutdown_signal, BoxError, EndpointService, HttpLimits, RequestBody,
-    ResponseBody, LISTEN_BACKLOG,
+    bind, serve, shutdown_signal, EndpointService, HttpApp, HttpLimits, LISTEN_BACKLOG,
 };
 pub use transport::PeerAddr;

@@ -50,8 +50,6 @@ pub(crate) struct Shared {
     pub(crate) drain: watch::Sender<bool>,
     /// Sockets that have taken their place in the drain order.
     pub(crate) drained: std::sync::atomic::AtomicUsize,
-    pub(crate) mount: String,
-    pub(crate) metrics_path: Option<String>,
 }
 
 impl Shared {

@@ -204,7 +204,7 @@ struct Inner {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use phx_runtime::PubSub;
+/// use phx_runtime::pubsub::PubSub;
 /// let pubsub = PubSub::new();
 /// let mut sub = pubsub.subscribe("events:records", 16);
 /// pubsub.broadcast("events:records", "created", serde_json::json!({"id": 7}).into());
@@ -393,7 +393,8 @@ impl PubSub {
     /// can speak on the runtime's or the apps' own topics.
     ///
     /// ```
-    /// use phx_runtime::{Payload, PubSub};
+    /// use phx_runtime::pubsub::PubSub;
+    /// use phx_runtime::Payload;
     /// let pubsub = PubSub::new();
     /// assert!(pubsub.broadcast_external("room:1", "news", Payload::empty_object()).is_ok());
     /// assert!(pubsub.broadcast_external("phx:lp:00", "poll", Payload::empty_object()).is_err());

@@ -113,7 +113,7 @@ fn endpoint_on(bus: &Arc<Bus>, id: &str, fail: bool) -> Endpoint {
 }
 
 /// The next broadcast of event `n` (presence diffs share the topic).
-async fn next_n(sub: &mut phx_runtime::Subscription) -> Arc<Broadcast> {
+async fn next_n(sub: &mut phx_runtime::pubsub::Subscription) -> Arc<Broadcast> {
     loop {
         let b = tokio::time::timeout(WAIT, sub.recv())
             .await
