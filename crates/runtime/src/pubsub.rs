@@ -122,14 +122,13 @@ pub fn encode_payload(payload: &Payload) -> Bytes {
 pub fn decode_payload(bytes: &Bytes) -> Result<Payload, RuntimeError> {
     match bytes.first() {
         Some(0) => {
-            let text = std::str::from_utf8(&bytes[1..])
-                .map_err(|e| RuntimeError::Adapter(format!("payload is not UTF-8: {e}")))?;
+            let text = std::str::from_utf8(&bytes[1..]).map_err(RuntimeError::adapter)?;
             let raw = RawValue::from_string(text.to_owned())?;
             Ok(Payload::Json(raw))
         }
         Some(1) => Ok(Payload::Binary(bytes.slice(1..))),
-        Some(tag) => Err(RuntimeError::Adapter(format!("unknown payload tag {tag}"))),
-        None => Err(RuntimeError::Adapter("empty payload".into())),
+        Some(tag) => Err(RuntimeError::adapter(format!("unknown payload tag {tag}"))),
+        None => Err(RuntimeError::adapter("empty payload")),
     }
 }
 

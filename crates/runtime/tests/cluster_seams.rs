@@ -74,7 +74,7 @@ impl Adapter for BusAdapter {
 
     fn publish(&self, broadcast: Arc<Broadcast>) -> PublishFuture {
         if self.fail {
-            return Box::pin(async { Err(RuntimeError::Adapter("link down".into())) });
+            return Box::pin(async { Err(RuntimeError::adapter("link down")) });
         }
         let nodes = self.bus.nodes.lock().expect("bus").clone();
         for node in nodes {
