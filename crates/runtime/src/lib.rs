@@ -56,6 +56,8 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod auth;
 pub mod body;
 mod channel;
