@@ -53,7 +53,7 @@ impl TrackerStore {
                 max = self.max_meta,
                 "cluster: presence meta too large to replicate; refused"
             );
-            return Err(RuntimeError::Adapter(format!(
+            return Err(RuntimeError::adapter(format!(
                 "presence meta of {size} bytes, at most {} allowed in a cluster",
                 self.max_meta
             )));
@@ -65,7 +65,7 @@ impl TrackerStore {
 fn runtime_error(err: ClusterError) -> RuntimeError {
     match err {
         ClusterError::Presence(e) => RuntimeError::Presence(e),
-        other => RuntimeError::Adapter(other.to_string()),
+        other => RuntimeError::adapter(other),
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use phx_protocol::Broadcast;
-use phx_runtime::{Payload, PubSub};
+use phx_runtime::pubsub::PubSub;
+use phx_runtime::Payload;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, oneshot};
 

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use phx_runtime::{Assigns, Identity, Payload, PubSub};
+use phx_runtime::pubsub::PubSub;
+use phx_runtime::{Assigns, Identity, Payload};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;

@@ -7,7 +7,8 @@
 use std::sync::{Arc, Weak};
 
 use phx_protocol::Broadcast;
-use phx_runtime::{Payload, PubSub, Subscription};
+use phx_runtime::pubsub::{PubSub, Subscription};
+use phx_runtime::Payload;
 use serde_json::{json, Value};
 
 use crate::session::{tell, Sessions, SyncState};

@@ -5,16 +5,32 @@ use std::time::Duration;
 
 use crate::origin::CheckOrigin;
 
-/// How an endpoint's sockets behave. Build with [`Config::default`] and change fields.
+/// How an endpoint's sockets behave: the one place an endpoint is configured
+/// (its builder takes the whole of it with
+/// [`EndpointBuilder::config`](crate::EndpointBuilder::config)). Start from
+/// [`Config::default`] and change fields.
 ///
 /// ```
 /// use std::time::Duration;
-/// let mut config = phx_runtime::Config::default();
-/// config.idle_timeout = Duration::from_secs(30);
-/// config.check_origin = phx_runtime::CheckOrigin::list(["//example.com"]);
+/// use phx_runtime::{CheckOrigin, Config, Endpoint};
+///
+/// let config = Config {
+///     idle_timeout: Duration::from_secs(30),
+///     check_origin: CheckOrigin::list(["//example.com"]),
+///     metrics_path: Some("/metrics".to_owned()),
+///     ..Config::default()
+/// };
+/// let endpoint = Endpoint::builder().config(config).build();
+/// assert_eq!(endpoint.config().idle_timeout, Duration::from_secs(30));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Where the transports are served (default `/socket`: `/socket/websocket`
+    /// and `/socket/longpoll`); a trailing `/` is ignored.
+    pub mount: String,
+    /// Also answer `GET <path>` with the endpoint's counters in the Prometheus
+    /// text format (e.g. `/metrics`). Default `None`: off.
+    pub metrics_path: Option<String>,
     /// Which browser origins may connect (default: Phoenix's `true` with host `localhost`).
     pub check_origin: CheckOrigin,
     /// Accept the Phoenix 1.8 auth token carried in `Sec-WebSocket-Protocol`
@@ -95,6 +111,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
+            mount: "/socket".to_owned(),
+            metrics_path: None,
             check_origin: CheckOrigin::default(),
             auth_token: true,
             subprotocols: None,

@@ -28,12 +28,11 @@ pub struct EndpointBuilder {
     adapter: Option<MakeAdapter>,
     presence_store: Option<Arc<dyn PresenceStore>>,
     presence_fetch: Option<Fetch>,
-    mount: String,
-    metrics_path: Option<String>,
 }
 
 impl EndpointBuilder {
-    /// Sets the configuration (default: [`Config::default`]).
+    /// Sets the configuration (default: [`Config::default`]): limits, timeouts,
+    /// policies, the mount and the metrics path all live there.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
@@ -98,104 +97,6 @@ impl EndpointBuilder {
         self
     }
 
-    /// Also answers `GET <path>` with the endpoint's counters in the Prometheus
-    /// text format (e.g. `/metrics`). Off by default.
-    pub fn metrics_path(mut self, path: &str) -> Self {
-        self.metrics_path = Some(path.to_owned());
-        self
-    }
-
-    /// Where the transports are mounted (default `/socket`: `/socket/websocket`
-    /// and `/socket/longpoll`).
-    pub fn mount(mut self, path: &str) -> Self {
-        self.mount = path.trim_end_matches('/').to_owned();
-        self
-    }
-
-    /// Largest WebSocket frame or message a client may send (1009 past it).
-    /// Default 10 000 000 bytes, as Phoenix's Bandit adapter.
-    pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.config.max_frame_size = bytes;
-        self
-    }
-
-    /// Bytes that may wait per socket in each direction (default 32 MiB); see
-    /// [`Config::socket_buffer_bytes`].
-    pub fn socket_buffer_bytes(mut self, bytes: usize) -> Self {
-        self.config.socket_buffer_bytes = bytes;
-        self
-    }
-
-    /// Longest topic a client may join, in bytes (default 1 KiB).
-    pub fn max_topic_length(mut self, bytes: usize) -> Self {
-        self.config.max_topic_length = bytes;
-        self
-    }
-
-    /// Largest join payload a client may send, in bytes (default 64 KiB); see
-    /// [`Config::max_join_payload`].
-    ///
-    /// ```
-    /// let endpoint = phx_runtime::Endpoint::builder().max_join_payload(16 << 10).build();
-    /// assert_eq!(endpoint.config().max_join_payload, 16 << 10);
-    /// ```
-    pub fn max_join_payload(mut self, bytes: usize) -> Self {
-        self.config.max_join_payload = bytes;
-        self
-    }
-
-    /// Largest presence entry (key and meta) a channel may track, in bytes
-    /// (default 64 KiB); see [`Config::max_presence_meta`].
-    ///
-    /// ```
-    /// let endpoint = phx_runtime::Endpoint::builder().max_presence_meta(4 << 10).build();
-    /// assert_eq!(endpoint.config().max_presence_meta, 4 << 10);
-    /// ```
-    pub fn max_presence_meta(mut self, bytes: usize) -> Self {
-        self.config.max_presence_meta = bytes;
-        self
-    }
-
-    /// How long a channel may leave its socket waiting (default 30 s).
-    pub fn channel_stall_timeout(mut self, timeout: Duration) -> Self {
-        self.config.channel_stall_timeout = timeout;
-        self
-    }
-
-    /// Deadline for a whole HTTP request head, and for an idle kept-alive
-    /// connection's next request (default 30 s).
-    pub fn http_header_timeout(mut self, timeout: Duration) -> Self {
-        self.config.http_header_timeout = timeout;
-        self
-    }
-
-    /// Connections [`crate::serve`] keeps open at once (default 16 384).
-    pub fn max_connections(mut self, connections: usize) -> Self {
-        self.config.max_connections = connections;
-        self
-    }
-
-    /// Largest long-poll POST body and largest line in it, in bytes.
-    pub fn longpoll_limits(mut self, max_body: usize, max_line: usize) -> Self {
-        self.config.longpoll_max_body = max_body;
-        self.config.longpoll_max_line = max_line;
-        self
-    }
-
-    /// Long-poll sessions open at once (default 16 384).
-    pub fn max_longpoll_sessions(mut self, sessions: usize) -> Self {
-        self.config.max_longpoll_sessions = sessions;
-        self
-    }
-
-    /// Closes sockets on drain `size` at a time, one batch every `interval`
-    /// (default 10 000 every 2 s, as Phoenix's drainer).
-    pub fn drain_batches(mut self, size: usize, interval: Duration) -> Self {
-        self.config.drain_batch_size = size;
-        self.config.drain_batch_interval = interval;
-        self
-    }
-
     /// Publishes broadcasts to other nodes through the adapter `make` builds
     /// from a handle to the endpoint's PubSub (see [`Adapter`]).
     pub fn adapter(mut self, make: impl FnOnce(LocalPubSub) -> Arc<dyn Adapter> + 'static) -> Self {
@@ -234,7 +135,9 @@ impl EndpointBuilder {
     }
 
     /// Builds the endpoint.
-    pub fn build(self) -> Endpoint {
+    pub fn build(mut self) -> Endpoint {
+        let mount = self.config.mount.trim_end_matches('/').len();
+        self.config.mount.truncate(mount);
         let metrics = Arc::new(Metrics::default());
         let pubsub = PubSub::build(self.adapter, metrics.clone());
         Endpoint {
@@ -267,8 +170,6 @@ impl EndpointBuilder {
                 metrics,
                 drain: watch::Sender::new(false),
                 drained: std::sync::atomic::AtomicUsize::new(0),
-                mount: self.mount,
-                metrics_path: self.metrics_path,
             }),
         }
     }
@@ -303,8 +204,6 @@ impl Endpoint {
             adapter: None,
             presence_store: None,
             presence_fetch: None,
-            mount: "/socket".to_owned(),
-            metrics_path: None,
         }
     }
 
@@ -330,7 +229,7 @@ impl Endpoint {
 
     /// The warp filter of the endpoint's routes.
     pub(crate) fn filter(&self) -> BoxedFilter<(Response,)> {
-        let mount = &self.state.mount;
+        let mount = &self.state.config.mount;
         let mut routes = crate::websocket::route(self.state.clone(), format!("{mount}/websocket"));
         if self.state.config.longpoll {
             let lp = crate::longpoll::route(
@@ -340,7 +239,7 @@ impl Endpoint {
             );
             routes = routes.or(lp).unify().boxed();
         }
-        if let Some(path) = &self.state.metrics_path {
+        if let Some(path) = &self.state.config.metrics_path {
             let state = self.state.clone();
             let metrics = crate::transport::exact_path(path.clone())
                 .and(warp::get())
@@ -358,7 +257,7 @@ impl Endpoint {
     }
 
     /// Closes every socket with code 1012 (Service Restart) so that clients
-    /// reconnect elsewhere — in batches (`drain_batches`), so they do not all
+    /// reconnect elsewhere — in batches ([`Config::drain_batch_size`] every [`Config::drain_batch_interval`]), so they do not all
     /// reconnect at the same instant — and waits until they are gone or the drain
     /// timeout passes.
     pub async fn drain(&self) {

@@ -2,6 +2,8 @@
 
 use phx_protocol::ProtocolError;
 
+use crate::body::BoxError;
+
 /// What went wrong in the runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -29,8 +31,9 @@ pub enum RuntimeError {
     Presence(#[from] phx_presence::PresenceError),
     /// A cluster adapter could not carry a broadcast, or one from another node
     /// could not be read.
+    /// The adapter's own error is kept as the source.
     #[error("cluster adapter: {0}")]
-    Adapter(String),
+    Adapter(#[source] BoxError),
     /// Something a peer sent is over a configured size limit (`what` names it).
     #[error("{what} of {size} bytes is over the limit of {limit} bytes")]
     TooLarge {
@@ -52,14 +55,32 @@ pub enum RuntimeError {
     /// not a public key in PEM.
     #[error("token verification: {0}")]
     AuthConfig(String),
-    /// A channel handler failed; the channel crashes and its client gets `phx_error`.
+    /// A channel handler failed; the channel crashes and its client gets
+    /// `phx_error`. What failed is kept as the source.
     #[error("channel failed: {0}")]
-    Channel(String),
+    Channel(#[source] BoxError),
 }
 
 impl RuntimeError {
-    /// A channel failure with a message, for `?` in channel handlers.
-    pub fn channel(msg: impl std::fmt::Display) -> RuntimeError {
-        RuntimeError::Channel(msg.to_string())
+    /// A channel failure, for `?` in channel handlers: from a message or from
+    /// the error that caused it (kept as the source).
+    ///
+    /// ```
+    /// use phx_runtime::RuntimeError;
+    ///
+    /// let err = RuntimeError::channel("no such room");
+    /// assert_eq!(err.to_string(), "channel failed: no such room");
+    ///
+    /// let parse = "x".parse::<u32>().map_err(RuntimeError::channel);
+    /// let err = parse.unwrap_err();
+    /// assert!(std::error::Error::source(&err).is_some());
+    /// ```
+    pub fn channel(cause: impl Into<BoxError>) -> RuntimeError {
+        RuntimeError::Channel(cause.into())
+    }
+
+    /// A cluster adapter failure, keeping the adapter's error as the source.
+    pub fn adapter(cause: impl Into<BoxError>) -> RuntimeError {
+        RuntimeError::Adapter(cause.into())
     }
 }

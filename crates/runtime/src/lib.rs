@@ -2,7 +2,7 @@
 //! unchanged.
 //!
 //! An [`Endpoint`] holds a [`SocketHandler`] (who may connect), channel routes
-//! (`room:*` → a type implementing [`Channel`]), a [`PubSub`], presence and
+//! (`room:*` → a type implementing [`Channel`]), a [`PubSub`](pubsub::PubSub), presence and
 //! metrics. [`serve`] runs it on a listener (`<mount>/websocket`,
 //! `<mount>/longpoll`); [`Endpoint::service`] mounts it as a `tower::Service` in
 //! an application's own HTTP server.
@@ -16,7 +16,9 @@
 //! ```text
 //!  server                 serve (accept loop, connection cap, head deadline), EndpointService
 //!  endpoint               Endpoint and its builder: routes, limits, drain; starts what is below
+//!  body                   the HTTP body type of the public API (no server crate shows)
 //!  websocket  longpoll    the two wires: read frames, write batches, close with a reason
+//!                         (longpoll/: session tokens, HTTP handling, cross-node relay, session)
 //!  transport              what both wires share (connect info, origin, vsn + connect,
 //!                         the drain turn, the socket loop over a wire)
 //!  state                  the endpoint-wide state the transports hold (config, handler,
@@ -59,7 +61,10 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod auth;
+pub mod body;
 mod channel;
 mod config;
 mod endpoint;
@@ -94,9 +99,7 @@ pub use mailbox::CloseReason;
 pub use metrics::{MetricEntry, Metrics, MetricsSnapshot};
 pub use origin::{CheckOrigin, Origin, OriginFn};
 pub use phx_protocol::{Payload, Serializer};
-pub use pubsub::{PubSub, Subscription};
 pub use server::{
-    bind, serve, serve_app, shutdown_signal, BoxError, EndpointService, HttpLimits, RequestBody,
-    ResponseBody, LISTEN_BACKLOG,
+    bind, serve, shutdown_signal, EndpointService, HttpApp, HttpLimits, LISTEN_BACKLOG,
 };
 pub use transport::PeerAddr;

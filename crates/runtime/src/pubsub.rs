@@ -122,14 +122,13 @@ pub fn encode_payload(payload: &Payload) -> Bytes {
 pub fn decode_payload(bytes: &Bytes) -> Result<Payload, RuntimeError> {
     match bytes.first() {
         Some(0) => {
-            let text = std::str::from_utf8(&bytes[1..])
-                .map_err(|e| RuntimeError::Adapter(format!("payload is not UTF-8: {e}")))?;
+            let text = std::str::from_utf8(&bytes[1..]).map_err(RuntimeError::adapter)?;
             let raw = RawValue::from_string(text.to_owned())?;
             Ok(Payload::Json(raw))
         }
         Some(1) => Ok(Payload::Binary(bytes.slice(1..))),
-        Some(tag) => Err(RuntimeError::Adapter(format!("unknown payload tag {tag}"))),
-        None => Err(RuntimeError::Adapter("empty payload".into())),
+        Some(tag) => Err(RuntimeError::adapter(format!("unknown payload tag {tag}"))),
+        None => Err(RuntimeError::adapter("empty payload")),
     }
 }
 
@@ -204,7 +203,7 @@ struct Inner {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use phx_runtime::PubSub;
+/// use phx_runtime::pubsub::PubSub;
 /// let pubsub = PubSub::new();
 /// let mut sub = pubsub.subscribe("events:records", 16);
 /// pubsub.broadcast("events:records", "created", serde_json::json!({"id": 7}).into());
@@ -393,7 +392,8 @@ impl PubSub {
     /// can speak on the runtime's or the apps' own topics.
     ///
     /// ```
-    /// use phx_runtime::{Payload, PubSub};
+    /// use phx_runtime::pubsub::PubSub;
+    /// use phx_runtime::Payload;
     /// let pubsub = PubSub::new();
     /// assert!(pubsub.broadcast_external("room:1", "news", Payload::empty_object()).is_ok());
     /// assert!(pubsub.broadcast_external("phx:lp:00", "poll", Payload::empty_object()).is_err());

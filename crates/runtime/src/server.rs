@@ -1,6 +1,7 @@
 //! Where the endpoint meets HTTP: [`EndpointService`], the endpoint as a
 //! `tower::Service` (mount it in axum, hyper or anything tower-based), and
-//! [`serve`], the accept loop that runs it on a listener by itself.
+//! [`serve`], the one accept loop that runs it, or any other service as an
+//! [`HttpApp`], on a listener by itself.
 //!
 //! The accept loop takes TCP connections while fewer than
 //! `Config::max_connections` are open (the rest wait in the kernel's backlog),
@@ -12,16 +13,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
-use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -30,6 +29,7 @@ use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use crate::body::{Body, BoxError};
 use crate::metrics::Metrics;
 use crate::state::EndpointState;
 use crate::transport::{ConnSlot, PeerAddr};
@@ -42,12 +42,6 @@ impl Endpoint {
         EndpointService::new(self.filter(), self.state.clone())
     }
 }
-
-/// The error type of [`ResponseBody`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// The body of the endpoint's HTTP responses.
-pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// An endpoint as a `tower::Service`: answers `<mount>/websocket`,
 /// `<mount>/longpoll` (unless turned off) and the metrics path (if set), and 404
@@ -79,43 +73,33 @@ pub struct EndpointService {
     shared: Arc<EndpointState>,
     /// The prefix of the endpoint's transport paths (`<mount>/`).
     prefix: String,
-    fallback: Option<Fallback>,
+    fallback: Option<Arc<dyn App>>,
 }
 
-/// The body of a request handed to an [`EndpointService::fallback`] app.
-pub type RequestBody = BoxBody<Bytes, BoxError>;
-
-type Fallback = Arc<dyn App>;
-
-/// An application's tower service as the endpoint calls it.
+/// A tower service as the endpoint and the accept loop call it: bodies boxed
+/// both ways, so that one loop serves every kind of service.
 trait App: Send + Sync {
-    fn call(
-        &self,
-        req: hyper::Request<RequestBody>,
-    ) -> BoxFuture<'static, hyper::Response<ResponseBody>>;
+    fn call(&self, req: http::Request<Body>) -> BoxFuture<'static, http::Response<Body>>;
 }
 
 struct AppService<S>(S);
 
 impl<S, B> App for AppService<S>
 where
-    S: Service<hyper::Request<RequestBody>, Response = hyper::Response<B>, Error = Infallible>
+    S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
         + Clone
         + Send
         + Sync
         + 'static,
     S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    fn call(
-        &self,
-        req: hyper::Request<RequestBody>,
-    ) -> BoxFuture<'static, hyper::Response<ResponseBody>> {
+    fn call(&self, req: http::Request<Body>) -> BoxFuture<'static, http::Response<Body>> {
         // A combinator, not an async block: rustc cannot prove an async block
         // holding `S::Future` Send for every lifetime (rust-lang/rust#64552).
         Box::pin(self.0.clone().call(req).map(|result| match result {
-            Ok(resp) => box_response(resp),
+            Ok(resp) => resp.map(Body::new),
             Err(never) => match never {},
         }))
     }
@@ -128,7 +112,7 @@ impl EndpointService {
     ) -> EndpointService {
         EndpointService {
             filter,
-            prefix: format!("{}/", shared.mount),
+            prefix: format!("{}/", shared.config.mount),
             shared,
             fallback: None,
         }
@@ -142,23 +126,22 @@ impl EndpointService {
     /// use std::convert::Infallible;
     /// use std::task::{Context, Poll};
     ///
-    /// use bytes::Bytes;
-    /// use http_body_util::Full;
-    /// use phx_runtime::{Endpoint, RequestBody};
+    /// use phx_runtime::body::Body;
+    /// use phx_runtime::Endpoint;
     ///
     /// /// The application's own pages.
     /// #[derive(Clone)]
     /// struct Pages;
     ///
-    /// impl tower_service::Service<hyper::Request<RequestBody>> for Pages {
-    ///     type Response = hyper::Response<Full<Bytes>>;
+    /// impl tower_service::Service<http::Request<Body>> for Pages {
+    ///     type Response = http::Response<Body>;
     ///     type Error = Infallible;
     ///     type Future = std::future::Ready<Result<Self::Response, Infallible>>;
     ///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
     ///         Poll::Ready(Ok(()))
     ///     }
-    ///     fn call(&mut self, _req: hyper::Request<RequestBody>) -> Self::Future {
-    ///         std::future::ready(Ok(hyper::Response::new(Full::new(Bytes::from_static(b"hello")))))
+    ///     fn call(&mut self, _req: http::Request<Body>) -> Self::Future {
+    ///         std::future::ready(Ok(http::Response::new(Body::from("hello"))))
     ///     }
     /// }
     ///
@@ -171,13 +154,13 @@ impl EndpointService {
     /// ```
     pub fn fallback<S, B>(mut self, app: S) -> EndpointService
     where
-        S: Service<hyper::Request<RequestBody>, Response = hyper::Response<B>, Error = Infallible>
+        S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
             + Clone
             + Send
             + Sync
             + 'static,
         S::Future: Send + 'static,
-        B: Body<Data = Bytes> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         self.fallback = Some(Arc::new(AppService(app)));
@@ -186,24 +169,8 @@ impl EndpointService {
 
     /// Whether `path` belongs to the endpoint rather than to the fallback app.
     fn owns(&self, path: &str) -> bool {
-        path.starts_with(&self.prefix) || self.shared.metrics_path.as_deref() == Some(path)
+        path.starts_with(&self.prefix) || self.shared.config.metrics_path.as_deref() == Some(path)
     }
-}
-
-fn box_request<B>(body: B) -> RequestBody
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    SyncBody::new(body).map_err(Into::into).boxed()
-}
-
-fn box_response<B>(resp: hyper::Response<B>) -> hyper::Response<ResponseBody>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    resp.map(|body| body.map_err(Into::into).boxed_unsync())
 }
 
 impl From<&Endpoint> for EndpointService {
@@ -212,12 +179,12 @@ impl From<&Endpoint> for EndpointService {
     }
 }
 
-impl<B> Service<hyper::Request<B>> for EndpointService
+impl<B> Service<http::Request<B>> for EndpointService
 where
-    B: Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = hyper::Response<ResponseBody>;
+    type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
@@ -225,53 +192,20 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: hyper::Request<B>) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let req = req.map(Body::new);
         if let Some(app) = &self.fallback {
             if !self.owns(req.uri().path()) {
-                let call = app.call(req.map(box_request));
+                let call = app.call(req);
                 return Box::pin(async move { Ok(call.await) });
             }
         }
         let mut inner = warp::service(self.filter.clone());
-        let call = inner.call(req.map(SyncBody::new));
+        let call = inner.call(req);
         Box::pin(async move {
             let resp = call.await?;
-            Ok(resp.map(|body| body.map_err(Into::into).boxed_unsync()))
+            Ok(resp.map(Body::new))
         })
-    }
-}
-
-/// Makes any request body `Sync`, as warp asks (axum's body is not). The mutex
-/// is never contended: polling takes `&mut self`.
-struct SyncBody<B>(std::sync::Mutex<Pin<Box<B>>>);
-
-impl<B> SyncBody<B> {
-    fn new(body: B) -> SyncBody<B> {
-        SyncBody(std::sync::Mutex::new(Box::pin(body)))
-    }
-}
-
-impl<B: Body> Body for SyncBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let inner = self
-            .get_mut()
-            .0
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner());
-        inner.as_mut().poll_frame(cx)
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self.0.lock() {
-            Ok(inner) => inner.size_hint(),
-            Err(_) => hyper::body::SizeHint::default(),
-        }
     }
 }
 
@@ -302,11 +236,114 @@ pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Serves `endpoint` (an [`Endpoint`], or its [`EndpointService`] with a
-/// [fallback](EndpointService::fallback) app) on `listener` until `shutdown` resolves.
+/// The limits [`serve`] puts on a listener.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Deadline for a whole request head however slowly its bytes come, and for
+    /// a kept-alive connection to start its next request.
+    pub header_timeout: Duration,
+}
+
+/// What [`serve`] runs on a listener: a tower service, the [`HttpLimits`] of
+/// its listener, and the [`Metrics`] its listener counts into
+/// (`http_connections_open`, `connections_limited`, `http_head_timeouts`).
 ///
-/// Every accepted connection gets `TCP_NODELAY` (frames are small and latency
-/// matters) and its peer address in the request extensions ([`PeerAddr`]).
+/// An [`Endpoint`] (or its [`EndpointService`]) becomes one with the limits of
+/// its [`Config`](crate::Config) and its own metrics; any other service, with
+/// [`HttpApp::new`].
+#[derive(Clone)]
+pub struct HttpApp {
+    app: Arc<dyn App>,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+}
+
+impl HttpApp {
+    /// Any tower service (an operators' API, a page) with its listener's limits
+    /// and the metrics its listener counts into, which the caller owns and reads.
+    /// The body is handed to the service unread: the service decides whether,
+    /// and how much of it, to read.
+    ///
+    /// ```no_run
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use std::task::{Context, Poll};
+    /// use std::time::Duration;
+    ///
+    /// use phx_runtime::body::Body;
+    /// use phx_runtime::{HttpApp, HttpLimits, Metrics};
+    ///
+    /// #[derive(Clone)]
+    /// struct Hello;
+    ///
+    /// impl tower_service::Service<http::Request<Body>> for Hello {
+    ///     type Response = http::Response<Body>;
+    ///     type Error = Infallible;
+    ///     type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    ///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    ///         Poll::Ready(Ok(()))
+    ///     }
+    ///     fn call(&mut self, _req: http::Request<Body>) -> Self::Future {
+    ///         std::future::ready(Ok(http::Response::new(Body::from("hello"))))
+    ///     }
+    /// }
+    ///
+    /// # async fn run() -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:4001").await?;
+    /// let limits = HttpLimits { max_connections: 64, header_timeout: Duration::from_secs(10) };
+    /// let app = HttpApp::new(Hello, limits, Arc::new(Metrics::default()));
+    /// phx_runtime::serve(listener, app, phx_runtime::shutdown_signal()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new<S, B>(service: S, limits: HttpLimits, metrics: Arc<Metrics>) -> HttpApp
+    where
+        S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        HttpApp {
+            app: Arc::new(AppService(service)),
+            limits,
+            metrics,
+        }
+    }
+}
+
+impl From<EndpointService> for HttpApp {
+    fn from(service: EndpointService) -> HttpApp {
+        let config = &service.shared.config;
+        let limits = HttpLimits {
+            max_connections: config.max_connections,
+            header_timeout: config.http_header_timeout,
+        };
+        let metrics = service.shared.metrics.clone();
+        HttpApp::new(service, limits, metrics)
+    }
+}
+
+impl From<&Endpoint> for HttpApp {
+    fn from(endpoint: &Endpoint) -> HttpApp {
+        HttpApp::from(endpoint.service())
+    }
+}
+
+/// Serves `app` (an [`Endpoint`], its [`EndpointService`] with a
+/// [fallback](EndpointService::fallback) app, or any service as an [`HttpApp`])
+/// on `listener` until `shutdown` resolves.
+///
+/// The accept loop takes a connection slot (at most
+/// [`HttpLimits::max_connections`] connections at once; the rest wait in the
+/// kernel's backlog), then a connection, and serves HTTP/1.1 on it (upgrades
+/// allowed) under the head deadline. Every accepted connection gets
+/// `TCP_NODELAY` (frames are small and latency matters) and its peer address in
+/// the request extensions ([`PeerAddr`]).
 ///
 /// ```no_run
 /// # async fn run() -> std::io::Result<()> {
@@ -318,130 +355,14 @@ pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
 /// ```
 pub async fn serve(
     listener: TcpListener,
-    endpoint: impl Into<EndpointService>,
+    app: impl Into<HttpApp>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let service: EndpointService = endpoint.into();
-    let limits = HttpLimits {
-        max_connections: service.shared.config.max_connections,
-        header_timeout: service.shared.config.http_header_timeout,
-    };
-    let metrics = service.shared.metrics.clone();
-    accept_loop(listener, service, limits, metrics, shutdown).await
-}
-
-/// The limits [`serve_app`] puts on a listener: the same two [`serve`] takes
-/// from an endpoint's [`Config`](crate::Config).
-#[derive(Clone, Copy, Debug)]
-pub struct HttpLimits {
-    /// Connections served at once; more wait in the listen backlog.
-    pub max_connections: usize,
-    /// Deadline for a whole request head, and for a kept-alive connection's
-    /// next request.
-    pub header_timeout: std::time::Duration,
-}
-
-/// Serves any tower service (an operators' API, a page) on `listener` with the
-/// accept loop of [`serve`]: `TCP_NODELAY`, the peer address in the request
-/// extensions ([`PeerAddr`]), at most `limits.max_connections` connections at
-/// once and a deadline for every request head, until `shutdown` resolves. The
-/// listener's counters (`http_connections_open`, `connections_limited`,
-/// `http_head_timeouts`) go to `metrics`, which the caller owns and reads.
-///
-/// The body is handed to the service unread: the service decides whether, and
-/// how much of it, to read.
-///
-/// ```no_run
-/// use std::convert::Infallible;
-/// use std::sync::Arc;
-/// use std::task::{Context, Poll};
-/// use std::time::Duration;
-///
-/// use bytes::Bytes;
-/// use http_body_util::Full;
-/// use phx_runtime::{HttpLimits, Metrics, RequestBody};
-///
-/// #[derive(Clone)]
-/// struct Hello;
-///
-/// impl tower_service::Service<hyper::Request<RequestBody>> for Hello {
-///     type Response = hyper::Response<Full<Bytes>>;
-///     type Error = Infallible;
-///     type Future = std::future::Ready<Result<Self::Response, Infallible>>;
-///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-///         Poll::Ready(Ok(()))
-///     }
-///     fn call(&mut self, _req: hyper::Request<RequestBody>) -> Self::Future {
-///         std::future::ready(Ok(hyper::Response::new(Full::new(Bytes::from_static(b"hello")))))
-///     }
-/// }
-///
-/// # async fn run() -> std::io::Result<()> {
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:4001").await?;
-/// let limits = HttpLimits { max_connections: 64, header_timeout: Duration::from_secs(10) };
-/// let metrics = Arc::new(Metrics::default());
-/// phx_runtime::serve_app(listener, Hello, limits, metrics, phx_runtime::shutdown_signal()).await?;
-/// # Ok(()) }
-/// ```
-pub async fn serve_app<S, B>(
-    listener: TcpListener,
-    app: S,
-    limits: HttpLimits,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()>
-where
-    S: Service<hyper::Request<RequestBody>, Response = hyper::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let app = AppConn(Arc::new(AppService(app)));
-    accept_loop(listener, app, limits, metrics, shutdown).await
-}
-
-/// An application's service as the accept loop calls it: bodies boxed both ways.
-#[derive(Clone)]
-struct AppConn(Fallback);
-
-impl Service<hyper::Request<Incoming>> for AppConn {
-    type Response = hyper::Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: hyper::Request<Incoming>) -> Self::Future {
-        let call = self.0.call(req.map(box_request));
-        Box::pin(async move { Ok(call.await) })
-    }
-}
-
-/// The accept loop of [`serve`] and [`serve_app`]: a connection slot, then a
-/// connection, then HTTP/1.1 on it (upgrades allowed) under the head deadline.
-async fn accept_loop<S>(
-    listener: TcpListener,
-    service: S,
-    limits: HttpLimits,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()>
-where
-    S: Service<
-            hyper::Request<Incoming>,
-            Response = hyper::Response<ResponseBody>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+    let HttpApp {
+        app,
+        limits,
+        metrics,
+    } = app.into();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -472,16 +393,16 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
+        let app = app.clone();
         let metrics = metrics.clone();
         let head_timeout = limits.header_timeout;
         tokio::spawn(async move {
             Metrics::inc(&metrics.http_connections_open);
             let conn_slot = slot.clone();
-            let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
+            let svc = service_fn(move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(PeerAddr(peer));
                 req.extensions_mut().insert(conn_slot.clone());
-                service.clone().call(req)
+                app.call(req.map(Body::new)).map(Ok::<_, Infallible>)
             });
             // The head deadline also bounds how long a kept-alive connection may sit
             // idle before its next request (hyper arms it while waiting for one).

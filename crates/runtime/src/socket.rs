@@ -5,7 +5,7 @@
 //! heartbeats, joins (unmatched topic, channel limit, duplicate join), leaves,
 //! stale join_refs, messages for unjoined topics, and channel exits turned into
 //! `phx_close` / `phx_error`. It does no I/O: the socket loop
-//! (`transport::run`, over a WebSocket or long-poll wire) feeds it decoded
+//! (`transport::drive`, over a WebSocket or long-poll wire) feeds it decoded
 //! messages and writes the frames it returns and the frames that arrive in the
 //! socket's mailbox, in mailbox order.
 //!

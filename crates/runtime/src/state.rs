@@ -30,8 +30,6 @@ pub(crate) struct EndpointState {
     pub(crate) drain: watch::Sender<bool>,
     /// Sockets that have taken their place in the drain order.
     pub(crate) drained: AtomicUsize,
-    pub(crate) mount: String,
-    pub(crate) metrics_path: Option<String>,
 }
 
 impl EndpointState {

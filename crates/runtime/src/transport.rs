@@ -254,7 +254,7 @@ pub(crate) trait Wire: Send {
 /// makes itself is written after everything already in the mailbox, so replies
 /// leave in request order. The futures that live across turns (the close
 /// request, the drain turn) are built once, not per turn.
-pub(crate) async fn run<W: Wire>(
+pub(crate) async fn drive<W: Wire>(
     mut wire: W,
     mut core: SocketCore,
     rx: Receiver<SocketMsg>,
@@ -496,7 +496,7 @@ mod tests {
             Connection::new(),
         );
         let (wire, log) = Script::new(lines, Ending::Close(CloseReason::Disconnected));
-        tokio::time::timeout(Duration::from_secs(5), run(wire, core, rx, shared))
+        tokio::time::timeout(Duration::from_secs(5), drive(wire, core, rx, shared))
             .await
             .expect("the loop ends with the script");
         let log = std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()));

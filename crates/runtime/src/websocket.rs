@@ -1,6 +1,6 @@
 //! The WebSocket transport at `<mount>/websocket`: the upgrade, and the
 //! WebSocket wire ([`WsWire`]) that the shared socket loop
-//! ([`transport::run`]) drives.
+//! ([`transport::drive`]) drives.
 //!
 //! The upgrade is taken by hand (a warp filter that reads hyper's `OnUpgrade`)
 //! instead of warp's `ws()` filter, because warp leaves tungstenite at its
@@ -164,7 +164,7 @@ impl Upgrade {
                 conn,
             );
             let wire = WsWire::new(ws, shared.clone(), serializer);
-            transport::run(wire, core, rx, shared).await;
+            transport::drive(wire, core, rx, shared).await;
             // The connection's slot under max_connections is free again.
             drop(slot);
         });
@@ -340,7 +340,7 @@ impl Outbox {
     }
 }
 
-/// The WebSocket side of a connection, as [`transport::run`] drives it: reads
+/// The WebSocket side of a connection, as [`transport::drive`] drives it: reads
 /// client frames (with the idle timeout), gathers frames in an [`Outbox`] and
 /// writes them in one go, and ends with a closing handshake.
 struct WsWire {

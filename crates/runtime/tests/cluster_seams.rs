@@ -74,7 +74,7 @@ impl Adapter for BusAdapter {
 
     fn publish(&self, broadcast: Arc<Broadcast>) -> PublishFuture {
         if self.fail {
-            return Box::pin(async { Err(RuntimeError::Adapter("link down".into())) });
+            return Box::pin(async { Err(RuntimeError::adapter("link down")) });
         }
         let nodes = self.bus.nodes.lock().expect("bus").clone();
         for node in nodes {
@@ -113,7 +113,7 @@ fn endpoint_on(bus: &Arc<Bus>, id: &str, fail: bool) -> Endpoint {
 }
 
 /// The next broadcast of event `n` (presence diffs share the topic).
-async fn next_n(sub: &mut phx_runtime::Subscription) -> Arc<Broadcast> {
+async fn next_n(sub: &mut phx_runtime::pubsub::Subscription) -> Arc<Broadcast> {
     loop {
         let b = tokio::time::timeout(WAIT, sub.recv())
             .await

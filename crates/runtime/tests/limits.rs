@@ -62,8 +62,10 @@ async fn a_frame_phoenix_accepts_is_accepted() {
 async fn a_request_head_that_trickles_in_is_cut_off_at_the_deadline() {
     let s = start_endpoint(
         Endpoint::builder()
-            .config(config())
-            .http_header_timeout(Duration::from_millis(500))
+            .config(Config {
+                http_header_timeout: Duration::from_millis(500),
+                ..config()
+            })
             .build(),
     )
     .await;
@@ -90,9 +92,11 @@ async fn a_request_head_that_trickles_in_is_cut_off_at_the_deadline() {
 async fn an_idle_keep_alive_connection_is_closed() {
     let s = start_endpoint(
         Endpoint::builder()
-            .config(config())
-            .metrics_path("/metrics")
-            .http_header_timeout(Duration::from_millis(500))
+            .config(Config {
+                metrics_path: Some("/metrics".to_owned()),
+                http_header_timeout: Duration::from_millis(500),
+                ..config()
+            })
             .build(),
     )
     .await;
@@ -125,9 +129,11 @@ async fn metrics_over(stream: &mut TcpStream) -> Option<String> {
 async fn connections_past_the_cap_wait_until_one_closes() {
     let s = start_endpoint(
         Endpoint::builder()
-            .config(config())
-            .metrics_path("/metrics")
-            .max_connections(1)
+            .config(Config {
+                metrics_path: Some("/metrics".to_owned()),
+                max_connections: 1,
+                ..config()
+            })
             .channel("room:*", |_, _| TestRoom::default())
             .build(),
     )
@@ -157,8 +163,11 @@ async fn connections_past_the_cap_wait_until_one_closes() {
 async fn drain_closes_sockets_in_batches_with_1012() {
     let s = start_endpoint(
         Endpoint::builder()
-            .config(config())
-            .drain_batches(1, Duration::from_secs(1))
+            .config(Config {
+                drain_batch_size: 1,
+                drain_batch_interval: Duration::from_secs(1),
+                ..config()
+            })
             .channel("room:*", |_, _| TestRoom::default())
             .build(),
     )
@@ -351,8 +360,10 @@ impl phx_runtime::Channel for Tracked {
 async fn a_presence_meta_over_the_limit_is_refused_and_not_tracked() {
     let s = start_endpoint(
         Endpoint::builder()
-            .config(config())
-            .max_presence_meta(1024)
+            .config(Config {
+                max_presence_meta: 1024,
+                ..config()
+            })
             .channel("track:*", |_, _| Tracked)
             .build(),
     )

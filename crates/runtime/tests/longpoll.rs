@@ -380,10 +380,11 @@ async fn long_poll_limits_body_line_sessions_and_origin() {
         phx_runtime::Endpoint::builder()
             .config(Config {
                 check_origin: phx_runtime::CheckOrigin::Host("example.com".to_owned()),
+                longpoll_max_body: 4_000,
+                longpoll_max_line: 300,
+                max_longpoll_sessions: 1,
                 ..lp_config()
             })
-            .longpoll_limits(4_000, 300)
-            .max_longpoll_sessions(1)
             .channel("room:*", |_, _| support::TestRoom::default())
             .build(),
     )

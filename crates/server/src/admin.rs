@@ -4,7 +4,7 @@
 //! `PHX_API_TOKEN`; without a configured token every request is refused (401).
 //! The main port serves none of these paths.
 //!
-//! The listener runs on the runtime's own accept loop ([`phx_runtime::serve_app`]):
+//! The listener runs on the runtime's own accept loop ([`phx_runtime::serve`]):
 //! a connection cap and a deadline for every request head. The token is checked
 //! from the head alone, before a byte of the body is read; a broadcast body, with
 //! a `content-length` or chunked, is read up to [`MAX_BODY`] bytes within the
@@ -23,7 +23,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
 use phx_cluster::{Cluster, LinkState};
 use phx_presence::ReplicaStatus;
-use phx_runtime::{Endpoint, Metrics, Payload, RequestBody, RuntimeError};
+use phx_runtime::body::{Body, BoxError};
+use phx_runtime::{Endpoint, Metrics, Payload, RuntimeError};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -193,7 +194,7 @@ impl Admin {
 
     /// Answers one admin request: the token first, from the head alone; the
     /// body only for a broadcast, and bounded.
-    async fn answer(self, req: Request<RequestBody>) -> Reply {
+    async fn answer(self, req: Request<Body>) -> Reply {
         let auth = req
             .headers()
             .get(hyper::header::AUTHORIZATION)
@@ -239,7 +240,7 @@ impl Admin {
 
     /// Reads a request body of at most [`MAX_BODY`] bytes, `content-length` or
     /// chunked, within the head deadline.
-    async fn read_body(&self, req: Request<RequestBody>) -> Result<Bytes, (StatusCode, String)> {
+    async fn read_body(&self, req: Request<Body>) -> Result<Bytes, (StatusCode, String)> {
         let too_large = || {
             (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -270,7 +271,7 @@ impl Admin {
 /// read). Frame by frame rather than `http_body_util::Limited`, whose boxed
 /// error rustc cannot prove `Send` for every lifetime inside the service's
 /// future (rust-lang/rust#64552).
-async fn read_limited(mut body: RequestBody) -> Result<Option<Bytes>, phx_runtime::BoxError> {
+async fn read_limited(mut body: Body) -> Result<Option<Bytes>, BoxError> {
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
@@ -283,8 +284,8 @@ async fn read_limited(mut body: RequestBody) -> Result<Option<Bytes>, phx_runtim
     Ok(Some(buf.freeze()))
 }
 
-/// The admin listener as a `tower::Service`, for [`phx_runtime::serve_app`].
-impl tower_service::Service<Request<RequestBody>> for Admin {
+/// The admin listener as a `tower::Service`, for [`phx_runtime::serve`].
+impl tower_service::Service<Request<Body>> for Admin {
     type Response = Reply;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Reply, Infallible>>;
@@ -293,7 +294,7 @@ impl tower_service::Service<Request<RequestBody>> for Admin {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
         let admin = self.clone();
         Box::pin(async move { Ok(admin.answer(req).await) })
     }

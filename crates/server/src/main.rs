@@ -389,11 +389,9 @@ async fn main() -> std::io::Result<()> {
                 header_timeout: Duration::from_secs(args.http_header_timeout_secs),
             };
             let metrics = admin.listener_metrics();
-            tokio::spawn(phx_runtime::serve_app(
+            tokio::spawn(phx_runtime::serve(
                 admin_listener,
-                admin,
-                limits,
-                metrics,
+                phx_runtime::HttpApp::new(admin, limits, metrics),
                 std::future::pending(),
             ));
         }

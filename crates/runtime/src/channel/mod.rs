@@ -459,7 +459,7 @@ impl<I: Send + 'static> ChannelContext<I> {
     }
 
     /// The endpoint's PubSub, for other topics.
-    pub fn pubsub(&self) -> &crate::PubSub {
+    pub fn pubsub(&self) -> &crate::pubsub::PubSub {
         &self.env().pubsub
     }
 

@@ -206,7 +206,7 @@ where
     let (tx, rx) = flume::bounded(start.env.mailbox.max(1));
     let (outcome_tx, outcome) = oneshot::channel();
     let inbox: Arc<dyn Inbox> = Arc::new(tx.clone());
-    let task = tokio::spawn(run(factory, start, tx, rx, outcome_tx));
+    let task = tokio::spawn(live(factory, start, tx, rx, outcome_tx));
     Spawned {
         inbox,
         task: task.abort_handle(),
@@ -303,7 +303,7 @@ enum JoinFailure {
 
 /// A channel's whole life: made and joined, then (if joined) subscribed,
 /// `after_join`, its messages one at a time, and its end.
-async fn run<C, F>(
+async fn live<C, F>(
     factory: F,
     start: ChannelStart,
     self_tx: flume::Sender<ChannelMsg<C::Info>>,
@@ -378,7 +378,7 @@ async fn run<C, F>(
     let _ = outcome.send(JoinOutcome::Joined);
 
     let reason = match guarded(Box::pin(channel.after_join(&mut ctx))).await {
-        Ok(Flow::Continue) => serve(&mut channel, &mut ctx, &mut rx).await,
+        Ok(Flow::Continue) => handle_messages(&mut channel, &mut ctx, &mut rx).await,
         Ok(Flow::Stop) => ExitReason::Stopped,
         Err(why) => ExitReason::Crashed(why),
     };
@@ -411,7 +411,7 @@ fn refuse<I: Send + 'static>(
 }
 
 /// Handles the channel's messages one at a time until it must end.
-async fn serve<C: Channel>(
+async fn handle_messages<C: Channel>(
     channel: &mut C,
     ctx: &mut ChannelContext<C::Info>,
     rx: &mut Mailbox<C::Info>,

@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use phx_editing::{
     Database, Denied, Editing, FieldErrors, Fields, Health, Limits, Records, RecordsError,
 };
+use phx_runtime::pubsub::PubSub;
 use phx_runtime::{
     Channel, ChannelContext, ConnectRequest, Connection, EndpointBuilder, HandleIn, Identity,
-    Payload, PubSub, Refusal, RuntimeError, SocketHandler,
+    Payload, Refusal, RuntimeError, SocketHandler,
 };
 use serde_json::{json, Value};
 
