@@ -11,7 +11,7 @@ use bytes::Bytes;
 use phx_cluster::{Event, LinkState, RemoteBroadcast};
 use phx_presence::{Meta, TrackerConfig};
 use serde_json::json;
-use support::{fast, wait_until, Redis, TestNode};
+use support::{fast, timing, wait_until, Redis, TestNode};
 
 fn meta(r: &str) -> Meta {
     Meta::new(r, json!({"device": "test"}))
