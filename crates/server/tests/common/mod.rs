@@ -231,7 +231,8 @@ impl Script {
             if let Some(answer) = act(&line) {
                 writeln!(self.stdin, "{answer}").expect("script stdin");
             }
-            let last = line.contains(" passed, ") || line.starts_with("error");
+            let last = (line.contains(" passed, ") && line.ends_with(" failed"))
+                || line.starts_with("error");
             seen.push(line);
             if last {
                 return seen;
