@@ -25,14 +25,10 @@ async fn a_control_message_overtakes_queued_broadcasts() {
     };
     let (a, _a_events) = link("a");
     let (b, mut b_events) = link("b");
-    for _ in 0..1_000 {
-        if a.stats().state == LinkState::Connected && b.stats().state == LinkState::Connected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(a.stats().state, LinkState::Connected);
-    assert_eq!(b.stats().state, LinkState::Connected);
+    support::wait_until("both links connected", Duration::from_secs(10), || {
+        a.stats().state == LinkState::Connected && b.stats().state == LinkState::Connected
+    })
+    .await;
 
     // 10 MB of broadcasts queued at once, then one heartbeat.
     const QUEUED: usize = 10_000;

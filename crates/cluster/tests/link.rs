@@ -10,7 +10,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -34,10 +34,7 @@ struct TlsRedis {
 
 impl TlsRedis {
     fn start() -> TlsRedis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = phx_testkit::free_port();
         let dir = std::env::temp_dir().join(format!("phx-link-tls-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
 
@@ -73,15 +70,11 @@ impl TlsRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (Debian package redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server with TLS did not listen on {port}: {}",
-                std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        phx_testkit::wait_for(
+            &format!("redis-server with TLS to listen on {port}"),
+            Duration::from_secs(10),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
         TlsRedis {
             port,
             ca: ca.pem().into_bytes(),
@@ -117,12 +110,8 @@ fn options(redis: &TlsRedis) -> LinkOptions {
     }
 }
 
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    phx_testkit::wait_until(what, Duration::from_secs(15), cond).await;
 }
 
 /// The next message's payload, skipping link state events.

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use phx_cluster::{Event, LinkState};
 use phx_presence::Meta;
+use phx_presence::TrackerConfig;
 use serde_json::json;
-use support::{fast, wait_until, Redis, TestNode};
+use support::{fast, timing, wait_until, Redis, TestNode};
 
 const TOPIC: &str = "room:big";
 const PRESENCES: u64 = 3_000;
@@ -55,6 +56,12 @@ fn listed(node: &TestNode) -> Shown {
         .collect()
 }
 
+/// The tracker periods of these tests: fast, with a down period long enough
+/// that a large state's transfer is not taken for a dead node.
+fn config() -> TrackerConfig {
+    fast(200, 2_000)
+}
+
 async fn exact_and_stays(a: &TestNode, b: &TestNode, what: &str) {
     let expected = listed(a);
     assert_eq!(expected.len(), PRESENCES as usize);
@@ -63,9 +70,12 @@ async fn exact_and_stays(a: &TestNode, b: &TestNode, what: &str) {
     })
     .await;
     println!("{what}: exact after {took:?}");
-    // It stays exact (no flapping, no reconnect loop taking it away).
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // It stays exact (no flapping, no reconnect loop taking it away) over the
+    // steady window of the configuration, looked at every heartbeat.
+    let t = timing(&config());
+    let looks = (t.steady().as_millis() / t.heartbeat.as_millis()).max(1);
+    for _ in 0..looks {
+        tokio::time::sleep(t.heartbeat).await;
         assert!(mirror(b) == expected, "{what}: the mirror stays exact");
         assert!(listed(b) == expected, "{what}: the list stays exact");
     }
@@ -84,7 +94,7 @@ async fn connected(nodes: &[&TestNode]) {
 async fn a_large_state_reaches_a_joining_node_and_survives_a_redis_restart_under_a_256kb_pubsub_limit(
 ) {
     let mut redis = Redis::start_with(&["client-output-buffer-limit pubsub 256kb 128kb 5"]);
-    let cfg = fast(200, 2_000);
+    let cfg = config();
     let a = TestNode::start(&redis, "a", cfg);
     connected(&[&a]).await;
     for i in 0..PRESENCES {
@@ -94,8 +104,8 @@ async fn a_large_state_reaches_a_joining_node_and_survives_a_redis_restart_under
         );
         a.node.track(TOPIC, i, &format!("user-{i:05}"), meta);
     }
-    // Let a's heartbeats carry its ops first (they go to nobody yet).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let two of a's heartbeats carry its ops first (they go to nobody yet).
+    tokio::time::sleep(2 * timing(&cfg).heartbeat).await;
 
     let b = TestNode::start(&redis, "b", cfg);
     connected(&[&b]).await;

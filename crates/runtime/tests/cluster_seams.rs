@@ -11,46 +11,9 @@ use phx_presence::PresenceDiff;
 use phx_protocol::presence::Meta;
 use phx_protocol::Broadcast;
 use phx_runtime::pubsub::{Adapter, LocalPubSub, PublishFuture};
-use phx_runtime::{Channel, ChannelContext, Endpoint, Flow, HandleIn, Payload, RuntimeError};
+use phx_runtime::{Endpoint, RuntimeError};
 use serde_json::{json, Value};
-use support::{joined, WAIT};
-
-/// Tracks the joiner under `user` and pushes `presence_state`.
-#[derive(Default)]
-struct Room {
-    user: String,
-}
-
-impl Channel for Room {
-    type Info = ();
-
-    async fn join(
-        &mut self,
-        _topic: &str,
-        payload: Payload,
-        _ctx: &mut ChannelContext,
-    ) -> Result<Payload, Payload> {
-        let p: Value = payload.parse().unwrap_or(Value::Null);
-        self.user = p["user"].as_str().unwrap_or("anon").to_owned();
-        Ok(Payload::empty_object())
-    }
-
-    async fn after_join(&mut self, ctx: &mut ChannelContext) -> Result<Flow, RuntimeError> {
-        ctx.track(&self.user, json!({"device": "test"}))?;
-        let state = ctx.presence_list()?;
-        ctx.push("presence_state", state)?;
-        Ok(Flow::Continue)
-    }
-
-    async fn handle_in(
-        &mut self,
-        _event: &str,
-        _payload: Payload,
-        _ctx: &mut ChannelContext,
-    ) -> Result<HandleIn, RuntimeError> {
-        Ok(HandleIn::NoReply)
-    }
-}
+use support::{joined, PresenceRoom, WAIT};
 
 /// What the adapters of one in-memory "cluster" share.
 #[derive(Default)]
@@ -104,7 +67,7 @@ fn endpoint_on(bus: &Arc<Bus>, id: &str, fail: bool) -> Endpoint {
     let (bus, id) = (bus.clone(), id.to_owned());
     Endpoint::builder()
         .config(support::config())
-        .channel("room:*", |_, _| Room::default())
+        .channel("room:*", |_, _| PresenceRoom::default())
         .adapter(move |local| -> Arc<dyn Adapter> {
             bus.nodes.lock().expect("bus").push(local);
             Arc::new(BusAdapter { id, bus, fail })
@@ -188,14 +151,10 @@ async fn adapter_failures_are_counted_and_local_delivery_goes_on() {
         .await
         .expect("in time")
         .is_some());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while a.endpoint.metrics().adapter_errors == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "failure never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::wait_until("the adapter failure counted", WAIT, || {
+        a.endpoint.metrics().adapter_errors > 0
+    })
+    .await;
 }
 
 /// The next `presence_diff` frame whose payload satisfies `want`.
@@ -212,7 +171,7 @@ async fn diff_where(c: &mut support::Client, want: impl Fn(&Value) -> bool) -> V
 async fn fetch_adds_data_beside_metas_in_state_and_both_halves_of_diffs() {
     let endpoint = Endpoint::builder()
         .config(support::config())
-        .channel("room:*", |_, _| Room::default())
+        .channel("room:*", |_, _| PresenceRoom::default())
         .presence_fetch(|topic, entries| {
             for (key, entry) in entries.iter_mut() {
                 entry.extra.insert(
@@ -224,7 +183,13 @@ async fn fetch_adds_data_beside_metas_in_state_and_both_halves_of_diffs() {
         .build();
     let s = support::start_endpoint(endpoint).await;
     let mut alice = s.connect("vsn=2.0.0").await;
-    joined(&mut alice, "1", "room:f1", r#"{"user":"alice"}"#).await;
+    joined(
+        &mut alice,
+        "1",
+        "room:f1",
+        r#"{"user":"alice","meta":{"device":"test"}}"#,
+    )
+    .await;
     let state = alice.recv_event("presence_state").await;
     assert_eq!(
         state[4]["alice"]["user"],
@@ -233,7 +198,13 @@ async fn fetch_adds_data_beside_metas_in_state_and_both_halves_of_diffs() {
     assert_eq!(state[4]["alice"]["metas"][0]["device"], json!("test"));
 
     let mut bob = s.connect("vsn=2.0.0").await;
-    joined(&mut bob, "1", "room:f1", r#"{"user":"bob"}"#).await;
+    joined(
+        &mut bob,
+        "1",
+        "room:f1",
+        r#"{"user":"bob","meta":{"device":"test"}}"#,
+    )
+    .await;
     let join = diff_where(&mut alice, |d| !d["joins"]["bob"].is_null()).await;
     assert_eq!(join[4]["joins"]["bob"]["user"]["name"], json!("BOB"));
     assert_eq!(join[4]["joins"]["bob"]["metas"][0]["device"], json!("test"));
@@ -248,7 +219,7 @@ async fn remote_presence_diffs_reach_local_members() {
     let s = support::start_endpoint(
         Endpoint::builder()
             .config(support::config())
-            .channel("room:*", |_, _| Room::default())
+            .channel("room:*", |_, _| PresenceRoom::default())
             .build(),
     )
     .await;

@@ -467,15 +467,34 @@ async fn idle_sockets_are_closed_and_heartbeating_ones_stay() {
     .await;
     let mut idle = s.connect("vsn=2.0.0").await;
     let mut alive = s.connect("vsn=2.0.0").await;
-    for i in 0..8 {
+    // Heartbeat every 100 ms (a third of the timeout: the pause between two
+    // heartbeats is the point, and leaves 200 ms for a slow round trip) for as
+    // long as it takes the idle socket to be closed, then once more.
+    let mut beats = 0;
+    let closed = loop {
+        beats += 1;
         alive
-            .send(&format!(r#"[null,"{i}","phoenix","heartbeat",{{}}]"#))
+            .send(&format!(r#"[null,"{beats}","phoenix","heartbeat",{{}}]"#))
             .await;
         assert!(alive.recv().await.contains("phx_reply"));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(idle.close_code().await, Some(1001));
-    assert!(s.endpoint.metrics().idle_timeouts >= 1);
+        tokio::select! {
+            code = idle.close_code() => break code,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    };
+    assert_eq!(closed, Some(1001));
+    assert!(
+        beats > 1,
+        "the idle socket outlived at least one heartbeat pause"
+    );
+    alive
+        .send(r#"[null,"last","phoenix","heartbeat",{}]"#)
+        .await;
+    assert!(
+        alive.recv().await.contains("phx_reply"),
+        "the heartbeating socket is still open"
+    );
+    assert_eq!(s.endpoint.metrics().idle_timeouts, 1);
 }
 
 #[derive(Debug)]
@@ -545,20 +564,17 @@ async fn a_client_that_does_not_read_is_disconnected() {
     joined(&mut c, "1", "room:slow", r#"{"quiet":true}"#).await;
     c.send(r#"["1","2","room:slow","flood",{}]"#).await;
     // Do not read: the server's queue for this client fills and it is dropped.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.endpoint.metrics().slow_clients == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the client counted as slow",
+        Duration::from_secs(10),
+        || s.endpoint.metrics().slow_clients > 0,
+    )
+    .await;
     assert_eq!(s.endpoint.metrics().slow_clients, 1);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.endpoint.metrics().sockets_open > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        s.endpoint.metrics().sockets_open,
-        0,
-        "the slow socket is gone"
-    );
+    wait_until("the slow socket gone", Duration::from_secs(10), || {
+        s.endpoint.metrics().sockets_open == 0
+    })
+    .await;
 }
 
 #[tokio::test]

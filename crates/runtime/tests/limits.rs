@@ -145,10 +145,13 @@ async fn connections_past_the_cap_wait_until_one_closes() {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         metrics_over(&mut stream).await
     });
-    // While the WebSocket holds the only slot, the second connection is not served.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // While the WebSocket holds the only slot, the second connection is held
+    // back (counted) and not served.
+    wait_until("the second connection held at the cap", WAIT, || {
+        s.endpoint.metrics().connections_limited >= 1
+    })
+    .await;
     assert!(!waiting.is_finished(), "served past the connection cap");
-    assert!(s.endpoint.metrics().connections_limited >= 1);
     drop(first);
     let answer = tokio::time::timeout(WAIT, waiting)
         .await
@@ -181,16 +184,11 @@ async fn drain_closes_sockets_in_batches_with_1012() {
     let endpoint = s.endpoint.clone();
     let drain = tokio::spawn(async move { endpoint.drain().await });
     // The first batch (one socket) closes at once; the others wait their turn.
-    let first = tokio::time::timeout(WAIT, async {
-        loop {
-            if s.endpoint.metrics().sockets_drained >= 1 {
-                return s.endpoint.metrics().sockets_open;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    wait_until("the first drain batch", WAIT, || {
+        s.endpoint.metrics().sockets_drained >= 1
     })
-    .await
-    .expect("first batch");
+    .await;
+    let first = s.endpoint.metrics().sockets_open;
     assert!(first >= 2, "only one batch closed at first, {first} open");
     for c in &mut clients {
         assert_eq!(c.close_code().await, Some(1012));
@@ -289,10 +287,12 @@ async fn frames_over_the_socket_byte_budget_mark_a_slow_client() {
     joined(&mut c, "1", "room:flood", r#"{"quiet":true}"#).await;
     c.send(r#"["1","2","room:flood","flood",{}]"#).await;
     // Do not read: 16 KiB pushes pile up until the byte budget says stop.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.endpoint.metrics().slow_clients == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the client counted as slow",
+        Duration::from_secs(10),
+        || s.endpoint.metrics().slow_clients > 0,
+    )
+    .await;
     assert_eq!(s.endpoint.metrics().slow_clients, 1);
     drop(c);
 }
@@ -476,10 +476,12 @@ async fn longpoll_frames_waiting_for_a_poll_count_against_the_socket_budget() {
         .await;
         assert_eq!(c.recv_event("phx_reply").await[4]["status"], json!("ok"));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while s.endpoint.metrics().longpoll_over_budget == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "the session over its budget",
+        Duration::from_secs(10),
+        || s.endpoint.metrics().longpoll_over_budget > 0,
+    )
+    .await;
     let m = s.endpoint.metrics();
     assert_eq!(m.longpoll_over_budget, 1, "{m:?}");
     assert_eq!(m.slow_clients, 1);

@@ -185,7 +185,7 @@ async fn stale_join_refs_are_dropped_and_malformed_frames_end_the_session() {
 async fn an_unpolled_session_expires_and_its_presence_leaves() {
     let endpoint = phx_runtime::Endpoint::builder()
         .config(lp_config())
-        .channel("room:*", |_, _| PresenceRoom)
+        .channel("room:*", |_, _| support::PresenceRoom::default())
         .build();
     let s = support::start_endpoint(endpoint).await;
     let token = open(s.addr, "vsn=2.0.0").await;
@@ -198,14 +198,10 @@ async fn an_unpolled_session_expires_and_its_presence_leaves() {
     frames(s.addr, &token, 1).await;
     assert_eq!(s.endpoint.presence().list("room:lp4").len(), 1);
     // Stop polling: within 1.5 windows (checked every 1.5 windows) the session ends.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while s.endpoint.metrics().longpoll_sessions > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the idle session never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_until("the idle session ended", Duration::from_secs(5), || {
+        s.endpoint.metrics().longpoll_sessions == 0
+    })
+    .await;
     assert!(
         s.endpoint.presence().list("room:lp4").is_empty(),
         "no ghost presence"
@@ -223,14 +219,10 @@ async fn disconnect_ends_the_session() {
     s.endpoint
         .pubsub()
         .broadcast("users_socket:77", "disconnect", Payload::empty_object());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while s.endpoint.metrics().longpoll_sessions > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the session never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::wait_until("the session ended", support::WAIT, || {
+        s.endpoint.metrics().longpoll_sessions == 0
+    })
+    .await;
     assert_eq!(
         post(s.addr, &token, &[join("room:lp5")]).await,
         json!({"status": 410})
@@ -313,38 +305,6 @@ async fn websocket_only_mode_does_not_serve_longpoll() {
     let mut c = s.connect("vsn=2.0.0").await;
     c.send(r#"[null,"1","phoenix","heartbeat",{}]"#).await;
     assert!(c.recv().await.contains("phx_reply"));
-}
-
-struct PresenceRoom;
-
-impl phx_runtime::Channel for PresenceRoom {
-    type Info = ();
-
-    async fn join(
-        &mut self,
-        _t: &str,
-        _p: Payload,
-        _ctx: &mut phx_runtime::ChannelContext,
-    ) -> Result<Payload, Payload> {
-        Ok(Payload::empty_object())
-    }
-
-    async fn after_join(
-        &mut self,
-        ctx: &mut phx_runtime::ChannelContext,
-    ) -> Result<phx_runtime::Flow, phx_runtime::RuntimeError> {
-        ctx.track("lp-user", json!({}))?;
-        Ok(phx_runtime::Flow::Continue)
-    }
-
-    async fn handle_in(
-        &mut self,
-        _e: &str,
-        _p: Payload,
-        _ctx: &mut phx_runtime::ChannelContext,
-    ) -> Result<phx_runtime::HandleIn, phx_runtime::RuntimeError> {
-        Ok(phx_runtime::HandleIn::NoReply)
-    }
 }
 
 #[tokio::test]

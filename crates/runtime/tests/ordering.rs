@@ -26,6 +26,25 @@ struct Lobby {
     watch: bool,
 }
 
+/// The topics whose [`Lobby`] has begun a `sleep` (so a test can wait until the
+/// channel is busy instead of guessing how long that takes).
+static SLEEPING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn asleep(topic: &str) {
+    SLEEPING
+        .lock()
+        .expect("sleeping lock")
+        .push(topic.to_owned());
+}
+
+fn is_asleep(topic: &str) -> bool {
+    SLEEPING
+        .lock()
+        .expect("sleeping lock")
+        .iter()
+        .any(|t| t == topic)
+}
+
 /// The typed application messages of [`Lobby`].
 enum LobbyInfo {
     Say(String),
@@ -74,6 +93,7 @@ impl Channel for Lobby {
                 Ok(HandleIn::ok(Payload::empty_object()))
             }
             "sleep" => {
+                asleep(ctx.topic());
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 Ok(HandleIn::NoReply)
             }
@@ -468,7 +488,7 @@ async fn an_intercepted_broadcast_that_cannot_be_queued_closes_the_socket() {
     joined(&mut c, "1", "lobby:icpt", r#"{"user":"x"}"#).await;
     c.send(r#"["1","2","lobby:icpt","sleep",{}]"#).await;
     // Wait until the channel is busy sleeping, then overfill its mailbox.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until("the channel asleep", WAIT, || is_asleep("lobby:icpt")).await;
     for _ in 0..3 {
         s.endpoint
             .pubsub()
@@ -639,7 +659,9 @@ async fn a_wait_on_a_busy_channel_is_not_the_client_idling() {
     // reads nothing more until the nap ends, and "4" is its last client frame.
     pipeline(&mut c, &frames).await;
     assert_eq!(reply_refs(&mut c, 2).await, ["3", "4"]);
-    // Quiet for a moment, well inside the idle timeout counted from the wait's end.
+    // Quiet for a quarter of the idle timeout: this pause is the point (had the
+    // idle clock kept running through the 2 s wait, the socket would be closed
+    // by now), so it is a sleep and not a wait for a condition.
     tokio::time::sleep(Duration::from_millis(200)).await;
     c.send(r#"[null,"hb","phoenix","heartbeat",{}]"#).await;
     assert_eq!(

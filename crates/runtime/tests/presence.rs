@@ -3,60 +3,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use phx_presence::{ChannelPresence, PresenceDiff, PresenceList};
-use phx_runtime::{Channel, ChannelContext, Endpoint, Flow, HandleIn, Payload, RuntimeError};
+use phx_runtime::Endpoint;
 use serde_json::{json, Value};
-use support::{Client, WAIT};
-
-/// Tracks the joiner under `user` with its `meta`; `update_meta` and `crash` as in
-/// the conformance app.
-#[derive(Default)]
-struct Room {
-    user: String,
-    meta: Value,
-}
-
-impl Channel for Room {
-    type Info = ();
-
-    async fn join(
-        &mut self,
-        _topic: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext,
-    ) -> Result<Payload, Payload> {
-        let p: Value = payload.parse().unwrap_or(Value::Null);
-        self.user = p["user"].as_str().unwrap_or("anon").to_owned();
-        self.meta = p.get("meta").cloned().unwrap_or_else(|| json!({}));
-        let _ = ctx;
-        Ok(Payload::empty_object())
-    }
-
-    async fn after_join(&mut self, ctx: &mut ChannelContext) -> Result<Flow, RuntimeError> {
-        ctx.track(&self.user, self.meta.clone())?;
-        let state = ctx.presence_list()?;
-        ctx.push("presence_state", state)?;
-        Ok(Flow::Continue)
-    }
-
-    async fn handle_in(
-        &mut self,
-        event: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext,
-    ) -> Result<HandleIn, RuntimeError> {
-        match event {
-            "update_meta" => {
-                ctx.update(&self.user, payload.parse()?)?;
-                Ok(HandleIn::ok(Payload::empty_object()))
-            }
-            "crash" => Err(RuntimeError::channel("crash")),
-            _ => Ok(HandleIn::NoReply),
-        }
-    }
-}
+use support::{Client, PresenceRoom, WAIT};
 
 struct Server {
     inner: support::Server,
@@ -65,7 +15,7 @@ struct Server {
 async fn start() -> Server {
     let endpoint = Endpoint::builder()
         .config(support::config())
-        .channel("room:*", |_, _| Room::default())
+        .channel("room:*", |_, _| PresenceRoom::default())
         .build();
     Server {
         inner: support::start_endpoint(endpoint).await,
@@ -279,12 +229,8 @@ async fn session_stats_follow_presence() {
     );
     drop(c);
     drop(a);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while s.inner.endpoint.presence().stats().sessions() != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the closed session was never counted out"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::wait_until("the closed session counted out", WAIT, || {
+        s.inner.endpoint.presence().stats().sessions() == 1
+    })
+    .await;
 }

@@ -3,56 +3,12 @@
 //!
 //! Needs Node.js and npm; the packages come from `tests/js/package-lock.json`.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
-use phx_runtime::{Channel, ChannelContext, Endpoint, Flow, HandleIn, Payload, RuntimeError};
-use serde_json::{json, Value};
-
-/// A room with presence, as an application would write it.
-struct Room {
-    user: String,
-}
-
-impl Channel for Room {
-    type Info = ();
-
-    async fn join(
-        &mut self,
-        _topic: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext,
-    ) -> Result<Payload, Payload> {
-        let params: Value = payload.parse().unwrap_or(Value::Null);
-        self.user = params["user"].as_str().unwrap_or("anonymous").to_owned();
-        let _ = ctx;
-        Ok(Payload::empty_object())
-    }
-
-    async fn after_join(&mut self, ctx: &mut ChannelContext) -> Result<Flow, RuntimeError> {
-        ctx.track(&self.user, json!({"online_at": 1}))?;
-        let state = ctx.presence_list()?;
-        ctx.push("presence_state", state)?;
-        Ok(Flow::Continue)
-    }
-
-    async fn handle_in(
-        &mut self,
-        event: &str,
-        payload: Payload,
-        ctx: &mut ChannelContext,
-    ) -> Result<HandleIn, RuntimeError> {
-        match event {
-            "echo" => Ok(HandleIn::ok(payload)),
-            "shout" => {
-                ctx.broadcast("shout", payload)?;
-                Ok(HandleIn::ok(Payload::empty_object()))
-            }
-            "crash" => Err(RuntimeError::channel("crash requested")),
-            _ => Ok(HandleIn::error(json!({"reason": "unhandled event"}))),
-        }
-    }
-}
+use phx_runtime::Endpoint;
 
 fn npm_ci(dir: &Path) {
     if dir.join("node_modules/phoenix").exists() {
@@ -76,9 +32,7 @@ async fn stock_phoenix_js_client_works_unchanged() {
             check_origin: phx_runtime::CheckOrigin::Disabled,
             ..phx_runtime::Config::default()
         })
-        .channel("room:*", |_, _| Room {
-            user: String::new(),
-        })
+        .channel("room:*", |_, _| support::PresenceRoom::default())
         .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -118,11 +72,5 @@ async fn stock_phoenix_js_client_works_unchanged() {
         stdout.contains("ok crash then automatic rejoin"),
         "{stdout}"
     );
-    // The script's closing line counts its own checks: every one printed `ok`.
-    let oks = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-    assert!(oks > 0, "{stdout}");
-    assert!(
-        stdout.contains(&format!("{oks} passed, 0 failed")),
-        "{stdout}"
-    );
+    phx_testkit::assert_all_passed(&stdout);
 }

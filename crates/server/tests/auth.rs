@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{http, Server};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -111,14 +111,16 @@ fn stats(server: &Server) -> Value {
 
 /// Waits (bounded) until the stats show `sessions` and `users`.
 fn wait_stats(server: &Server, sessions: Value, users: Value) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = stats(server);
-        if (s["sessions"] == sessions && s["users"] == users) || Instant::now() > deadline {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut s = Value::Null;
+    phx_testkit::wait_for(
+        &format!("stats with sessions {sessions} and users {users}"),
+        Duration::from_secs(10),
+        || {
+            s = stats(server);
+            s["sessions"] == sessions && s["users"] == users
+        },
+    );
+    s
 }
 
 #[test]

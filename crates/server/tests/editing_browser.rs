@@ -9,7 +9,6 @@
 //! `CHROMIUM` to use another binary) and PostgreSQL 15 (started here).
 
 mod common;
-mod pg;
 
 use std::path::PathBuf;
 
@@ -25,7 +24,7 @@ fn two_browsers_edit_one_record() {
     let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/test-artifacts/editing-browser");
     // The page is opened at 127.0.0.1, so that is the host origins must match.
-    let pg = pg::Postgres::start();
+    let pg = phx_testkit::Postgres::start();
     let url = pg.url();
     let server = Server::start(Some("t"), &["--host", "127.0.0.1", "--database-url", &url]);
     let output = node(
@@ -45,7 +44,7 @@ fn two_browsers_edit_one_record() {
         "browser test failed:\n{stdout}\n{stderr}"
     );
     println!("{stdout}");
-    assert!(stdout.contains("8 steps passed"), "{stdout}");
+    phx_testkit::assert_all_passed(&stdout);
     for step in [
         "1-owner",
         "2-spectator",

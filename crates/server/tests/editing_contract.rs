@@ -32,20 +32,16 @@ fn the_editing_contract_holds_for_stock_phoenix_js() {
     // Once every client is gone, nothing is counted any more.
     let auth = format!("Bearer {token}");
     let idle = "\"sessions\":{\"anonymous\":0,\"signed_in\":0}";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let stats = loop {
-        let (status, stats) = http(&server.admin, "GET", "/api/stats", Some(&auth));
-        assert_eq!(status, 200);
-        if (stats.contains(idle) && stats.contains("\"presences\":0"))
-            || std::time::Instant::now() > deadline
-        {
-            break stats;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert!(
-        stats.contains(idle),
-        "sockets are uncounted when they close: {stats}"
+    let mut stats = String::new();
+    phx_testkit::wait_for(
+        "sockets and presences uncounted once every client is gone",
+        std::time::Duration::from_secs(10),
+        || {
+            let (status, body) = http(&server.admin, "GET", "/api/stats", Some(&auth));
+            assert_eq!(status, 200);
+            stats = body;
+            stats.contains(idle) && stats.contains("\"presences\":0")
+        },
     );
     for idle in [
         "\"sockets\":0",
@@ -61,7 +57,7 @@ fn the_editing_contract_holds_for_stock_phoenix_js() {
         stdout.contains("ok owner's socket closes: the next connection gets role owner"),
         "{stdout}"
     );
-    assert!(stdout.contains("21 passed, 0 failed"), "{stdout}");
+    phx_testkit::assert_all_passed(&stdout);
 }
 
 #[test]

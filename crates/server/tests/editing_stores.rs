@@ -10,64 +10,26 @@
 //! (`/usr/lib/postgresql/15/bin`, Debian's `postgresql` package, or `PG_BIN`).
 
 mod common;
-mod pg;
-#[path = "../../cluster/tests/support/mod.rs"]
-mod redis;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{js_dir, Server};
-use pg::Postgres;
-use redis::Redis;
+use common::{cluster_node, Script, Server};
+use phx_testkit::{Postgres, Redis};
 
 const TOKEN: &str = "editing-stores-token";
 
 /// Runs `node editing_stores.cjs <args>`, answering its database requests
-/// with `act`; returns its output lines and the final line.
-fn script(args: &[String], mut act: impl FnMut(&str)) -> (Vec<String>, String) {
-    let mut child = Command::new("node")
-        .arg("editing_stores.cjs")
-        .args(args)
-        .current_dir(js_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node is needed for the phoenix.js tests (install Node.js)");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+/// (`sql <statement>`, `stop db`, `start db`) with `act`; returns its output
+/// lines after checking that every check it ran passed.
+fn script(args: &[String], mut act: impl FnMut(&str)) -> Vec<String> {
+    let seen = Script::start("editing_stores.cjs", args).run(Duration::from_secs(300), |line| {
+        (line.starts_with("sql ") || line.ends_with(" db")).then(|| {
+            act(line);
+            "done"
+        })
     });
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut seen = Vec::new();
-    let outcome = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.ends_with(" passed, 0 failed") || line.starts_with("error") => {
-                seen.push(line.clone());
-                break line;
-            }
-            Ok(line) if line.starts_with("sql ") || line.ends_with(" db") => {
-                act(&line);
-                writeln!(stdin, "done").expect("script stdin");
-                seen.push(line);
-            }
-            Ok(line) => seen.push(line),
-            Err(_) => break "no result within the time limit".to_owned(),
-        }
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    (seen, outcome)
+    phx_testkit::assert_all_passed(&seen.join("\n"));
+    seen
 }
 
 #[test]
@@ -75,11 +37,10 @@ fn sqlite_records_survive_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("phx.db").display());
     let mut server = Server::start(Some(TOKEN), &["--database-url", &url]);
-    let (seen, outcome) = script(
+    let seen = script(
         &["write".into(), format!("ws://{}/socket", server.addr)],
         |_| {},
     );
-    assert_eq!(outcome, "1 passed, 0 failed", "{seen:#?}");
     let id = seen
         .iter()
         .find_map(|l| l.strip_prefix("id "))
@@ -89,11 +50,11 @@ fn sqlite_records_survive_a_restart() {
     assert!(dir.path().join("phx.db").exists(), "the database is a file");
 
     let server = Server::start(Some(TOKEN), &["--database-url", &url]);
-    let (seen, outcome) = script(
+    // `script` checks that every check passed (the record read back).
+    script(
         &["read".into(), format!("ws://{}/socket", server.addr), id],
         |_| {},
     );
-    assert_eq!(outcome, "1 passed, 0 failed", "{seen:#?}");
 }
 
 #[test]
@@ -101,24 +62,9 @@ fn two_nodes_share_one_postgresql() {
     let mut pg = Postgres::start();
     let redis = Redis::start();
     let url = pg.url();
-    let start = |name: &str| {
-        Server::start(
-            Some(TOKEN),
-            &[
-                "--no-check-origin",
-                "--database-url",
-                &url,
-                "--redis-url",
-                &redis.url(),
-                "--node-name",
-                name,
-                "--secret-key-base",
-                "editing-stores-test-secret-of-at-least-sixty-four-bytes-for-the-cluster",
-            ],
-        )
-    };
+    let start = |name: &str| cluster_node(&redis.url(), name, TOKEN, &["--database-url", &url]);
     let (a, b) = (start("pg-a"), start("pg-b"));
-    let (seen, outcome) = script(
+    let seen = script(
         &[
             "pg".into(),
             format!("ws://{}/socket", a.addr),
@@ -136,7 +82,6 @@ fn two_nodes_share_one_postgresql() {
         },
     );
     println!("{}", seen.join("\n"));
-    assert_eq!(outcome, "6 passed, 0 failed", "{seen:#?}");
     // The same records on both nodes: one table, ids from the database.
     let rows = pg.psql("SELECT count(*) FROM phx_records WHERE kind = 'entity'");
     assert_eq!(rows, "3", "the two seeded entities and the test's record");

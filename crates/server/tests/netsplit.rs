@@ -18,14 +18,13 @@
 //! Needs `redis-server`, Node.js and npm.
 
 mod common;
-#[path = "../../cluster/tests/support/mod.rs"]
-mod redis;
 mod split_support;
 
 use std::time::{Duration, Instant};
 
-use redis::Redis;
-use split_support::{metric, metrics, node, wait_for, Client, Mode, Proxy};
+use phx_testkit::wait_for;
+use phx_testkit::Redis;
+use split_support::{metric, metrics, node, Client, Mode, Proxy};
 
 /// The cluster's timing in these tests (short, so that splits are quick).
 const DOWN_MS: u64 = 3_000;

@@ -11,8 +11,6 @@
 //! Needs `redis-server`, Node.js and npm.
 
 mod common;
-#[path = "../../cluster/tests/support/mod.rs"]
-mod redis;
 mod split_support;
 
 use std::process::{Command, Stdio};
@@ -21,9 +19,10 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use phx_protocol::Payload;
 use phx_runtime::pubsub::encode_payload;
-use redis::Redis;
+use phx_testkit::wait_for;
+use phx_testkit::Redis;
 use serde_json::json;
-use split_support::{metric, node, publish, wait_for, Client, Spy};
+use split_support::{metric, node, publish, Client, Spy};
 
 const SETTLE: Duration = Duration::from_secs(15);
 

@@ -19,6 +19,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+#[allow(unused_imports)] // not every test file waits
+pub use phx_testkit::wait_until;
+
 /// How long any single wait may take before the test fails (an upper bound only).
 pub const WAIT: Duration = Duration::from_secs(3);
 
@@ -351,4 +354,59 @@ pub async fn joined(c: &mut Client, join_ref: &str, topic: &str, payload: &str) 
         json!("ok"),
         "join of {topic} failed: {reply}"
     );
+}
+
+/// The presence room the tests share, as the conformance app (and most
+/// applications) write one: joining with `{"user": U, "meta": M}` tracks `U`
+/// (default `anon`) with the meta `M` (default `{}`) and pushes
+/// `presence_state`. Events: `echo` replies with its payload, `shout`
+/// broadcasts it, `update_meta` replaces the joiner's meta, `crash` fails.
+#[derive(Default)]
+pub struct PresenceRoom {
+    user: String,
+    meta: Value,
+}
+
+impl Channel for PresenceRoom {
+    type Info = ();
+
+    async fn join(
+        &mut self,
+        _topic: &str,
+        payload: Payload,
+        _ctx: &mut ChannelContext,
+    ) -> Result<Payload, Payload> {
+        let params: Value = payload.parse().unwrap_or(Value::Null);
+        self.user = params["user"].as_str().unwrap_or("anon").to_owned();
+        self.meta = params.get("meta").cloned().unwrap_or_else(|| json!({}));
+        Ok(Payload::empty_object())
+    }
+
+    async fn after_join(&mut self, ctx: &mut ChannelContext) -> Result<Flow, RuntimeError> {
+        ctx.track(&self.user, self.meta.clone())?;
+        let state = ctx.presence_list()?;
+        ctx.push("presence_state", state)?;
+        Ok(Flow::Continue)
+    }
+
+    async fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        ctx: &mut ChannelContext,
+    ) -> Result<HandleIn, RuntimeError> {
+        match event {
+            "echo" => Ok(HandleIn::ok(payload)),
+            "shout" => {
+                ctx.broadcast("shout", payload)?;
+                Ok(HandleIn::ok(Payload::empty_object()))
+            }
+            "update_meta" => {
+                ctx.update(&self.user, payload.parse()?)?;
+                Ok(HandleIn::ok(Payload::empty_object()))
+            }
+            "crash" => Err(RuntimeError::channel("crash requested")),
+            _ => Ok(HandleIn::error(json!({"reason": "unhandled event"}))),
+        }
+    }
 }

@@ -171,3 +171,100 @@ pub fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
     assert!(!status.success(), "phx-server {args:?} exited 0");
     stderr
 }
+
+/// A node script in `tests/js` that prints one line per step and may ask the
+/// test to act (kill a node, stop the database) by printing a request line
+/// and waiting for an answer line on its stdin. Killed when dropped.
+pub struct Script {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Script {
+    /// Starts `node <script> <args>` in `tests/js`.
+    pub fn start(script: &str, args: &[String]) -> Script {
+        let mut child = Command::new("node")
+            .arg(script)
+            .args(args)
+            .current_dir(js_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node is needed for the phoenix.js tests (install Node.js)");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Script {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Reads lines until the closing `<n> passed, <m> failed` or an `error`
+    /// line, giving each line to `act` first; when `act` returns an answer it is
+    /// written to the script's stdin. Returns every line seen, the last one
+    /// being the outcome (or a line saying the `limit` ran out).
+    pub fn run(
+        &mut self,
+        limit: std::time::Duration,
+        mut act: impl FnMut(&str) -> Option<&'static str>,
+    ) -> Vec<String> {
+        use std::io::Write;
+        let deadline = std::time::Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                seen.push(format!("no result within {limit:?}"));
+                return seen;
+            };
+            if let Some(answer) = act(&line) {
+                writeln!(self.stdin, "{answer}").expect("script stdin");
+            }
+            let last = (line.contains(" passed, ") && line.ends_with(" failed"))
+                || line.starts_with("error");
+            seen.push(line);
+            if last {
+                return seen;
+            }
+        }
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A phx-server node clustered over the Redis at `redis_url` as `name`, with
+/// the admin `token`, the cluster secret these tests share, and `extra` flags.
+pub fn cluster_node(redis_url: &str, name: &str, token: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--no-check-origin",
+        "--redis-url",
+        redis_url,
+        "--node-name",
+        name,
+        // Required with --redis-url: it seals the cluster's messages.
+        "--secret-key-base",
+        CLUSTER_SECRET,
+    ];
+    args.extend_from_slice(extra);
+    Server::start(Some(token), &args)
+}
+
+/// The cluster secret of the tests' nodes (at least 64 bytes, as required).
+pub const CLUSTER_SECRET: &str =
+    "phx-server-tests-cluster-secret-of-sixty-four-bytes-or-more-for-every-node";

@@ -3,7 +3,7 @@
 // Usage: node browser.cjs http://127.0.0.1:PORT ARTIFACT_DIR PSQL DATABASE_URL
 // (PSQL and DATABASE_URL: the test's PostgreSQL, changed directly for the
 // external-change step). Prints "ok <step>" per step, saves a screenshot per
-// step, exits 0 when all passed.
+// step, ends with "<n> passed, 0 failed" and exits 0 when all passed.
 const { chromium } = require("playwright-core");
 const path = require("node:path");
 const fs = require("node:fs");
@@ -13,6 +13,8 @@ const [base, artifacts, psql, databaseUrl] = process.argv.slice(2);
 const sql = (statement) => execFileSync(psql, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", databaseUrl, "-c", statement]);
 fs.mkdirSync(artifacts, { recursive: true });
 const fail = (why) => { console.error("FAIL", why); process.exit(1); };
+let passed = 0;
+const ok = (what) => { passed += 1; console.log("ok " + what); };
 setTimeout(() => fail("timed out"), 60000).unref();
 
 (async () => {
@@ -43,7 +45,7 @@ setTimeout(() => fail("timed out"), 60000).unref();
     if (await owner.isDisabled("#title")) fail("the owner's inputs are disabled");
     await owner.waitForFunction(() => document.querySelectorAll("#editors li").length === 1);
     await shot(owner, "1-owner");
-    console.log("ok the first context is owner with enabled inputs");
+    ok("the first context is owner with enabled inputs");
 
     const watcher = await second.newPage();
     await watcher.goto(url);
@@ -54,7 +56,7 @@ setTimeout(() => fail("timed out"), 60000).unref();
     await watcher.waitForFunction(() => document.querySelectorAll("#editors li").length === 2);
     await owner.waitForFunction(() => document.querySelectorAll("#editors li").length === 2);
     await shot(watcher, "2-spectator");
-    console.log("ok the second context is spectator with disabled inputs and sees both editors");
+    ok("the second context is spectator with disabled inputs and sees both editors");
 
     const typed = "Acme Corporation — typed live";
     await owner.fill("#title", "");
@@ -63,7 +65,7 @@ setTimeout(() => fail("timed out"), 60000).unref();
     await watcher.waitForFunction((t) => document.querySelector("#title").value === t, typed);
     await watcher.waitForFunction(() => document.querySelector("#body").value === "Edited in the first window.");
     await shot(watcher, "3-spectator-sees-typing");
-    console.log("ok the owner types and the spectator sees it");
+    ok("the owner types and the spectator sees it");
 
     await owner.close();
     await watcher.waitForSelector("#role.owner");
@@ -72,14 +74,14 @@ setTimeout(() => fail("timed out"), 60000).unref();
     if ((await watcher.inputValue("#title")) !== typed) fail("the unsaved form was not kept");
     await watcher.waitForFunction(() => document.querySelectorAll("#editors li").length === 1);
     await shot(watcher, "4-promoted");
-    console.log("ok the owner's page closes and the spectator is promoted, keeping the unsaved form");
+    ok("the owner's page closes and the spectator is promoted, keeping the unsaved form");
 
     await watcher.fill("#title", "Acme Corporation (saved by the second window)");
     await watcher.click("#save");
     await watcher.waitForFunction(() => document.querySelector("#status").textContent.startsWith("Saved"));
     await watcher.waitForFunction(() => [...document.querySelectorAll("#records a")].some((a) => a.textContent.includes("saved by the second window")));
     await shot(watcher, "5-promoted-edits-and-saves");
-    console.log("ok the promoted spectator edits and saves; the list updates live");
+    ok("the promoted spectator edits and saves; the list updates live");
     await watcher.waitForFunction(() => document.querySelector("#version").textContent.startsWith("Version 2"));
 
     // ---- a change made in the database itself arrives live ----
@@ -95,7 +97,7 @@ setTimeout(() => fail("timed out"), 60000).unref();
     if ((await watcher.inputValue("#body")) !== "The owner's unsaved body.") fail("the owner's unsaved form was lost");
     await watcher.waitForFunction(() => [...document.querySelectorAll("#records a")].some((a) => a.textContent.includes("Renamed in psql")));
     await shot(third, "6-external-change");
-    console.log("ok an UPDATE in psql reaches the spectator's form and the list live; the owner keeps the unsaved form and is told");
+    ok("an UPDATE in psql reaches the spectator's form and the list live; the owner keeps the unsaved form and is told");
 
     // ---- the owner's save is now a conflict: reload or overwrite ----
     await watcher.click("#save");
@@ -109,8 +111,8 @@ setTimeout(() => fail("timed out"), 60000).unref();
     await third.waitForFunction(() => document.querySelector("#body").value === "The owner's unsaved body.");
     await third.waitForFunction(() => document.querySelector("#version").textContent.startsWith("Version 4"));
     await shot(watcher, "8-overwritten");
-    console.log("ok a stale save shows the conflict; overwrite saves version 4, seen by the spectator");
-    console.log("8 steps passed");
+    ok("a stale save shows the conflict; overwrite saves version 4, seen by the spectator");
+    console.log(passed + " passed, 0 failed");
   } catch (err) {
     fail(err && err.stack ? err.stack : String(err));
   } finally {

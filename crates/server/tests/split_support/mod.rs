@@ -20,24 +20,12 @@ use crate::common::{self, js_dir, Server};
 
 /// The admin token of the nodes these tests start.
 pub const TOKEN: &str = "split-admin-token";
-/// The cluster secret of these tests (at least 64 bytes, as required).
-pub const SECRET: &str = "net-split-and-security-tests-cluster-secret-of-sixty-four-bytes-or-more";
-
 /// A phx-server node with the conformance app (the `room:*` shouts the
 /// clients use), clustered over `redis_url` with `extra` flags.
 pub fn node(redis_url: &str, name: &str, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--conformance",
-        "--no-check-origin",
-        "--redis-url",
-        redis_url,
-        "--node-name",
-        name,
-        "--secret-key-base",
-        SECRET,
-    ];
+    let mut args = vec!["--conformance"];
     args.extend_from_slice(extra);
-    Server::start(Some(TOKEN), &args)
+    common::cluster_node(redis_url, name, TOKEN, &args)
 }
 
 /// The node's `/metrics` text.
@@ -62,18 +50,6 @@ pub fn metric(server: &Server, name: &str) -> u64 {
                 .and_then(|n| n.trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// Polls `cond` every 50 ms; the time it took, or a panic naming `what`.
-pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A stock phoenix.js client (`tests/js/cluster_client.cjs`) in its own node

@@ -1,17 +1,17 @@
-//! Test support: a real PostgreSQL 15 server (Debian's `postgresql` package,
+//! A throwaway PostgreSQL 15 server (Debian's `postgresql` package,
 //! `/usr/lib/postgresql/15/bin`, or `PG_BIN`) in a temporary folder on a free
 //! loopback port, stopped and removed when the guard drops. As root it runs as
 //! the unprivileged `postgres` user (PostgreSQL refuses root).
 
-#![allow(dead_code)]
-
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::wait::free_port;
+
 /// A running PostgreSQL server.
 pub struct Postgres {
+    /// The loopback port it listens on.
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,
@@ -36,10 +36,7 @@ impl Postgres {
             "{} has no initdb: install Debian's postgresql package or set PG_BIN",
             bin.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = free_port();
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "phx-pg-{}-{port}-{}",
