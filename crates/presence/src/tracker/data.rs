@@ -63,8 +63,8 @@ pub struct Delta {
 pub const MAX_CLOCK: u64 = 1 << 62;
 
 impl Delta {
-    /// The clock after the last op (saturating: a delta from the wire has been
-    /// checked by [`Delta::check`]).
+    /// The clock after the last op (saturating: a delta from the wire has had
+    /// its clocks checked against [`MAX_CLOCK`] before it is applied).
     pub fn end(&self) -> u64 {
         let len = u64::try_from(self.ops.len()).unwrap_or(u64::MAX);
         self.start.saturating_add(len)
