@@ -3,6 +3,14 @@
 use phx_presence::PresenceError;
 
 /// What can go wrong in the cluster layer.
+///
+/// ```
+/// use phx_cluster::{ClusterError, ClusterKey};
+///
+/// // A cluster secret too short to derive keys from is refused up front.
+/// let err = ClusterKey::derive(b"short").err();
+/// assert!(matches!(err, Some(ClusterError::Invalid { .. })), "{err:?}");
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The Redis URL cannot be parsed, or Redis refused a command.

@@ -39,6 +39,8 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+
 mod channels;
 mod editing;
 mod error;

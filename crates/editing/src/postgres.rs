@@ -9,15 +9,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::broadcast;
 
 use crate::error::RecordsError;
 use crate::record::{assemble, Change, Cursor, Fields, Health, Op, Page, Record, Records};
-use crate::sqlite::page_of;
-use crate::store::{Guard, INNER_TIMEOUT};
+use crate::store::{Guard, Pooled, INNER_TIMEOUT};
 
 /// What the notify trigger says of a change (`phx_records` channel).
 #[derive(Deserialize)]
@@ -39,6 +38,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 const COLUMNS: &str = "id, version, record, updated_by, position";
 
+const COUNT: &str = "SELECT count(*) FROM phx_records WHERE kind = $1";
+
 /// How long the change listener waits before checking that its connection
 /// still hears (a notification it sends itself).
 const QUIET: Duration = Duration::from_secs(3);
@@ -47,15 +48,28 @@ const QUIET: Duration = Duration::from_secs(3);
 const PING: &str = r#"{"op":"PING"}"#;
 
 /// Records in PostgreSQL; cheap to clone (clones share the pool).
+///
+/// ```no_run
+/// use phx_editing::{Records, RecordsError, PgRecords};
+///
+/// # async fn run() -> Result<(), RecordsError> {
+/// let db = PgRecords::connect("postgres://phx@10.0.0.7:5432/phx").await?;
+/// // An UPDATE made by psql or another program reaches every node as a change.
+/// let mut changes = db.changes();
+/// while let Ok(change) = changes.recv().await {
+///     println!("{} {}:{} (ours: {})", change.op.event(), change.kind, change.id, change.ours);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct PgRecords {
-    pool: PgPool,
-    guard: Guard,
+    db: Pooled<Postgres>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-fn record_of(row: &PgRow) -> Result<Record, sqlx::Error> {
+/// A record and its position in the list.
+fn record_of(row: &PgRow) -> Result<(Record, i64), sqlx::Error> {
     let id: String = row.try_get("id")?;
     let version: i64 = row.try_get("version")?;
     let Json(fields): Json<Value> = row.try_get("record")?;
@@ -64,7 +78,7 @@ fn record_of(row: &PgRow) -> Result<Record, sqlx::Error> {
     if let Some(by) = by {
         record.insert("updated_by".to_owned(), Value::String(by));
     }
-    Ok(record)
+    Ok((record, row.try_get("position")?))
 }
 
 impl PgRecords {
@@ -88,41 +102,21 @@ impl PgRecords {
             .await
             .map_err(|e| RecordsError::Unavailable(format!("migrations failed: {e}")))?;
         let store = PgRecords {
-            pool,
-            guard: Guard::new(),
+            db: Pooled::new(pool),
         };
-        let pool = store.pool.clone();
-        store.guard.watch(move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(drop)
-                    .map_err(RecordsError::from_db)
-            }
-        });
-        tokio::spawn(listen(options, store.guard.clone()));
+        tokio::spawn(listen(options, store.db.guard.clone()));
         Ok(store)
     }
 
     /// How many records `kind` holds.
     pub async fn count(&self, kind: &str) -> Result<u64, RecordsError> {
-        self.guard
-            .run(async {
-                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM phx_records WHERE kind = $1")
-                    .bind(kind)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(RecordsError::from_db)?;
-                Ok(u64::try_from(n).unwrap_or(0))
-            })
-            .await
+        self.db.count(COUNT, kind).await
     }
 
     /// Stores a record with the given id unless one exists.
     pub async fn seed(&self, kind: &str, id: &str, fields: Fields) -> Result<(), RecordsError> {
-        self.guard
+        self.db
+            .guard
             .run(async {
                 sqlx::query(
                     "INSERT INTO phx_records (kind, id, record) VALUES ($1, $2, $3) \
@@ -131,7 +125,7 @@ impl PgRecords {
                 .bind(kind)
                 .bind(id)
                 .bind(Json(Value::Object(fields)))
-                .execute(&self.pool)
+                .execute(&self.db.pool)
                 .await
                 .map(drop)
                 .map_err(RecordsError::from_db)
@@ -141,7 +135,7 @@ impl PgRecords {
 
     /// A transaction whose writes say they are phx-editing's, by `by`.
     async fn ours(&self, by: &str) -> Result<Transaction<'static, Postgres>, RecordsError> {
-        let mut tx = self.pool.begin().await.map_err(RecordsError::from_db)?;
+        let mut tx = self.db.pool.begin().await.map_err(RecordsError::from_db)?;
         sqlx::query("SELECT set_config('phx.origin', $1, true), set_config('phx.user', $2, true)")
             .bind(ORIGIN)
             .bind(by)
@@ -154,20 +148,7 @@ impl PgRecords {
 
 impl Records for PgRecords {
     async fn load(&self, kind: &str, id: &str) -> Result<Record, RecordsError> {
-        self.guard
-            .run(async {
-                let row = sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM phx_records WHERE kind = $1 AND id = $2"
-                ))
-                .bind(kind)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(RecordsError::from_db)?
-                .ok_or(RecordsError::NotFound)?;
-                record_of(&row).map_err(RecordsError::from_db)
-            })
-            .await
+        self.db.guard.run(self.load_in_pool(kind, id)).await
     }
 
     async fn create(
@@ -177,7 +158,7 @@ impl Records for PgRecords {
         by: &str,
         max: u64,
     ) -> Result<Record, RecordsError> {
-        self.guard
+        self.db.guard
             .run(async {
                 let mut tx = self.ours(by).await?;
                 let max = i64::try_from(max).unwrap_or(i64::MAX);
@@ -194,7 +175,7 @@ impl Records for PgRecords {
                 .await
                 .map_err(RecordsError::from_db)?
                 .ok_or(RecordsError::Full(u64::try_from(max).unwrap_or(0)))?;
-                let record = record_of(&row).map_err(RecordsError::from_db)?;
+                let (record, _) = record_of(&row).map_err(RecordsError::from_db)?;
                 tx.commit().await.map_err(RecordsError::from_db)?;
                 Ok(record)
             })
@@ -209,7 +190,7 @@ impl Records for PgRecords {
         version: i64,
         by: &str,
     ) -> Result<Record, RecordsError> {
-        self.guard
+        self.db.guard
             .run(async {
                 let mut tx = self.ours(by).await?;
                 let row = sqlx::query(&format!(
@@ -231,7 +212,7 @@ impl Records for PgRecords {
                         stored: Box::new(stored),
                     });
                 };
-                let record = record_of(&row).map_err(RecordsError::from_db)?;
+                let (record, _) = record_of(&row).map_err(RecordsError::from_db)?;
                 tx.commit().await.map_err(RecordsError::from_db)?;
                 Ok(record)
             })
@@ -239,7 +220,8 @@ impl Records for PgRecords {
     }
 
     async fn delete(&self, kind: &str, id: &str) -> Result<(), RecordsError> {
-        self.guard
+        self.db
+            .guard
             .run(async {
                 let mut tx = self.ours("").await?;
                 let done = sqlx::query("DELETE FROM phx_records WHERE kind = $1 AND id = $2")
@@ -262,37 +244,21 @@ impl Records for PgRecords {
         from: Option<Cursor>,
         size: u32,
     ) -> Result<Page, RecordsError> {
-        self.guard
-            .run(async {
-                let rows = sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM phx_records WHERE kind = $1 AND position < $2 \
-                     ORDER BY position DESC LIMIT $3"
-                ))
-                .bind(kind)
-                .bind(from.map_or(i64::MAX, |c| c.0))
-                .bind(i64::from(size) + 1)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(RecordsError::from_db)?;
-                let total: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM phx_records WHERE kind = $1")
-                        .bind(kind)
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(RecordsError::from_db)?;
-                page_of(&rows, size, total, |row| {
-                    Ok((record_of(row)?, row.try_get::<i64, _>("position")?))
-                })
-            })
+        let rows = format!(
+            "SELECT {COLUMNS} FROM phx_records WHERE kind = $1 AND position < $2 \
+             ORDER BY position DESC LIMIT $3"
+        );
+        self.db
+            .page(&rows, COUNT, kind, from, size, record_of)
             .await
     }
 
     fn changes(&self) -> broadcast::Receiver<Change> {
-        self.guard.changes()
+        self.db.guard.changes()
     }
 
     fn health(&self) -> Health {
-        self.guard.health()
+        self.db.guard.health()
     }
 
     fn shared(&self) -> bool {
@@ -301,17 +267,10 @@ impl Records for PgRecords {
 }
 
 impl PgRecords {
+    /// A record, read outside any transaction (not bounded by itself).
     async fn load_in_pool(&self, kind: &str, id: &str) -> Result<Record, RecordsError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM phx_records WHERE kind = $1 AND id = $2"
-        ))
-        .bind(kind)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(RecordsError::from_db)?
-        .ok_or(RecordsError::NotFound)?;
-        record_of(&row).map_err(RecordsError::from_db)
+        let sql = format!("SELECT {COLUMNS} FROM phx_records WHERE kind = $1 AND id = $2");
+        self.db.record(&sql, kind, id, record_of).await
     }
 }
 

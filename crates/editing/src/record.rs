@@ -137,6 +137,26 @@ impl Health {
 ///
 /// Implemented by [`crate::SqliteRecords`] and [`crate::PgRecords`]; any
 /// other store with these semantics plugs in the same way.
+///
+/// ```
+/// use phx_editing::{Op, Records, RecordsError, SqliteRecords};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), RecordsError> {
+/// let db = SqliteRecords::connect("sqlite::memory:").await?;
+/// let mut changes = db.changes();
+/// let fields = json!({"title": "draft"}).as_object().cloned().unwrap_or_default();
+/// let note = db.create("note", fields.clone(), "ann", 100).await?;
+/// assert_eq!((note["version"].clone(), changes.recv().await.unwrap().op), (json!(1), Op::Created));
+/// let id = note["id"].as_str().unwrap_or_default();
+/// db.save("note", id, fields.clone(), 1, "ann").await?;
+/// // A save against a version that is no longer the stored one writes nothing.
+/// let stale = db.save("note", id, fields, 1, "bob").await;
+/// assert!(matches!(stale, Err(RecordsError::Conflict { expected: 1, .. })));
+/// assert_eq!(db.page("note", None, 10).await?.total, 1);
+/// # Ok(()) }
+/// ```
 pub trait Records: Send + Sync + 'static {
     /// The record, or [`RecordsError::NotFound`].
     fn load(

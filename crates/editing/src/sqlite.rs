@@ -5,26 +5,29 @@
 use std::str::FromStr;
 
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, Sqlite};
 use tokio::sync::broadcast;
 
 use crate::error::RecordsError;
 use crate::record::{assemble, Change, Cursor, Fields, Health, Op, Page, Record, Records};
-use crate::store::{Guard, INNER_TIMEOUT};
+use crate::store::{Pooled, INNER_TIMEOUT};
 
 /// Records in a SQLite database; cheap to clone (clones share the pool).
+/// See [`Records`] for an example.
 #[derive(Clone)]
 pub struct SqliteRecords {
-    pool: SqlitePool,
-    guard: Guard,
+    db: Pooled<Sqlite>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 const COLUMNS: &str = "id, version, record, updated_by, rowid";
 
-fn record_of(row: &sqlx::sqlite::SqliteRow) -> Result<Record, sqlx::Error> {
+const COUNT: &str = "SELECT count(*) FROM phx_records WHERE kind = ?";
+
+/// A record and its position in the list (its rowid).
+fn record_of(row: &SqliteRow) -> Result<(Record, i64), sqlx::Error> {
     let id: String = row.try_get("id")?;
     let version: i64 = row.try_get("version")?;
     let text: String = row.try_get("record")?;
@@ -34,7 +37,7 @@ fn record_of(row: &sqlx::sqlite::SqliteRow) -> Result<Record, sqlx::Error> {
     if let Some(by) = by {
         record.insert("updated_by".to_owned(), Value::String(by));
     }
-    Ok(record)
+    Ok((record, row.try_get("rowid")?))
 }
 
 fn json_text(fields: &Fields) -> String {
@@ -70,71 +73,39 @@ impl SqliteRecords {
             .run(&pool)
             .await
             .map_err(|e| RecordsError::Unavailable(format!("migrations failed: {e}")))?;
-        let store = SqliteRecords {
-            pool,
-            guard: Guard::new(),
-        };
-        let pool = store.pool.clone();
-        store.guard.watch(move || {
-            let pool = pool.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(&pool)
-                    .await
-                    .map(drop)
-                    .map_err(RecordsError::from_db)
-            }
-        });
-        Ok(store)
+        Ok(SqliteRecords {
+            db: Pooled::new(pool),
+        })
     }
 
     /// How many records `kind` holds.
     pub async fn count(&self, kind: &str) -> Result<u64, RecordsError> {
-        self.guard
-            .run(async {
-                let n: i64 = sqlx::query_scalar("SELECT count(*) FROM phx_records WHERE kind = ?")
-                    .bind(kind)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(RecordsError::from_db)?;
-                Ok(u64::try_from(n).unwrap_or(0))
-            })
-            .await
+        self.db.count(COUNT, kind).await
     }
 
     /// Stores a record with the given id unless one exists.
     pub async fn seed(&self, kind: &str, id: &str, fields: Fields) -> Result<(), RecordsError> {
-        self.guard
+        self.db
+            .guard
             .run(async {
                 sqlx::query("INSERT OR IGNORE INTO phx_records (kind, id, record) VALUES (?, ?, ?)")
                     .bind(kind)
                     .bind(id)
                     .bind(json_text(&fields))
-                    .execute(&self.pool)
+                    .execute(&self.db.pool)
                     .await
                     .map(drop)
                     .map_err(RecordsError::from_db)
             })
             .await
     }
-
-    async fn fetch(&self, kind: &str, id: &str) -> Result<Record, RecordsError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM phx_records WHERE kind = ? AND id = ?"
-        ))
-        .bind(kind)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(RecordsError::from_db)?
-        .ok_or(RecordsError::NotFound)?;
-        record_of(&row).map_err(RecordsError::from_db)
-    }
 }
 
 impl Records for SqliteRecords {
     async fn load(&self, kind: &str, id: &str) -> Result<Record, RecordsError> {
-        self.guard.run(self.fetch(kind, id)).await
+        let sql = format!("SELECT {COLUMNS} FROM phx_records WHERE kind = ? AND id = ?");
+        let call = self.db.record(&sql, kind, id, record_of);
+        self.db.guard.run(call).await
     }
 
     async fn create(
@@ -145,9 +116,10 @@ impl Records for SqliteRecords {
         max: u64,
     ) -> Result<Record, RecordsError> {
         let record = self
+            .db
             .guard
             .run(async {
-                let mut tx = self.pool.begin().await.map_err(RecordsError::from_db)?;
+                let mut tx = self.db.pool.begin().await.map_err(RecordsError::from_db)?;
                 let max = i64::try_from(max).unwrap_or(i64::MAX);
                 let done = sqlx::query(
                     "INSERT INTO phx_records (kind, record, updated_by) \
@@ -168,7 +140,7 @@ impl Records for SqliteRecords {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(RecordsError::from_db)?;
-                let record = record_of(&row).map_err(RecordsError::from_db)?;
+                let (record, _) = record_of(&row).map_err(RecordsError::from_db)?;
                 tx.commit().await.map_err(RecordsError::from_db)?;
                 Ok(record)
             })
@@ -186,9 +158,10 @@ impl Records for SqliteRecords {
         by: &str,
     ) -> Result<Record, RecordsError> {
         let record = self
+            .db
             .guard
             .run(async {
-                let mut tx = self.pool.begin().await.map_err(RecordsError::from_db)?;
+                let mut tx = self.db.pool.begin().await.map_err(RecordsError::from_db)?;
                 let done = sqlx::query(
                     "UPDATE phx_records SET record = ?, updated_by = ? \
                      WHERE kind = ? AND id = ? AND version = ?",
@@ -210,7 +183,7 @@ impl Records for SqliteRecords {
                 .await
                 .map_err(RecordsError::from_db)?
                 .ok_or(RecordsError::NotFound)?;
-                let record = record_of(&row).map_err(RecordsError::from_db)?;
+                let (record, _) = record_of(&row).map_err(RecordsError::from_db)?;
                 if done.rows_affected() == 0 {
                     return Err(RecordsError::Conflict {
                         expected: version,
@@ -226,12 +199,13 @@ impl Records for SqliteRecords {
     }
 
     async fn delete(&self, kind: &str, id: &str) -> Result<(), RecordsError> {
-        self.guard
+        self.db
+            .guard
             .run(async {
                 let done = sqlx::query("DELETE FROM phx_records WHERE kind = ? AND id = ?")
                     .bind(kind)
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.db.pool)
                     .await
                     .map_err(RecordsError::from_db)?;
                 if done.rows_affected() == 0 {
@@ -240,7 +214,7 @@ impl Records for SqliteRecords {
                 Ok(())
             })
             .await?;
-        self.guard.announce(Change {
+        self.db.guard.announce(Change {
             op: Op::Deleted,
             kind: kind.to_owned(),
             id: id.to_owned(),
@@ -255,37 +229,21 @@ impl Records for SqliteRecords {
         from: Option<Cursor>,
         size: u32,
     ) -> Result<Page, RecordsError> {
-        self.guard
-            .run(async {
-                let rows = sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM phx_records WHERE kind = ? AND rowid < ? \
-                     ORDER BY rowid DESC LIMIT ?"
-                ))
-                .bind(kind)
-                .bind(from.map_or(i64::MAX, |c| c.0))
-                .bind(i64::from(size) + 1)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(RecordsError::from_db)?;
-                let total: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM phx_records WHERE kind = ?")
-                        .bind(kind)
-                        .fetch_one(&self.pool)
-                        .await
-                        .map_err(RecordsError::from_db)?;
-                page_of(&rows, size, total, |row| {
-                    Ok((record_of(row)?, row.try_get::<i64, _>("rowid")?))
-                })
-            })
+        let rows = format!(
+            "SELECT {COLUMNS} FROM phx_records WHERE kind = ? AND rowid < ? \
+             ORDER BY rowid DESC LIMIT ?"
+        );
+        self.db
+            .page(&rows, COUNT, kind, from, size, record_of)
             .await
     }
 
     fn changes(&self) -> broadcast::Receiver<Change> {
-        self.guard.changes()
+        self.db.guard.changes()
     }
 
     fn health(&self) -> Health {
-        self.guard.health()
+        self.db.guard.health()
     }
 
     fn shared(&self) -> bool {
@@ -296,7 +254,7 @@ impl Records for SqliteRecords {
 impl SqliteRecords {
     fn announce(&self, op: Op, kind: &str, record: &Record) {
         if let Some(id) = record.get("id").and_then(Value::as_str) {
-            self.guard.announce(Change {
+            self.db.guard.announce(Change {
                 op,
                 kind: kind.to_owned(),
                 id: id.to_owned(),
@@ -304,33 +262,6 @@ impl SqliteRecords {
             });
         }
     }
-}
-
-/// A page from `size + 1` rows read (the extra one tells whether more follow).
-pub(crate) fn page_of<R>(
-    rows: &[R],
-    size: u32,
-    total: i64,
-    read: impl Fn(&R) -> Result<(Record, i64), sqlx::Error>,
-) -> Result<Page, RecordsError> {
-    let size = usize::try_from(size).unwrap_or(usize::MAX);
-    let mut records = Vec::with_capacity(rows.len().min(size));
-    let mut last = None;
-    for row in rows.iter().take(size) {
-        let (record, position) = read(row).map_err(RecordsError::from_db)?;
-        records.push(record);
-        last = Some(position);
-    }
-    let next = if rows.len() > size {
-        last.map(Cursor)
-    } else {
-        None
-    };
-    Ok(Page {
-        records,
-        total: u64::try_from(total).unwrap_or(0),
-        next,
-    })
 }
 
 #[cfg(test)]
@@ -383,7 +314,7 @@ mod tests {
         sqlx::query(
             "UPDATE phx_records SET record = json_set(record, '$.title', 'outside') WHERE id = '1'",
         )
-        .execute(&db.pool)
+        .execute(&db.db.pool)
         .await
         .unwrap();
         assert_eq!(

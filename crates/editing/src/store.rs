@@ -1,12 +1,14 @@
 //! What both stores share: every database call bounded by [`DB_TIMEOUT`], the
 //! database's health as last seen (and a probe that keeps it current), the
-//! change feed, and [`Database`], the store a URL names.
+//! change feed, the calls both make the same way around their own SQL
+//! (`Pooled`), and [`Database`], the store a URL names.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::{Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use tokio::sync::broadcast;
 
 use crate::error::RecordsError;
@@ -122,6 +124,139 @@ impl Guard {
                 let _ = guard.run(probe()).await;
             }
         });
+    }
+}
+
+/// A store's pool and its [`Guard`], whatever the database: the calls both
+/// stores make the same way, each with its own SQL. Cheap to clone.
+pub(crate) struct Pooled<DB: sqlx::Database> {
+    pub(crate) pool: Pool<DB>,
+    pub(crate) guard: Guard,
+}
+
+impl<DB: sqlx::Database> Clone for Pooled<DB> {
+    fn clone(&self) -> Self {
+        Pooled {
+            pool: self.pool.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+/// Reads a record and its position in the list from a row.
+pub(crate) type ReadRow<R> = fn(&R) -> Result<(Record, i64), sqlx::Error>;
+
+impl<DB> Pooled<DB>
+where
+    DB: sqlx::Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+{
+    /// Wraps `pool` and starts its health probe (`SELECT 1` every second).
+    pub(crate) fn new(pool: Pool<DB>) -> Pooled<DB> {
+        let store = Pooled {
+            pool,
+            guard: Guard::new(),
+        };
+        let pool = store.pool.clone();
+        store.guard.watch(move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(drop)
+                    .map_err(RecordsError::from_db)
+            }
+        });
+        store
+    }
+
+    /// The number `sql` counts, with `kind` as its one parameter; bounded.
+    pub(crate) async fn count(&self, sql: &str, kind: &str) -> Result<u64, RecordsError> {
+        self.guard
+            .run(async {
+                let n: i64 = sqlx::query_scalar(sql)
+                    .bind(kind)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(RecordsError::from_db)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            })
+            .await
+    }
+
+    /// The one record `sql` selects with `kind` and `id` as its parameters
+    /// (not bounded: for use inside a call that is); `NotFound` when none.
+    pub(crate) async fn record(
+        &self,
+        sql: &str,
+        kind: &str,
+        id: &str,
+        read: ReadRow<DB::Row>,
+    ) -> Result<Record, RecordsError> {
+        let row = sqlx::query(sql)
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(RecordsError::from_db)?
+            .ok_or(RecordsError::NotFound)?;
+        read(&row)
+            .map(|(record, _)| record)
+            .map_err(RecordsError::from_db)
+    }
+
+    /// A page of `kind`'s records, newest first; bounded. `rows_sql` selects
+    /// with the kind, the position to start before and the row limit as its
+    /// parameters; `total_sql` counts the kind's records.
+    pub(crate) async fn page(
+        &self,
+        rows_sql: &str,
+        total_sql: &str,
+        kind: &str,
+        from: Option<Cursor>,
+        size: u32,
+        read: ReadRow<DB::Row>,
+    ) -> Result<Page, RecordsError> {
+        self.guard
+            .run(async {
+                // One row more than the page holds tells whether more follow.
+                let rows = sqlx::query(rows_sql)
+                    .bind(kind)
+                    .bind(from.map_or(i64::MAX, |c| c.0))
+                    .bind(i64::from(size) + 1)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(RecordsError::from_db)?;
+                let total: i64 = sqlx::query_scalar(total_sql)
+                    .bind(kind)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(RecordsError::from_db)?;
+                let size = usize::try_from(size).unwrap_or(usize::MAX);
+                let mut records = Vec::with_capacity(rows.len().min(size));
+                let mut last = None;
+                for row in rows.iter().take(size) {
+                    let (record, position) = read(row).map_err(RecordsError::from_db)?;
+                    records.push(record);
+                    last = Some(position);
+                }
+                let next = if rows.len() > size {
+                    last.map(Cursor)
+                } else {
+                    None
+                };
+                Ok(Page {
+                    records,
+                    total: u64::try_from(total).unwrap_or(0),
+                    next,
+                })
+            })
+            .await
     }
 }
 

@@ -24,6 +24,8 @@
 //! assert_eq!(gone[0].1.leaves["alice"].metas[0].fields["device"], json!("phone"));
 //! ```
 
+#![deny(missing_docs)]
+
 mod mirror;
 mod refs;
 pub mod roles;

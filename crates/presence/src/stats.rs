@@ -14,6 +14,22 @@ use phx_protocol::presence::Meta;
 use serde_json::Value;
 
 /// Counts of the presences of one node.
+///
+/// ```
+/// use phx_presence::{Meta, SessionStats};
+/// use serde_json::json;
+///
+/// let mut stats = SessionStats::default();
+/// let signed = Meta::new("r1", json!({"verified": true}));
+/// let claims = Meta::new("r2", json!({"user_id": "alice"})); // proves nothing
+/// stats.on_join("room:1", "alice", &signed);
+/// stats.on_join("room:2", "alice", &signed);
+/// stats.on_join("room:1", "guest-7", &claims);
+/// assert_eq!((stats.sessions(), stats.signed_in(), stats.anonymous()), (3, 2, 1));
+/// assert_eq!(stats.distinct_users(), 1);
+/// stats.on_leave("room:1", "guest-7", &claims);
+/// assert_eq!(stats.topic_sessions("room:1"), 1);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionStats {
     sessions: usize,

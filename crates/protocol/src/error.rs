@@ -6,6 +6,15 @@
 //! name).
 
 /// What was wrong with a frame, or why a message cannot be encoded.
+///
+/// ```
+/// use phx_protocol::{ProtocolError, Serializer};
+///
+/// let v2 = Serializer::negotiate(Some("2.0.0")).unwrap();
+/// let err = v2.decode_text(r#"["1","2","room:1"]"#).unwrap_err();
+/// assert_eq!(err, ProtocolError::WrongArity(3));
+/// assert_eq!(err.kind(), "wrong_arity");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     /// The text frame is not JSON at all.

@@ -62,6 +62,18 @@ impl std::fmt::Display for Text {
 }
 
 /// One WebSocket data frame: JSON text, or a V2 binary frame.
+///
+/// ```
+/// use phx_protocol::{Frame, Text};
+///
+/// let frame = Frame::text(r#"[null,null,"room:1","shout",{}]"#);
+/// assert_eq!(frame.as_text(), Some(r#"[null,null,"room:1","shout",{}]"#));
+/// // A clone shares the encoded bytes: one broadcast, many writers.
+/// let copy = frame.clone();
+/// assert_eq!(copy.as_bytes().as_ptr(), frame.as_bytes().as_ptr());
+/// // Text is UTF-8 by construction.
+/// assert!(Text::from_utf8(bytes::Bytes::from_static(b"\xff")).is_err());
+/// ```
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Frame {
     /// A text frame (opcode 0x1) holding JSON.

@@ -27,6 +27,8 @@
 //! # let _ = Frame::text("x");
 //! ```
 
+#![deny(missing_docs)]
+
 mod binary;
 mod error;
 mod frame;

@@ -49,6 +49,24 @@ impl Op {
 }
 
 /// Ops `start + 1 ..= start + ops.len()` of one replica.
+///
+/// ```
+/// use phx_presence::{Delta, Meta, Op};
+/// use serde_json::json;
+///
+/// let join = |conn: u64| Op::Join {
+///     topic: "room:1".into(),
+///     conn,
+///     key: format!("user-{conn}"),
+///     meta: Meta::new(format!("ref-{conn}"), json!({})),
+/// };
+/// let delta = Delta { start: 40, ops: (1..=3).map(join).collect() };
+/// assert_eq!(delta.end(), 43);
+/// // Cut to a message budget, the pieces follow on from one another.
+/// let pieces = delta.split(1);
+/// let starts: Vec<u64> = pieces.iter().map(|d| d.start).collect();
+/// assert_eq!(starts, [40, 41, 42]);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Delta {
     /// The replica's clock before the first op.
@@ -63,8 +81,8 @@ pub struct Delta {
 pub const MAX_CLOCK: u64 = 1 << 62;
 
 impl Delta {
-    /// The clock after the last op (saturating: a delta from the wire has been
-    /// checked by [`Delta::check`]).
+    /// The clock after the last op (saturating: a delta from the wire has had
+    /// its clocks checked against [`MAX_CLOCK`] before it is applied).
     pub fn end(&self) -> u64 {
         let len = u64::try_from(self.ops.len()).unwrap_or(u64::MAX);
         self.start.saturating_add(len)
@@ -86,33 +104,43 @@ impl Delta {
     /// Splits the delta into consecutive deltas whose encoding stays within
     /// `budget` bytes each (an op larger than the budget goes alone).
     pub fn split(self, budget: usize) -> Vec<Delta> {
-        let mut out = Vec::new();
-        let mut cur = Delta {
-            start: self.start,
-            ops: Vec::new(),
-        };
-        let mut size = 0;
-        for op in self.ops {
-            let len = encoded_len(&op);
-            if !cur.ops.is_empty() && size + len > budget {
-                let start = cur.end();
-                out.push(std::mem::replace(
-                    &mut cur,
-                    Delta {
-                        start,
-                        ops: Vec::new(),
-                    },
-                ));
-                size = 0;
-            }
-            size += len;
-            cur.ops.push(op);
-        }
-        if !cur.ops.is_empty() || out.is_empty() {
-            out.push(cur);
-        }
-        out
+        let mut start = self.start;
+        cut(self.ops, budget, encoded_len)
+            .into_iter()
+            .map(|ops| {
+                let delta = Delta { start, ops };
+                start = delta.end();
+                delta
+            })
+            .collect()
     }
+}
+
+/// Cuts `items` into consecutive runs whose sizes (`len` of each) add up to at
+/// most `budget` per run; an item larger than the budget makes a run alone.
+/// Always at least one run (empty when there are no items): the one splitter
+/// of heartbeat deltas, transfer deltas and whole-state parts.
+fn cut<T>(
+    items: impl IntoIterator<Item = T>,
+    budget: usize,
+    len: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut runs = Vec::new();
+    let mut run = Vec::new();
+    let mut size = 0;
+    for item in items {
+        let n = len(&item);
+        if !run.is_empty() && size + n > budget {
+            runs.push(std::mem::take(&mut run));
+            size = 0;
+        }
+        size += n;
+        run.push(item);
+    }
+    if !run.is_empty() || runs.is_empty() {
+        runs.push(run);
+    }
+    runs
 }
 
 /// The size of a value's JSON encoding plus a separator.
@@ -251,38 +279,37 @@ impl ReplicaData {
     /// encoding stays within `budget` bytes each; a topic too large for one
     /// piece is spread over several. An entry larger than the budget goes alone.
     pub fn chunks(&self, budget: usize) -> Vec<ReplicaData> {
-        let empty = || ReplicaData {
-            clock: self.clock,
-            ..ReplicaData::default()
+        let entries = self.topics.iter().flat_map(|(topic, entries)| {
+            entries
+                .iter()
+                .map(move |((conn, key), (seq, meta))| (topic, *conn, key, *seq, meta))
+        });
+        let size = |&(topic, conn, key, seq, meta): &(&String, u64, &String, u64, &Meta)| {
+            encoded_len(&WireEntryRef {
+                topic,
+                conn,
+                key,
+                seq,
+                meta,
+            })
         };
-        let mut out = Vec::new();
-        let mut cur = empty();
-        let mut size = 0;
-        for (topic, entries) in &self.topics {
-            for ((conn, key), (seq, meta)) in entries {
-                let len = encoded_len(&WireEntryRef {
-                    topic,
-                    conn: *conn,
-                    key,
-                    seq: *seq,
-                    meta,
-                });
-                if cur.len > 0 && size + len > budget {
-                    out.push(std::mem::replace(&mut cur, empty()));
-                    size = 0;
+        cut(entries, budget, size)
+            .into_iter()
+            .map(|run| {
+                let mut part = ReplicaData {
+                    clock: self.clock,
+                    ..ReplicaData::default()
+                };
+                for (topic, conn, key, seq, meta) in run {
+                    part.topics
+                        .entry(topic.clone())
+                        .or_default()
+                        .insert((conn, key.clone()), (seq, meta.clone()));
+                    part.len += 1;
                 }
-                size += len;
-                cur.topics
-                    .entry(topic.clone())
-                    .or_default()
-                    .insert((*conn, key.clone()), (*seq, meta.clone()));
-                cur.len += 1;
-            }
-        }
-        if cur.len > 0 || out.is_empty() {
-            out.push(cur);
-        }
-        out
+                part
+            })
+            .collect()
     }
 
     /// Every entry as a join (`join = true`) or as a leave.
@@ -410,5 +437,58 @@ impl TryFrom<WireData> for ReplicaData {
             data.len += 1;
         }
         Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_fills_each_run_up_to_the_budget_and_lets_a_large_item_go_alone() {
+        let runs = cut([3, 4, 2, 9, 1, 1], 7, |n: &usize| *n);
+        assert_eq!(runs, vec![vec![3, 4], vec![2], vec![9], vec![1, 1]]);
+        let none: Vec<Vec<usize>> = cut(Vec::new(), 7, |n: &usize| *n);
+        assert_eq!(none, vec![Vec::<usize>::new()], "one empty run, never none");
+    }
+
+    #[test]
+    fn split_deltas_follow_on_and_parts_keep_the_clock() {
+        let join = |conn: u64| Op::Join {
+            topic: "room".to_owned(),
+            conn,
+            key: format!("user{conn}"),
+            meta: Meta::new(format!("ref{conn}"), serde_json::Value::Null),
+        };
+        let delta = Delta {
+            start: 10,
+            ops: (0..5).map(join).collect(),
+        };
+        let one = encoded_len(&join(0));
+        let pieces = delta.clone().split(2 * one);
+        assert_eq!(
+            pieces
+                .iter()
+                .map(|d| (d.start, d.ops.len()))
+                .collect::<Vec<_>>(),
+            vec![(10, 2), (12, 2), (14, 1)]
+        );
+        assert_eq!(
+            pieces.into_iter().flat_map(|d| d.ops).collect::<Vec<_>>(),
+            delta.ops
+        );
+
+        let mut data = ReplicaData::default();
+        assert!(data.apply_delta(
+            &Delta {
+                start: 0,
+                ops: (0..5).map(join).collect(),
+            },
+            None
+        ));
+        let parts = data.chunks(2 * one + 40);
+        assert!(parts.len() > 1, "{} parts", parts.len());
+        assert!(parts.iter().all(|p| p.clock() == 5));
+        assert_eq!(parts.iter().map(|p| p.len).sum::<usize>(), 5);
     }
 }

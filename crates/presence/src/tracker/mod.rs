@@ -258,6 +258,63 @@ impl Remote {
         self.data.clock() >= self.announced && !self.needs_proof
     }
 
+    /// Takes (part of) an answer to request `id` (0: to a hello): a delta to
+    /// apply, or a part of a whole state, installed once every part is in.
+    fn receive(&mut self, id: u64, transfer: Transfer, now_ms: u64, diffs: &mut Diffs) {
+        if id != 0 && self.pending.is_some_and(|(p, _)| p == id) {
+            self.proven();
+        }
+        match transfer {
+            Transfer::Delta { delta } => {
+                let d = self.diffs(diffs);
+                self.data.apply_delta(&delta, d);
+            }
+            Transfer::Part { part, parts, data } => {
+                let clock = data.clock();
+                if clock > self.data.clock() {
+                    let fresh = match &self.assembly {
+                        Some(a) => a.clock < clock || (a.clock == clock && a.parts != parts),
+                        None => true,
+                    };
+                    if fresh {
+                        self.assembly = Some(Assembly {
+                            clock,
+                            parts,
+                            got: BTreeSet::new(),
+                            data: ReplicaData::default(),
+                        });
+                        if self.pending.is_none() && !self.needs_proof {
+                            // An answer to a hello is in flight: no need to ask.
+                            self.pending = Some((0, now_ms));
+                        }
+                    }
+                    let complete = match &mut self.assembly {
+                        Some(a) if a.clock == clock => {
+                            if a.got.insert(part) {
+                                a.data.absorb(data);
+                            }
+                            a.got.len() == usize::try_from(a.parts).unwrap_or(usize::MAX)
+                        }
+                        _ => false,
+                    };
+                    if complete {
+                        if let Some(a) = self.assembly.take() {
+                            self.install(a.data, diffs);
+                        }
+                    }
+                }
+            }
+        }
+        if self
+            .assembly
+            .as_ref()
+            .is_some_and(|a| a.clock <= self.data.clock())
+        {
+            self.assembly = None;
+        }
+        self.settle(diffs);
+    }
+
     /// A syncing replica whose copy caught up (and that proved alive) is shown.
     fn settle(&mut self, diffs: &mut Diffs) {
         if self.caught_up() {
@@ -695,28 +752,7 @@ impl Tracker {
             }
             Gossip::TransferReq { from, to, id, have } => {
                 if to == self.me && from.name != self.me.name {
-                    let known = Self::heard(
-                        &mut self.remotes,
-                        &self.me,
-                        &from,
-                        true,
-                        0,
-                        now_ms,
-                        None,
-                        (&mut self.next_id, self.config.down_period_ms, &mut replies),
-                        &mut diffs,
-                    );
-                    if let Some(remote) = known {
-                        Self::request(
-                            remote,
-                            &self.me,
-                            &from,
-                            now_ms,
-                            self.config.down_period_ms,
-                            &mut self.next_id,
-                            &mut replies,
-                        );
-                    }
+                    self.hear_and_ask(&from, 0, None, now_ms, &mut diffs, &mut replies, |_, _| {});
                     // Answered even when the asker's incarnation is not (yet)
                     // taken here: a restarted node must not wait for our proof
                     // of its own life to get our state.
@@ -766,32 +802,20 @@ impl Tracker {
         diffs: &mut Diffs,
         replies: &mut Vec<Gossip>,
     ) {
-        let Some(remote) = Self::heard(
-            &mut self.remotes,
-            &self.me,
+        self.hear_and_ask(
             &from,
-            true,
             clock,
-            now_ms,
             None,
-            (&mut self.next_id, self.config.down_period_ms, replies),
-            diffs,
-        ) else {
-            return;
-        };
-        if let Some(delta) = &delta {
-            let d = remote.diffs(diffs);
-            remote.data.apply_delta(delta, d);
-        }
-        remote.settle(diffs);
-        Self::request(
-            remote,
-            &self.me,
-            &from,
             now_ms,
-            self.config.down_period_ms,
-            &mut self.next_id,
+            diffs,
             replies,
+            |remote, diffs| {
+                if let Some(delta) = &delta {
+                    let d = remote.diffs(diffs);
+                    remote.data.apply_delta(delta, d);
+                }
+                remote.settle(diffs);
+            },
         );
     }
 
@@ -809,29 +833,15 @@ impl Tracker {
         if from.name == self.me.name {
             return;
         }
-        let known = Self::heard(
-            &mut self.remotes,
-            &self.me,
+        self.hear_and_ask(
             &from,
-            true,
             clock,
-            now_ms,
             None,
-            (&mut self.next_id, self.config.down_period_ms, replies),
+            now_ms,
             diffs,
+            replies,
+            |remote, diffs| remote.settle(diffs),
         );
-        if let Some(remote) = known {
-            remote.settle(diffs);
-            Self::request(
-                remote,
-                &self.me,
-                &from,
-                now_ms,
-                self.config.down_period_ms,
-                &mut self.next_id,
-                replies,
-            );
-        }
         // Answered even when its incarnation is not (yet) taken here (a
         // restart asked for a proof of life first): it gets our state at once.
         let mine = have.iter().find(|h| h.replica == self.me).map(|h| h.clock);
@@ -853,75 +863,50 @@ impl Tracker {
             Transfer::Delta { delta } => delta.end(),
             Transfer::Part { data, .. } => data.clock(),
         };
+        self.hear_and_ask(
+            &from,
+            end,
+            Some(id),
+            now_ms,
+            diffs,
+            replies,
+            |remote, diffs| remote.receive(id, transfer, now_ms, diffs),
+        );
+    }
+
+    /// Hears `from` announcing `clock` (see [`Tracker::heard`]; `ack_id`: the
+    /// request the message answers), lets `update` bring our copy of it up to
+    /// date, then asks it for what that copy still lacks (see
+    /// [`Tracker::request`]). Nothing when the message is to be ignored.
+    #[allow(clippy::too_many_arguments)]
+    fn hear_and_ask(
+        &mut self,
+        from: &Replica,
+        clock: u64,
+        ack_id: Option<u64>,
+        now_ms: u64,
+        diffs: &mut Diffs,
+        replies: &mut Vec<Gossip>,
+        update: impl FnOnce(&mut Remote, &mut Diffs),
+    ) {
         let Some(remote) = Self::heard(
             &mut self.remotes,
             &self.me,
-            &from,
+            from,
             true,
-            end,
+            clock,
             now_ms,
-            Some(id),
+            ack_id,
             (&mut self.next_id, self.config.down_period_ms, replies),
             diffs,
         ) else {
             return;
         };
-        if id != 0 && remote.pending.is_some_and(|(p, _)| p == id) {
-            remote.proven();
-        }
-        match transfer {
-            Transfer::Delta { delta } => {
-                let d = remote.diffs(diffs);
-                remote.data.apply_delta(&delta, d);
-            }
-            Transfer::Part { part, parts, data } => {
-                let clock = data.clock();
-                if clock > remote.data.clock() {
-                    let fresh = match &remote.assembly {
-                        Some(a) => a.clock < clock || (a.clock == clock && a.parts != parts),
-                        None => true,
-                    };
-                    if fresh {
-                        remote.assembly = Some(Assembly {
-                            clock,
-                            parts,
-                            got: BTreeSet::new(),
-                            data: ReplicaData::default(),
-                        });
-                        if remote.pending.is_none() && !remote.needs_proof {
-                            // An answer to a hello is in flight: no need to ask.
-                            remote.pending = Some((0, now_ms));
-                        }
-                    }
-                    let complete = match &mut remote.assembly {
-                        Some(a) if a.clock == clock => {
-                            if a.got.insert(part) {
-                                a.data.absorb(data);
-                            }
-                            a.got.len() == usize::try_from(a.parts).unwrap_or(usize::MAX)
-                        }
-                        _ => false,
-                    };
-                    if complete {
-                        if let Some(a) = remote.assembly.take() {
-                            remote.install(a.data, diffs);
-                        }
-                    }
-                }
-            }
-        }
-        if remote
-            .assembly
-            .as_ref()
-            .is_some_and(|a| a.clock <= remote.data.clock())
-        {
-            remote.assembly = None;
-        }
-        remote.settle(diffs);
+        update(remote, diffs);
         Self::request(
             remote,
             &self.me,
-            &from,
+            from,
             now_ms,
             self.config.down_period_ms,
             &mut self.next_id,
