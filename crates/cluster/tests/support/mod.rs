@@ -9,6 +9,7 @@ use phx_cluster::{Event, Node, NodeConfig};
 use phx_presence::TrackerConfig;
 use tokio::task::JoinHandle;
 
+#[allow(unused_imports)] // the cross-node bench includes this file and waits for nothing
 pub use phx_testkit::{wait_until, ClusterTiming, Redis};
 
 /// The windows of a cluster running with `tracker`'s periods.

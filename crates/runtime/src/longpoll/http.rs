@@ -18,8 +18,8 @@ use super::session::{Session, SessionHandle, SessionId, Sessions};
 use super::token::{sign, verify};
 use crate::handler::{parse_query, TransportKind};
 use crate::metrics::Metrics;
-use crate::state::EndpointState;
 use crate::socket::SocketCore;
+use crate::state::EndpointState;
 use crate::transport::{
     self, connect, connect_info, exact_path, header, origin_allowed, raw_query, PeerAddr,
 };
@@ -247,8 +247,12 @@ impl LpRequest {
                 handle,
             ));
         }
-        let (core, mailbox) =
-            SocketCore::new(shared.sockets.clone(), serializer, TransportKind::LongPoll, conn);
+        let (core, mailbox) = SocketCore::new(
+            shared.sockets.clone(),
+            serializer,
+            TransportKind::LongPoll,
+            conn,
+        );
         let session = Session::new(shared.clone(), self.sessions.clone(), id, poll_rx, post_rx);
         tokio::spawn(transport::drive(session, core, mailbox, shared.clone()));
         tracing::debug!(vsn = serializer.vsn(), "long-poll session opened");
