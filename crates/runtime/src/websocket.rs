@@ -163,7 +163,7 @@ impl Upgrade {
                 TransportKind::WebSocket,
                 conn,
             );
-            let wire = WsWire::new(ws, shared.clone(), serializer);
+            let wire = WsWire::new(ws, &shared, serializer);
             transport::drive(wire, core, rx, shared).await;
             // The connection's slot under max_connections is free again.
             drop(slot);
@@ -346,7 +346,9 @@ impl Outbox {
 struct WsWire {
     ws: Ws,
     out: Outbox,
-    shared: Arc<EndpointState>,
+    /// The endpoint's counters: all a wire needs of the endpoint besides its
+    /// idle timeout.
+    metrics: Arc<Metrics>,
     serializer: Serializer,
     idle: Duration,
     /// Nothing received from the client until then ends the socket (1001).
@@ -358,12 +360,12 @@ struct WsWire {
 }
 
 impl WsWire {
-    fn new(ws: Ws, shared: Arc<EndpointState>, serializer: Serializer) -> WsWire {
+    fn new(ws: Ws, shared: &EndpointState, serializer: Serializer) -> WsWire {
         let idle = shared.config.idle_timeout;
         WsWire {
             ws,
             out: Outbox::default(),
-            shared,
+            metrics: shared.metrics.clone(),
             serializer,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
@@ -393,8 +395,8 @@ impl WsWire {
             Ok(msg) => Read::Message(msg),
             Err(err) => {
                 // A decoded message is counted by the loop; this one never reaches it.
-                Metrics::inc(&self.shared.metrics.frames_in);
-                Metrics::inc(&self.shared.metrics.malformed_frames);
+                Metrics::inc(&self.metrics.frames_in);
+                Metrics::inc(&self.metrics.malformed_frames);
                 tracing::warn!(%err, "closing socket: malformed frame");
                 Read::End(Ending::Close(CloseReason::InvalidFrame(err.kind())))
             }
@@ -429,12 +431,12 @@ impl Wire for WsWire {
                     self.deadline.as_mut().reset(Instant::now() + self.idle);
                     match incoming {
                         None => Read::End(Ending::Gone),
-                        Some(Err(err)) => Read::End(read_error(&self.shared, err)),
+                        Some(Err(err)) => Read::End(read_error(&self.metrics, err)),
                         Some(Ok(msg)) => self.inbound(msg),
                     }
                 }
                 None => {
-                    Metrics::inc(&self.shared.metrics.idle_timeouts);
+                    Metrics::inc(&self.metrics.idle_timeouts);
                     tracing::info!(timeout = ?self.idle, "closing socket: nothing received within the idle timeout");
                     Read::End(Ending::Close(CloseReason::IdleTimeout))
                 }
@@ -480,10 +482,10 @@ impl Wire for WsWire {
     }
 }
 
-fn read_error(shared: &EndpointState, err: tungstenite::Error) -> Ending {
+fn read_error(metrics: &Metrics, err: tungstenite::Error) -> Ending {
     match err {
         tungstenite::Error::Capacity(err) => {
-            Metrics::inc(&shared.metrics.oversize_frames);
+            Metrics::inc(&metrics.oversize_frames);
             tracing::warn!(%err, "closing socket: frame over the size limit");
             Ending::Close(CloseReason::FrameTooLarge)
         }
@@ -494,12 +496,12 @@ fn read_error(shared: &EndpointState, err: tungstenite::Error) -> Ending {
             Ending::Gone
         }
         tungstenite::Error::Protocol(err) => {
-            Metrics::inc(&shared.metrics.malformed_frames);
+            Metrics::inc(&metrics.malformed_frames);
             tracing::warn!(%err, "closing socket: WebSocket protocol error");
             Ending::Close(CloseReason::ProtocolError)
         }
         tungstenite::Error::Utf8(_) => {
-            Metrics::inc(&shared.metrics.malformed_frames);
+            Metrics::inc(&metrics.malformed_frames);
             tracing::warn!("closing socket: text frame is not UTF-8");
             Ending::Close(CloseReason::InvalidUtf8)
         }

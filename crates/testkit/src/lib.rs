@@ -9,6 +9,8 @@
 //! limit for a hung test, never a measurement, so a slow machine only makes a
 //! passing test slower, not a failing one.
 
+#![deny(missing_docs)]
+
 mod checks;
 mod postgres;
 mod redis;
