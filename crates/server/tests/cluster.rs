@@ -10,12 +10,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::Write;
+use std::process::{Child, ChildStdin};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{js_dir, Server};
+use common::Server;
 use phx_testkit::{wait_for, ClusterTiming, Redis};
 
 /// The heartbeat and down period the nodes run with (phx-server's defaults,
@@ -47,7 +47,7 @@ fn node(redis: &Redis, name: &str) -> Server {
 struct Client {
     child: Child,
     stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
+    lines: mpsc::Receiver<(Instant, String)>,
     name: String,
     /// Joins seen: a client joins once, another join means its session was lost.
     joins: std::cell::Cell<usize>,
@@ -64,25 +64,12 @@ impl Client {
     }
 
     fn start_url(url: &str, topic: &str, user: &str, kind: &str) -> Client {
-        let mut child = Command::new("node")
-            .args(["cluster_client.cjs", url, topic, user])
-            .args(kind.split(' '))
-            .current_dir(js_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node is needed for the phoenix.js tests (install Node.js)");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut argv: Vec<String> = ["cluster_client.cjs", url, topic, user]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        argv.extend(kind.split(' ').map(str::to_owned));
+        let (child, stdin, lines) = common::node_script(&argv);
         Client {
             child,
             stdin,
@@ -99,7 +86,7 @@ impl Client {
         loop {
             let left = limit.saturating_sub(start.elapsed());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((_, line)) => {
                     assert!(!line.starts_with("error"), "{}: {line}", self.name);
                     if line == "joined" {
                         self.joins.set(self.joins.get() + 1);
@@ -292,7 +279,7 @@ impl Client {
         let start = Instant::now();
         while let Some(left) = limit.checked_sub(start.elapsed()) {
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with("shout ") => return true,
+                Ok((_, line)) if line.starts_with("shout ") => return true,
                 Ok(_) => {}
                 Err(_) => return false,
             }

@@ -178,31 +178,46 @@ pub fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
 pub struct Script {
     child: Child,
     stdin: std::process::ChildStdin,
-    lines: std::sync::mpsc::Receiver<String>,
+    lines: std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+}
+
+/// Starts `node <argv>` in `tests/js` with piped stdin and stdout; stderr is
+/// the test's. Each stdout line arrives on the receiver with the time it was
+/// read. The child is the caller's to kill.
+pub fn node_script(
+    argv: &[String],
+) -> (
+    Child,
+    std::process::ChildStdin,
+    std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+) {
+    let mut child = Command::new("node")
+        .args(argv)
+        .current_dir(js_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node is needed for the phoenix.js tests (install Node.js)");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((std::time::Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    (child, stdin, lines)
 }
 
 impl Script {
     /// Starts `node <script> <args>` in `tests/js`.
     pub fn start(script: &str, args: &[String]) -> Script {
-        let mut child = Command::new("node")
-            .arg(script)
-            .args(args)
-            .current_dir(js_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node is needed for the phoenix.js tests (install Node.js)");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut argv = vec![script.to_owned()];
+        argv.extend(args.iter().cloned());
+        let (child, stdin, lines) = node_script(&argv);
         Script {
             child,
             stdin,
@@ -224,7 +239,7 @@ impl Script {
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let Ok(line) = self.lines.recv_timeout(left) else {
+            let Ok((_, line)) = self.lines.recv_timeout(left) else {
                 seen.push(format!("no result within {limit:?}"));
                 return seen;
             };

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream as StdStream;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::common::{self, js_dir, Server};
+use crate::common::{self, Server};
 
 /// The admin token of the nodes these tests start.
 pub const TOKEN: &str = "split-admin-token";
@@ -70,30 +70,14 @@ pub struct Client {
 impl Client {
     /// Joins `topic` as `user` on `server` over WebSocket.
     pub fn start(server: &Server, topic: &str, user: &str) -> Client {
-        let mut child = Command::new("node")
-            .args([
-                "cluster_client.cjs",
-                &format!("ws://{}/socket", server.addr),
-                topic,
-                user,
-            ])
-            .arg("websocket")
-            .current_dir(js_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node is needed for the phoenix.js tests (install Node.js)");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
+        let argv = [
+            "cluster_client.cjs".to_owned(),
+            format!("ws://{}/socket", server.addr),
+            topic.to_owned(),
+            user.to_owned(),
+            "websocket".to_owned(),
+        ];
+        let (child, stdin, rx) = common::node_script(&argv);
         Client {
             child,
             stdin,
