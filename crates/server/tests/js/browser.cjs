@@ -4,7 +4,7 @@
 // (PSQL and DATABASE_URL: the test's PostgreSQL, changed directly for the
 // external-change step). Prints "ok <step>" per step, saves a screenshot per
 // step, ends with "<n> passed, 0 failed" and exits 0 when all passed.
-const { chromium } = require("playwright-core");
+const { launchChromium } = require("./chromium.cjs");
 const path = require("node:path");
 const fs = require("node:fs");
 const { execFileSync } = require("node:child_process");
@@ -18,13 +18,7 @@ const ok = (what) => { passed += 1; console.log("ok " + what); };
 setTimeout(() => fail("timed out"), 60000).unref();
 
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    // playwright-core gives every launch a fresh temporary user-data-dir.
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launchChromium();
   try {
     const shot = async (page, name) => {
       const file = path.join(artifacts, name + ".png");

@@ -6,19 +6,14 @@
 //   never connects.
 // allowed: the page connects and no notice is shown.
 // Prints "ok ..." per check and the notice's text; exits 0 when all passed.
-const { chromium } = require("playwright-core");
+const { launchChromium } = require("./chromium.cjs");
 
 const [url, expect, screenshot] = process.argv.slice(2);
 const fail = (why) => { console.error("FAIL", why); process.exit(1); };
 setTimeout(() => fail("timed out"), 60000).unref();
 
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage();
     await page.goto(url);
