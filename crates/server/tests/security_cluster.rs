@@ -182,7 +182,7 @@ fn redis_url_without_a_64_byte_secret_refuses_to_start() {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_phx-server"));
         cmd.args(["--port", "0", "--admin-bind", "127.0.0.1:0", "--redis-url"])
             .arg(redis.url())
-            .args(["--node-name", "n1"])
+            .args(["--node-name", "n1", "--database-url", "sqlite::memory:"])
             .env_remove("PHX_SECRET_KEY_BASE")
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
