@@ -2,7 +2,7 @@
 //! address, the connect info, the origin check, vsn negotiation and the connect
 //! step (the socket handler's `connect`), the small HTTP helpers both routes
 //! use, and the socket loop itself ([`run`]), written once over the small
-//! [`Wire`] trait. `websocket.rs` and `longpoll.rs` keep only their own wire:
+//! [`Wire`] trait. `websocket.rs` and `longpoll/` keep only their own wire:
 //! how a client message is read, how a batch of frames is written, how the
 //! connection ends.
 
