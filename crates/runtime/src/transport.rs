@@ -1,7 +1,7 @@
 //! What both transports share, as Phoenix's `socket/transport.ex`: the peer
 //! address, the connect info, the origin check, vsn negotiation and the connect
 //! step (the socket handler's `connect`), the small HTTP helpers both routes
-//! use, and the socket loop itself ([`run`]), written once over the small
+//! use, and the socket loop itself ([`drive`]), written once over the small
 //! [`Wire`] trait. `websocket.rs` and `longpoll/` keep only their own wire:
 //! how a client message is read, how a batch of frames is written, how the
 //! connection ends.
@@ -209,7 +209,7 @@ pub(crate) enum Read {
     End(Ending),
 }
 
-/// One transport's side of a connection, as the socket loop ([`run`]) drives it:
+/// One transport's side of a connection, as the socket loop ([`drive`]) drives it:
 /// read what the client sends, gather frames into a batch and write it, close.
 ///
 /// The loop is generic over the wire (static dispatch, nothing boxed per frame).
