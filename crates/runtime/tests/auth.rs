@@ -8,7 +8,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -493,22 +492,9 @@ async fn token_auth_wraps_the_apps_handler() {
     assert_eq!(ws_identity(&s, "bad").await, Err(403));
 }
 
-fn npm_ci(dir: &Path) {
-    if dir.join("node_modules/phoenix").exists() {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(dir)
-        .status()
-        .expect("npm is needed to install the stock phoenix client (install Node.js and npm)");
-    assert!(status.success(), "npm ci failed in {}", dir.display());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_phoenix_js_gets_its_identity_from_params_token() {
-    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    npm_ci(&js);
+    let js = support::stock_js_dir();
     let v = vectors("1.7");
     let verifier = Verifier::PhoenixToken(phoenix_verifier(&v, Some(86_400)));
     let (s, _) = serve(verifier, at(VERIFY_AT_SECS)).await;

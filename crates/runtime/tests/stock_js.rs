@@ -5,27 +5,13 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 
 use phx_runtime::Endpoint;
 
-fn npm_ci(dir: &Path) {
-    if dir.join("node_modules/phoenix").exists() {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(dir)
-        .status()
-        .expect("npm is needed to install the stock phoenix client (install Node.js and npm)");
-    assert!(status.success(), "npm ci failed in {}", dir.display());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_phoenix_js_client_works_unchanged() {
-    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    npm_ci(&js);
+    let js = support::stock_js_dir();
 
     let endpoint = Endpoint::builder()
         .config(phx_runtime::Config {

@@ -410,3 +410,18 @@ impl Channel for PresenceRoom {
         }
     }
 }
+
+/// `tests/js`, where the stock phoenix.js tests run, with its packages
+/// installed from the committed lock file (`npm ci`) if they are not yet.
+pub fn stock_js_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    if !dir.join("node_modules/phoenix").exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm is needed to install the stock phoenix client (install Node.js and npm)");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    dir
+}
